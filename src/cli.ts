@@ -1,0 +1,122 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { migrate, resolveOptions, type RawOptions } from './index.ts';
+import { ExitCode, MigrateError, UsageError } from './errors.ts';
+import { DEFAULTS } from './options.ts';
+import { createReporter } from './ui/progress.ts';
+import { renderSummary } from './ui/summary.ts';
+import { killAllNow } from './proc/run.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function parseArgs(argv: string[]) {
+  return yargs(argv)
+    .scriptName('pg-migrate')
+    .usage('$0 [options]\n\nMigrate every user database, the roles and tablespaces of a PostgreSQL server onto another server, verify every table, and resume after an interruption.')
+    .env('PG_MIGRATE')
+    .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true })
+    .group(['from-host', 'from-port', 'from-user', 'from-pass', 'from-db'], 'Source server:')
+    .option('from-host', { type: 'string', default: DEFAULTS.fromHost, describe: 'source host name or socket directory' })
+    .option('from-port', { type: 'number', default: DEFAULTS.fromPort, describe: 'source port' })
+    .option('from-user', { type: 'string', default: DEFAULTS.fromUser, describe: 'source user (a superuser to copy role passwords)' })
+    .option('from-pass', { type: 'string', describe: 'source password (else PG_MIGRATE_FROM_PASS, PGPASSWORD or ~/.pgpass)' })
+    .option('from-db', { type: 'string', default: DEFAULTS.fromDb, describe: 'source database used for discovery and globals' })
+    .group(['to-host', 'to-port', 'to-user', 'to-pass', 'to-db'], 'Target server:')
+    .option('to-host', { type: 'string', describe: 'target host name or socket directory (required)' })
+    .option('to-port', { type: 'number', default: DEFAULTS.toPort, describe: 'target port' })
+    .option('to-user', { type: 'string', default: DEFAULTS.toUser, describe: 'target user; must be a superuser' })
+    .option('to-pass', { type: 'string', describe: 'target password (else PG_MIGRATE_TO_PASS, PGPASSWORD or ~/.pgpass)' })
+    .option('to-db', { type: 'string', default: DEFAULTS.toDb, describe: 'target database used for ALTER SYSTEM and globals' })
+    .group(['dump-jobs', 'restore-jobs', 'max-parallel', 'dump-parallel', 'restore-parallel', 'verify-concurrency'], 'Parallelism:')
+    .option('dump-jobs', { type: 'number', describe: 'pg_dump -j per database [default: auto: min(24, cores), fitted to max_connections]' })
+    .option('restore-jobs', { type: 'number', describe: 'pg_restore -j per database [default: auto: min(12, cores), fitted to max_connections]' })
+    .option('max-parallel', { alias: 'p', type: 'number', describe: 'databases in flight on each side [default: auto: min(6, max(2, cores)), fitted]' })
+    .option('dump-parallel', { type: 'number', describe: 'databases dumping at once [default: --max-parallel]' })
+    .option('restore-parallel', { type: 'number', describe: 'databases restoring at once [default: --max-parallel]' })
+    .option('verify-concurrency', { type: 'number', default: DEFAULTS.verifyConcurrency, describe: 'count(*) queries at once, both servers together' })
+    .group(['include-db', 'exclude-db', 'delay-table-data', 'migrate-globals', 'disable-dst-optimizations', 'fast-verify'], 'What to migrate:')
+    .option('include-db', { type: 'string', array: true, describe: 'only databases matching this glob (repeatable)' })
+    .option('exclude-db', { type: 'string', array: true, describe: 'leave out databases matching this glob (repeatable)' })
+    .option('delay-table-data', { type: 'string', array: true, describe: 'DATABASE.[SCHEMA.]TABLE glob: load this table\'s data after the regular phase, indexes rebuilt afterwards (repeatable)' })
+    .option('migrate-globals', { type: 'boolean', default: DEFAULTS.migrateGlobals, describe: 'copy roles and tablespaces (pg_dumpall --globals-only)' })
+    .option('disable-dst-optimizations', { type: 'boolean', default: DEFAULTS.disableDstOptimizations, describe: 'do not tune the target (fsync=off, ...) during the run' })
+    .option('fast-verify', { type: 'boolean', default: DEFAULTS.fastVerify, describe: 'compare pg_class.reltuples instead of count(*) (deferred and never-analyzed tables are still counted)' })
+    .group(['dump-root', 'state-dir', 'fresh', 'remove-dumps', 'pg-bin-dir', 'compression', 'report', 'progress'], 'Files and output:')
+    .option('dump-root', { type: 'string', default: DEFAULTS.dumpRoot, describe: 'directory for the dumps' })
+    .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ and pg_verify_state/ [default: $HOME]' })
+    .option('fresh', { type: 'boolean', default: DEFAULTS.fresh, describe: 'discard the state of an earlier run and start over' })
+    .option('remove-dumps', { type: 'boolean', default: DEFAULTS.removeDumps, describe: 'delete a database\'s dump once it verified' })
+    .option('pg-bin-dir', { type: 'string', describe: 'directory of pg_dump, pg_dumpall, pg_restore [default: PATH]' })
+    .option('compression', { type: 'string', describe: 'pg_dump -Z value [default: zstd:5 with pg_dump 16+, else 1 (gzip)]' })
+    .option('report', { type: 'string', describe: 'also write the summary as JSON to this file' })
+    .option('progress', { choices: ['auto', 'tty', 'plain'] as const, default: 'auto' as const, describe: 'live display on a terminal, timestamped lines otherwise' })
+    .strict()
+    .version(pkg.version)
+    .help()
+    .alias('help', 'h')
+    .wrap(Math.min(120, process.stdout.columns ?? 100))
+    .epilogue('Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted.')
+    .fail((msg, err) => {
+      throw err ?? new UsageError([`${msg}; see pg-migrate --help`]);
+    })
+    .parseSync();
+}
+
+async function main(): Promise<number> {
+  let argv: ReturnType<typeof parseArgs>;
+  let raw: RawOptions;
+  try {
+    argv = parseArgs(hideBin(process.argv));
+    raw = argv as RawOptions;
+  } catch (err) {
+    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
+    return ExitCode.usage;
+  }
+  let options;
+  try {
+    options = resolveOptions(raw);
+  } catch (err) {
+    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
+    return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
+  }
+
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write(`\npg-migrate: ${sig}: stopping cleanly (stopping children, cancelling queries, reverting the target tuning); press Ctrl-C again to stop at once\n`);
+      controller.abort();
+    } else {
+      process.stderr.write('\npg-migrate: stopping now; the next run reverts the tuning and resumes\n');
+      killAllNow();
+      process.exit(ExitCode.interrupted);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const reporter = createReporter(process.stdout, argv.progress);
+  const summary = await migrate(options, { signal: controller.signal, onEvent: (e) => reporter.onEvent(e) });
+  await reporter.close();
+  process.stdout.write(`\n${renderSummary(summary, process.stdout.isTTY === true)}\n`);
+  if (options.report) {
+    await writeFile(options.report, `${JSON.stringify(summary, null, 2)}\n`).catch((err: Error) => {
+      process.stderr.write(`pg-migrate: could not write the report ${options.report}: ${err.message}\n`);
+    });
+  }
+  return summary.exitCode;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`pg-migrate: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = ExitCode.internal;
+  },
+);

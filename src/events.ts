@@ -1,0 +1,59 @@
+import type { Parallelism } from './options.ts';
+
+export type Phase =
+  | 'queued'
+  | 'dumping'
+  | 'counting source'
+  | 'waiting for target'
+  | 'restoring'
+  | 'counting target'
+  | 'verifying'
+  | 'delayed dumping'
+  | 'dropping indexes'
+  | 'delayed restoring'
+  | 'recreating indexes'
+  | 'delayed verifying'
+  | 'verified'
+  | 'failed';
+
+export type DbStatus = 'verified' | 'failed' | 'not migrated' | 'interrupted';
+
+export interface DbResult {
+  name: string;
+  sizeBytes: number | null;
+  status: DbStatus;
+  /** Why it failed or was not migrated. */
+  reason?: string;
+  dumpSeconds?: number;
+  restoreSeconds?: number;
+  verifySeconds?: number;
+  /** Seconds from the start of the run until the regular phase verified (the database was usable). */
+  regularSeconds?: number;
+  /** Seconds from the start of the run until the database was complete (delayed phase included). */
+  totalSeconds?: number;
+  delayedTables?: number;
+  rows?: number;
+  warnings: string[];
+}
+
+export interface RunSummary {
+  databases: DbResult[];
+  globals: { status: 'done' | 'skipped' | 'failed' | 'not run'; errors: string[]; skippedExisting: number };
+  tuning: { applied: boolean; reverted: boolean; notice?: string };
+  parallelism?: Parallelism;
+  compression?: string;
+  /** Seconds until every database's regular phase ended. */
+  regularElapsedSeconds: number;
+  elapsedSeconds: number;
+  exitCode: number;
+  error?: string;
+}
+
+export type MigrateEvent =
+  | { type: 'plan'; databases: { name: string; sizeBytes: number | null; delayed: number }[]; notMigrated: { name: string; reason: string }[]; parallelism: Parallelism; compression: string; toolsVersion: string }
+  | { type: 'stage'; stage: 'preflight' | 'tuning' | 'globals' | 'reverting'; status: 'start' | 'done' | 'failed' | 'skipped'; message?: string }
+  | { type: 'phase'; db: string; phase: Phase; detail?: string }
+  | { type: 'warning'; db?: string; message: string }
+  | { type: 'info'; message: string };
+
+export type EventSink = (event: MigrateEvent) => void;

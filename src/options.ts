@@ -1,0 +1,253 @@
+import os from 'node:os';
+import path from 'node:path';
+import { UsageError } from './errors.ts';
+import { parseTablePattern, type TablePattern } from './patterns.ts';
+
+/** One PostgreSQL server as the operator named it. */
+export interface Endpoint {
+  host: string;
+  port: number;
+  user: string;
+  /** undefined: libpq's own sources (PGPASSWORD, PGPASSFILE, ~/.pgpass). */
+  password: string | undefined;
+  /** The maintenance database used for discovery (source) or ALTER SYSTEM and globals (target). */
+  database: string;
+}
+
+/** Fully validated options of one run. Parallelism left undefined is derived in preflight (see `planParallelism`). */
+export interface MigrateOptions {
+  from: Endpoint;
+  to: Endpoint;
+  /** pg_dump -j per database. @default auto: min(24, cores), fitted to max_connections */
+  dumpJobs: number | undefined;
+  /** pg_restore -j per database. @default auto: min(12, cores), fitted to max_connections */
+  restoreJobs: number | undefined;
+  /** Databases in flight on each side unless the side is set. @default auto: min(6, cores), fitted */
+  maxParallel: number | undefined;
+  dumpParallel: number | undefined;
+  restoreParallel: number | undefined;
+  /** One cap on concurrent count(*) queries over both servers. @default 16 */
+  verifyConcurrency: number;
+  /** @default "pg_dumps" (relative to the working directory) */
+  dumpRoot: string;
+  /** Parent of pg_migrate_state/ and pg_verify_state/. @default $HOME */
+  stateDir: string;
+  /** @default true */
+  migrateGlobals: boolean;
+  /** @default false */
+  disableDstOptimizations: boolean;
+  includeDb: string[];
+  excludeDb: string[];
+  /** Discard state (markers, counts, saved index definitions) and dumps of an earlier run. @default false */
+  fresh: boolean;
+  /** Directory of pg_dump, pg_dumpall and pg_restore; PATH when undefined. */
+  pgBinDir: string | undefined;
+  /** pg_dump -Z value; chosen from the pg_dump version when undefined. */
+  compression: string | undefined;
+  delayTableData: TablePattern[];
+  /** @default false */
+  fastVerify: boolean;
+  /** Remove a database's dump once it verified. @default false */
+  removeDumps: boolean;
+  /** Write the summary as JSON to this file. */
+  report: string | undefined;
+}
+
+/** Raw values as they come from the command line / environment (yargs). */
+export interface RawOptions {
+  fromHost?: string;
+  fromPort?: number;
+  fromUser?: string;
+  fromPass?: string;
+  fromDb?: string;
+  toHost?: string;
+  toPort?: number;
+  toUser?: string;
+  toPass?: string;
+  toDb?: string;
+  dumpJobs?: number;
+  restoreJobs?: number;
+  maxParallel?: number;
+  dumpParallel?: number;
+  restoreParallel?: number;
+  verifyConcurrency?: number;
+  dumpRoot?: string;
+  stateDir?: string;
+  migrateGlobals?: boolean;
+  disableDstOptimizations?: boolean;
+  includeDb?: string[];
+  excludeDb?: string[];
+  fresh?: boolean;
+  pgBinDir?: string;
+  compression?: string;
+  delayTableData?: string[];
+  fastVerify?: boolean;
+  removeDumps?: boolean;
+  report?: string;
+}
+
+export const DEFAULTS = {
+  fromHost: 'localhost',
+  fromPort: 5432,
+  fromUser: 'postgres',
+  fromDb: 'postgres',
+  toPort: 5432,
+  toUser: 'postgres',
+  toDb: 'postgres',
+  verifyConcurrency: 16,
+  dumpRoot: 'pg_dumps',
+  migrateGlobals: true,
+  disableDstOptimizations: false,
+  fastVerify: false,
+  fresh: false,
+  removeDumps: false,
+} as const;
+
+/** The seed's fixed values; auto-derived values never exceed them. */
+export const CEILINGS = { dumpJobs: 24, restoreJobs: 12, maxParallel: 6 } as const;
+
+function checkInt(problems: string[], name: string, value: number | undefined, min: number, max: number): void {
+  if (value === undefined) return;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    problems.push(`--${name} must be a whole number from ${min} to ${max} (got ${String(value)})`);
+  }
+}
+
+function checkText(problems: string[], name: string, value: string | undefined): void {
+  if (value !== undefined && value.trim() === '') problems.push(`--${name} must not be empty`);
+}
+
+/** Validates raw values and applies defaults. Throws one UsageError that lists every problem. */
+export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process.env): MigrateOptions {
+  const problems: string[] = [];
+  if (raw.toHost === undefined || raw.toHost === '') {
+    problems.push('--to-host is required: the target server to migrate onto (or set PG_MIGRATE_TO_HOST)');
+  }
+  for (const [name, v] of [
+    ['from-port', raw.fromPort],
+    ['to-port', raw.toPort],
+  ] as const) checkInt(problems, name, v, 1, 65535);
+  checkInt(problems, 'dump-jobs', raw.dumpJobs, 1, 256);
+  checkInt(problems, 'restore-jobs', raw.restoreJobs, 1, 256);
+  checkInt(problems, 'max-parallel', raw.maxParallel, 1, 256);
+  checkInt(problems, 'dump-parallel', raw.dumpParallel, 1, 256);
+  checkInt(problems, 'restore-parallel', raw.restoreParallel, 1, 256);
+  checkInt(problems, 'verify-concurrency', raw.verifyConcurrency, 1, 1024);
+  for (const [name, v] of [
+    ['from-host', raw.fromHost],
+    ['from-user', raw.fromUser],
+    ['from-db', raw.fromDb],
+    ['to-user', raw.toUser],
+    ['to-db', raw.toDb],
+    ['dump-root', raw.dumpRoot],
+    ['state-dir', raw.stateDir],
+    ['pg-bin-dir', raw.pgBinDir],
+    ['compression', raw.compression],
+  ] as const) checkText(problems, name, v);
+
+  const delayTableData: TablePattern[] = [];
+  for (const text of raw.delayTableData ?? []) {
+    try {
+      delayTableData.push(parseTablePattern(text));
+    } catch (err) {
+      problems.push(`--delay-table-data: ${(err as Error).message}`);
+    }
+  }
+  for (const [name, globs] of [
+    ['include-db', raw.includeDb],
+    ['exclude-db', raw.excludeDb],
+  ] as const) {
+    for (const g of globs ?? []) if (g === '') problems.push(`--${name} must not be an empty pattern`);
+  }
+  if (problems.length > 0) throw new UsageError(problems);
+
+  const home = env.HOME ?? os.homedir();
+  return {
+    from: {
+      host: raw.fromHost ?? DEFAULTS.fromHost,
+      port: raw.fromPort ?? DEFAULTS.fromPort,
+      user: raw.fromUser ?? DEFAULTS.fromUser,
+      password: raw.fromPass,
+      database: raw.fromDb ?? DEFAULTS.fromDb,
+    },
+    to: {
+      host: raw.toHost!,
+      port: raw.toPort ?? DEFAULTS.toPort,
+      user: raw.toUser ?? DEFAULTS.toUser,
+      password: raw.toPass,
+      database: raw.toDb ?? DEFAULTS.toDb,
+    },
+    dumpJobs: raw.dumpJobs,
+    restoreJobs: raw.restoreJobs,
+    maxParallel: raw.maxParallel,
+    dumpParallel: raw.dumpParallel,
+    restoreParallel: raw.restoreParallel,
+    verifyConcurrency: raw.verifyConcurrency ?? DEFAULTS.verifyConcurrency,
+    dumpRoot: path.resolve(raw.dumpRoot ?? DEFAULTS.dumpRoot),
+    stateDir: path.resolve(raw.stateDir ?? home),
+    migrateGlobals: raw.migrateGlobals ?? DEFAULTS.migrateGlobals,
+    disableDstOptimizations: raw.disableDstOptimizations ?? DEFAULTS.disableDstOptimizations,
+    includeDb: raw.includeDb ?? [],
+    excludeDb: raw.excludeDb ?? [],
+    fresh: raw.fresh ?? DEFAULTS.fresh,
+    pgBinDir: raw.pgBinDir === undefined ? undefined : path.resolve(raw.pgBinDir),
+    compression: raw.compression,
+    delayTableData,
+    fastVerify: raw.fastVerify ?? DEFAULTS.fastVerify,
+    removeDumps: raw.removeDumps ?? DEFAULTS.removeDumps,
+    report: raw.report === undefined ? undefined : path.resolve(raw.report),
+  };
+}
+
+/** Parallelism actually used by a run. */
+export interface Parallelism {
+  dumpJobs: number;
+  restoreJobs: number;
+  dumpParallel: number;
+  restoreParallel: number;
+  verifyConcurrency: number;
+}
+
+export interface ServerLimits {
+  /** Connections this run may open on the server: max_connections less reserved slots and those in use. */
+  available: number;
+}
+
+/** Connections one side of a run needs: parallel × (1 + jobs) + verify + 2 of the tool's own. */
+export function connectionsNeeded(parallel: number, jobs: number, verify: number): number {
+  return parallel * (1 + jobs) + verify + 2;
+}
+
+/**
+ * Explicit values are kept as they are. Values left unset start from the machine's cores (never above
+ * the seed's 24 dump jobs, 12 restore jobs, 6 databases in flight) and are then lowered, jobs first,
+ * until each side fits the connections its server has free.
+ */
+export function planParallelism(
+  o: Pick<MigrateOptions, 'dumpJobs' | 'restoreJobs' | 'maxParallel' | 'dumpParallel' | 'restoreParallel' | 'verifyConcurrency'>,
+  cores: number,
+  source: ServerLimits,
+  target: ServerLimits,
+): Parallelism {
+  const c = Math.max(1, cores);
+  const side = (
+    jobsSet: number | undefined,
+    parallelSet: number | undefined,
+    jobsCeiling: number,
+    limits: ServerLimits,
+  ): { jobs: number; parallel: number } => {
+    let jobs = jobsSet ?? Math.min(jobsCeiling, c);
+    let parallel = parallelSet ?? o.maxParallel ?? Math.min(CEILINGS.maxParallel, Math.max(2, c));
+    const verify = o.verifyConcurrency;
+    while (connectionsNeeded(parallel, jobs, verify) > limits.available) {
+      if (jobsSet === undefined && jobs > 1 && (jobs >= parallel || parallelSet !== undefined || o.maxParallel !== undefined)) jobs--;
+      else if (parallelSet === undefined && o.maxParallel === undefined && parallel > 1) parallel--;
+      else if (jobsSet === undefined && jobs > 1) jobs--;
+      else break;
+    }
+    return { jobs, parallel };
+  };
+  const d = side(o.dumpJobs, o.dumpParallel, CEILINGS.dumpJobs, source);
+  const r = side(o.restoreJobs, o.restoreParallel, CEILINGS.restoreJobs, target);
+  return { dumpJobs: d.jobs, dumpParallel: d.parallel, restoreJobs: r.jobs, restoreParallel: r.parallel, verifyConcurrency: o.verifyConcurrency };
+}

@@ -1,0 +1,85 @@
+import { escape, minimatch, type MinimatchOptions } from 'minimatch';
+
+/**
+ * Glob matching for database and table names. `*` and `?` are the wildcards; every other character,
+ * including `/`, `.`, `#` and `!`, is an ordinary part of a name.
+ */
+const GLOB: MinimatchOptions = { dot: true, nocomment: true, nonegate: true, noext: true, nobrace: true, noglobstar: true };
+// minimatch treats '/' as a path separator that '*' never crosses; names are not paths.
+const SLASH = '\uE000';
+const hideSlash = (s: string): string => s.replaceAll('/', SLASH);
+
+export function globMatch(name: string, glob: string): boolean {
+  return minimatch(hideSlash(name), hideSlash(glob), GLOB);
+}
+
+export function matchesAny(name: string, globs: readonly string[]): boolean {
+  return globs.some((g) => globMatch(name, g));
+}
+
+/** Escapes a name part so that only `*` and `?` (when kept) act as wildcards. */
+function escapeGlobLiteral(text: string, keepWildcards: boolean): string {
+  if (!keepWildcards) return escape(text);
+  return text
+    .split(/([*?])/)
+    .map((piece) => (piece === '*' || piece === '?' ? piece : escape(piece)))
+    .join('');
+}
+
+export interface TablePattern {
+  /** The text the operator wrote. */
+  source: string;
+  database: string;
+  /** undefined: any schema. */
+  schema: string | undefined;
+  table: string;
+}
+
+/**
+ * Parses `DATABASE.TABLE`, `DATABASE.SCHEMA.TABLE` as psql does: unquoted parts are folded to lower
+ * case and `*`/`?` are wildcards there; double-quoted parts are literal (`""` is a quote).
+ */
+export function parseTablePattern(text: string): TablePattern {
+  const parts: string[] = [];
+  let current = '';
+  let inQuotes = false;
+  let sawAny = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (inQuotes) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') {
+          current += escapeGlobLiteral('"', false);
+          i++;
+        } else inQuotes = false;
+      } else current += escapeGlobLiteral(ch, false);
+    } else if (ch === '"') {
+      inQuotes = true;
+      sawAny = true;
+    } else if (ch === '.') {
+      if (!sawAny) throw new Error(`empty name part in table pattern ${JSON.stringify(text)}`);
+      parts.push(current);
+      current = '';
+      sawAny = false;
+    } else {
+      current += escapeGlobLiteral(ch.toLowerCase(), true);
+      sawAny = true;
+    }
+  }
+  if (inQuotes) throw new Error(`unterminated double quote in table pattern ${JSON.stringify(text)}`);
+  if (!sawAny) throw new Error(`empty name part in table pattern ${JSON.stringify(text)}`);
+  parts.push(current);
+  if (parts.length === 2) return { source: text, database: parts[0]!, schema: undefined, table: parts[1]! };
+  if (parts.length === 3) return { source: text, database: parts[0]!, schema: parts[1]!, table: parts[2]! };
+  throw new Error(
+    `table pattern ${JSON.stringify(text)} must be DATABASE.TABLE or DATABASE.SCHEMA.TABLE; write names that contain dots in double quotes, e.g. "my.db".events`,
+  );
+}
+
+export function patternMatchesDatabase(p: TablePattern, database: string): boolean {
+  return globMatch(database, p.database);
+}
+
+export function patternMatchesTable(p: TablePattern, database: string, schema: string, table: string): boolean {
+  return globMatch(database, p.database) && (p.schema === undefined || globMatch(schema, p.schema)) && globMatch(table, p.table);
+}

@@ -1,0 +1,59 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Endpoint } from '../options.ts';
+
+const escapeField = (s: string): string => s.replaceAll('\\', '\\\\').replaceAll(':', '\\:');
+
+/** A passfile line for one endpoint; a socket directory matches as `localhost`, as libpq does. */
+export function passfileLine(e: Endpoint, password: string): string {
+  const host = e.host.startsWith('/') ? 'localhost' : e.host;
+  return [host, String(e.port), '*', e.user, password].map(escapeField).join(':');
+}
+
+export interface ChildAuth {
+  /** Environment for client programs: PGPASSFILE set when the tool holds a password, PGPASSWORD removed. */
+  env: NodeJS.ProcessEnv;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Passwords never go on a child's command line. When the operator gave a password (flag or
+ * environment), children read it from a private 0600 passfile that also carries the lines of the
+ * operator's own passfile; otherwise libpq's usual sources apply unchanged.
+ */
+export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.ProcessEnv, appName: string): Promise<ChildAuth> {
+  const env: NodeJS.ProcessEnv = { ...baseEnv, PGAPPNAME: appName, PGCONNECT_TIMEOUT: baseEnv.PGCONNECT_TIMEOUT ?? '30' };
+  const lines: string[] = [];
+  for (const e of endpoints) {
+    const pw = e.password ?? baseEnv.PGPASSWORD;
+    if (pw !== undefined) lines.push(passfileLine(e, pw));
+  }
+  if (lines.length === 0 || !endpoints.some((e) => e.password !== undefined)) return { env, dispose: async () => undefined };
+  const own = baseEnv.PGPASSFILE ?? path.join(baseEnv.HOME ?? os.homedir(), '.pgpass');
+  try {
+    lines.push((await readFile(own, 'utf8')).trimEnd());
+  } catch {
+    // no passfile of the operator's
+  }
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pg-migrate-'));
+  const file = path.join(dir, 'pgpass');
+  await writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  delete env.PGPASSWORD;
+  env.PGPASSFILE = file;
+  const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
+  process.once('exit', cleanup);
+  return {
+    env,
+    dispose: async () => {
+      process.removeListener('exit', cleanup);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A libpq connection string naming one database, for `--dbname` (safe for any database name). */
+export function dbnameConninfo(database: string): string {
+  return `dbname='${database.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
+}

@@ -1,0 +1,183 @@
+import { access, constants, mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import type pg from 'pg';
+import type { MigrateOptions, Parallelism } from '../options.ts';
+import { connectionsNeeded, planParallelism } from '../options.ts';
+import { connect, type Server } from '../pg/connect.ts';
+import { chooseCompression, discoverTools, type Tools } from '../proc/tools.ts';
+import { MigrateError, PreflightError } from '../errors.ts';
+import type { ServerIdentity, StateStore } from '../state/store.ts';
+import { globMatch } from '../patterns.ts';
+import { listDatabases, selectDatabases, type Selection } from './discover.ts';
+import { planDelayed, type DelayedPlan } from './delayed-plan.ts';
+
+export interface ServerFacts {
+  identity: ServerIdentity;
+  major: number;
+  versionNum: number;
+  superuser: boolean;
+  /** Connections this run may open. */
+  available: number;
+  maxConnections: number;
+  inRecovery: boolean;
+}
+
+export interface PreflightResult {
+  sourceFacts: ServerFacts;
+  targetFacts: ServerFacts;
+  tools: Tools;
+  compression: string;
+  parallelism: Parallelism;
+  selection: Selection;
+  delayed: Map<string, DelayedPlan>;
+  warnings: string[];
+}
+
+async function serverFacts(client: pg.Client, server: Server): Promise<ServerFacts> {
+  const v = await client.query<{ num: string; superuser: boolean; max: string; reserved: string; used: string; recovery: boolean }>(
+    `select current_setting('server_version_num') as num,
+            (select rolsuper from pg_roles where rolname = current_user) as superuser,
+            current_setting('max_connections') as max,
+            (current_setting('superuser_reserved_connections')::int
+              + coalesce((select setting::int from pg_settings where name = 'reserved_connections'), 0))::text as reserved,
+            (select count(*) from pg_stat_activity where backend_type is distinct from 'autovacuum launcher'
+                and (backend_type is null or backend_type = 'client backend'))::text as used,
+            pg_is_in_recovery() as recovery`,
+  );
+  const row = v.rows[0]!;
+  const versionNum = Number(row.num);
+  let systemIdentifier: string;
+  if (versionNum >= 90600) {
+    systemIdentifier = (await client.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).rows[0]!.id;
+  } else {
+    // pg_control_system() came with 9.6; the data directory stands in for the identifier.
+    const dd = await client.query<{ dd: string }>("select current_setting('data_directory') as dd").catch(() => undefined);
+    systemIdentifier = `data_directory:${dd?.rows[0]?.dd ?? 'unknown'}`;
+  }
+  const max = Number(row.max);
+  return {
+    identity: { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier },
+    major: versionNum >= 100000 ? Math.floor(versionNum / 10000) : Math.floor(versionNum / 100),
+    versionNum,
+    superuser: row.superuser,
+    maxConnections: max,
+    available: max - Number(row.reserved) - Number(row.used),
+    inRecovery: row.recovery,
+  };
+}
+
+function majorText(major: number): string {
+  return major >= 100 ? `${Math.floor(major / 100)}.${major % 100}` : String(major);
+}
+
+/**
+ * `store` holds the markers of the run being resumed (undefined with --fresh: nothing on the target is ours).
+ * Everything that can be checked before anything changes. Every problem found is reported at once,
+ * each with its fix; nothing on either server is changed here.
+ */
+export async function preflight(options: MigrateOptions, source: Server, target: Server, store: StateStore | undefined, env: NodeJS.ProcessEnv): Promise<PreflightResult> {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const clients: pg.Client[] = [];
+  const open = async (server: Server): Promise<pg.Client | undefined> => {
+    try {
+      const c = await connect(server, server.endpoint.database);
+      clients.push(c);
+      return c;
+    } catch (err) {
+      problems.push(err instanceof MigrateError ? err.message : String(err));
+      return undefined;
+    }
+  };
+  try {
+    const [src, dst] = await Promise.all([open(source), open(target)]);
+    const toolsFound = await discoverTools(options.pgBinDir, env);
+    problems.push(...toolsFound.problems);
+    if (!src || !dst) throw new PreflightError(problems);
+
+    const [sourceFacts, targetFacts] = await Promise.all([serverFacts(src, source), serverFacts(dst, target)]);
+    if (sourceFacts.identity.systemIdentifier === targetFacts.identity.systemIdentifier) {
+      problems.push(
+        `the source and the target are the same server (system identifier ${sourceFacts.identity.systemIdentifier}); point --to-host/--to-port at the server to migrate onto`,
+      );
+    }
+    if (!targetFacts.superuser) {
+      problems.push(`the target user "${target.endpoint.user}" is not a superuser; pg-migrate needs one to create roles and databases and to tune the server: pass --to-user with a superuser`);
+    }
+    if (targetFacts.inRecovery) problems.push('the target server is a standby (in recovery) and cannot be written to; migrate onto a primary');
+    if (!sourceFacts.superuser) {
+      warnings.push(`the source user "${source.endpoint.user}" is not a superuser: role passwords are not copied (pg_dumpall --no-role-passwords) and tables it cannot read will fail`);
+    }
+    const tools = toolsFound.tools;
+    if (tools && tools.pgDump.major < sourceFacts.major) {
+      problems.push(
+        `pg_dump ${tools.pgDump.version} (${tools.pgDump.path}) is older than the source server (${majorText(sourceFacts.major)}); install the client programs of PostgreSQL ${majorText(sourceFacts.major)} or newer and pass --pg-bin-dir`,
+      );
+    }
+    if (tools && tools.pgRestore.major > targetFacts.major) {
+      warnings.push(`pg_restore ${tools.pgRestore.version} is newer than the target server (${majorText(targetFacts.major)}); a dump from a newer pg_dump may use syntax the target does not know`);
+    }
+    if (targetFacts.major < sourceFacts.major) {
+      warnings.push(`the target (${majorText(targetFacts.major)}) is older than the source (${majorText(sourceFacts.major)}): a downgrade may fail on features the target lacks`);
+    }
+
+    // Databases and their conflicts on the target.
+    const all = await listDatabases(src);
+    const selection = selectDatabases(all, options.includeDb, options.excludeDb);
+    for (const glob of options.includeDb) {
+      if (!all.some((d) => globMatch(d.name, glob))) {
+        problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
+      }
+    }
+    const onTarget = new Set((await dst.query<{ datname: string }>('select datname from pg_database')).rows.map((r) => r.datname));
+    for (const db of selection.migrate) {
+      if (onTarget.has(db.name) && (await store?.marker(db.name, 'restore_started')) === undefined) {
+        problems.push(
+          `database ${JSON.stringify(db.name)} already exists on the target and was not created by this migration; drop it there (DROP DATABASE ${JSON.stringify(db.name)}) or leave it out with --exclude-db`,
+        );
+      }
+    }
+
+    // Deferred tables.
+    const delayed = await planDelayed(options.delayTableData, selection.migrate, source, problems);
+
+    // Connections.
+    const parallelism = planParallelism(options, os.availableParallelism(), sourceFacts, targetFacts);
+    const needSrc = connectionsNeeded(parallelism.dumpParallel, parallelism.dumpJobs, parallelism.verifyConcurrency);
+    const needDst = connectionsNeeded(parallelism.restoreParallel, parallelism.restoreJobs, parallelism.verifyConcurrency);
+    if (needSrc > sourceFacts.available) {
+      problems.push(
+        `the source has ${sourceFacts.available} free connections (max_connections ${sourceFacts.maxConnections}) but these options need ${needSrc} ` +
+          `(dump-parallel ${parallelism.dumpParallel} × (1 + dump-jobs ${parallelism.dumpJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --dump-jobs/--dump-parallel/--verify-concurrency or raise max_connections on the source`,
+      );
+    }
+    if (needDst > targetFacts.available) {
+      problems.push(
+        `the target has ${targetFacts.available} free connections (max_connections ${targetFacts.maxConnections}) but these options need ${needDst} ` +
+          `(restore-parallel ${parallelism.restoreParallel} × (1 + restore-jobs ${parallelism.restoreJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --restore-jobs/--restore-parallel/--verify-concurrency or raise max_connections on the target`,
+      );
+    }
+
+    // Dump root.
+    try {
+      await mkdir(options.dumpRoot, { recursive: true });
+      await access(options.dumpRoot, constants.W_OK);
+    } catch (err) {
+      problems.push(`the dump root ${options.dumpRoot} cannot be written (${(err as Error).message}); pass a writable --dump-root`);
+    }
+
+    if (problems.length > 0 || !tools) throw new PreflightError(problems);
+    return {
+      sourceFacts,
+      targetFacts,
+      tools,
+      compression: options.compression ?? chooseCompression(tools.pgDump.major),
+      parallelism,
+      selection,
+      delayed,
+      warnings,
+    };
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+  }
+}

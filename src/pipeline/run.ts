@@ -1,0 +1,387 @@
+import { randomBytes } from 'node:crypto';
+import PQueue from 'p-queue';
+import type { MigrateOptions } from '../options.ts';
+import { terminateRunSessions, withClient, type Server, describePgError } from '../pg/connect.ts';
+import { dbnameConninfo, prepareChildAuth } from '../pg/passfile.ts';
+import { runTool } from '../proc/run.ts';
+import { StateStore, isDirectory, type PairIdentity } from '../state/store.ts';
+import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
+import type { DbResult, EventSink, RunSummary } from '../events.ts';
+import type { Context } from './context.ts';
+import { preflight, type PreflightResult } from './preflight.ts';
+import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, TUNING } from './tune.ts';
+import { applyGlobals, filterGlobals, splitStatements } from './globals.ts';
+import { compareCounts, countTables } from './counts.ts';
+import { databaseExists, dropTargetDatabase, fileDataPath, type DataPath } from './transfer.ts';
+import type { SourceDatabase } from './discover.ts';
+import type { DelayedPlan } from './delayed-plan.ts';
+import { runDelayedDump, runDelayedTarget } from './delayed.ts';
+import type { CountsVariant } from '../state/names.ts';
+
+export interface RunHooks {
+  signal?: AbortSignal;
+  onEvent?: EventSink;
+  env?: NodeJS.ProcessEnv;
+}
+
+const seconds = (startMs: number): number => Math.round((performance.now() - startMs) / 10) / 100;
+
+/** Exported snapshot held open on the source while a dump and its counts run. */
+export async function withExportedSnapshot<T>(server: Server, db: string, fn: (snapshot: string | undefined) => Promise<T>): Promise<T> {
+  return withClient(server, db, async (c) => {
+    let snapshot: string | undefined;
+    try {
+      await c.query('begin isolation level repeatable read read only');
+      snapshot = (await c.query<{ s: string }>('select pg_export_snapshot() as s')).rows[0]!.s;
+    } catch {
+      await c.query('rollback').catch(() => undefined);
+      snapshot = undefined; // e.g. a standby before 10: dump and counts take their own snapshots
+    }
+    try {
+      return await fn(snapshot);
+    } finally {
+      await c.query('rollback').catch(() => undefined);
+    }
+  });
+}
+
+/** The whole migration. Never prints: progress goes to onEvent, the outcome is the returned summary. */
+export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}): Promise<RunSummary> {
+  const emit: EventSink = hooks.onEvent ?? (() => undefined);
+  const env = hooks.env ?? process.env;
+  const controller = new AbortController();
+  const outer = hooks.signal;
+  const onOuterAbort = (): void => controller.abort();
+  if (outer?.aborted) controller.abort();
+  outer?.addEventListener('abort', onOuterAbort, { once: true });
+  const signal = controller.signal;
+  const started = performance.now();
+  const appName = `pg-migrate/${randomBytes(4).toString('hex')}`;
+  const source: Server = { side: 'source', endpoint: options.from, appName };
+  const target: Server = { side: 'target', endpoint: options.to, appName };
+  const store = new StateStore(options.stateDir);
+  const summary: RunSummary = {
+    databases: [],
+    globals: { status: 'not run', errors: [], skippedExisting: 0 },
+    tuning: { applied: false, reverted: false },
+    regularElapsedSeconds: 0,
+    elapsedSeconds: 0,
+    exitCode: ExitCode.ok,
+  };
+  const auth = await prepareChildAuth([options.from, options.to], env, appName);
+  let tuned = false;
+  try {
+    emit({ type: 'stage', stage: 'preflight', status: 'start' });
+    // A fresh start keeps nothing of the earlier run but its tuning backup (reverted below).
+    if (!options.fresh) await checkPairReadOnly(store, options);
+    const pre: PreflightResult = await preflight(options, source, target, options.fresh ? undefined : store, auth.env);
+    const pair: PairIdentity = { source: pre.sourceFacts.identity, target: pre.targetFacts.identity };
+    for (const w of pre.warnings) emit({ type: 'warning', message: w });
+    emit({ type: 'stage', stage: 'preflight', status: 'done' });
+
+    await store.init();
+    const recovered = await withClient(target, options.to.database, (c) => recoverTuning(c, store, pair.target));
+    if (recovered === 'reverted') emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
+    if (recovered === 'other-server') {
+      throw new MigrateError(
+        `${store.docPath('tuning.json')} holds the settings to put back on another target server (an interrupted earlier run); revert them there by running pg-migrate against that target once, or remove the file if they were put back by hand`,
+        ExitCode.stateMismatch,
+      );
+    }
+    if (options.fresh) await store.wipe();
+    await store.claim(pair);
+
+    summary.parallelism = pre.parallelism;
+    summary.compression = pre.compression;
+    emit({
+      type: 'plan',
+      databases: pre.selection.migrate.map((d) => ({ name: d.name, sizeBytes: d.sizeBytes, delayed: pre.delayed.get(d.name)?.tables.length ?? 0 })),
+      notMigrated: pre.selection.notMigrated,
+      parallelism: pre.parallelism,
+      compression: pre.compression,
+      toolsVersion: pre.tools.pgDump.version,
+    });
+    for (const nm of pre.selection.notMigrated) {
+      summary.databases.push({ name: nm.name, sizeBytes: null, status: 'not migrated', reason: nm.reason, warnings: [] });
+    }
+
+    const ctx: Context = {
+      options,
+      source,
+      target,
+      sourceMajor: pre.sourceFacts.major,
+      targetMajor: pre.targetFacts.major,
+      store,
+      tools: pre.tools,
+      compression: pre.compression,
+      parallelism: pre.parallelism,
+      childEnv: auth.env,
+      verifyQueue: new PQueue({ concurrency: pre.parallelism.verifyConcurrency }),
+      signal,
+      emit,
+    };
+
+    if (!options.disableDstOptimizations) {
+      emit({ type: 'stage', stage: 'tuning', status: 'start', message: Object.entries(TUNING).map(([k, v]) => `${k}=${v}`).join(' ') });
+      tuned = true; // the backup is written before the first ALTER SYSTEM: revert from here on
+      await withClient(target, options.to.database, (c) => applyTuning(c, store, pair.target));
+      summary.tuning.applied = true;
+      emit({ type: 'stage', stage: 'tuning', status: 'done' });
+    } else emit({ type: 'stage', stage: 'tuning', status: 'skipped' });
+
+    if (options.migrateGlobals) await migrateGlobals(ctx, pre, summary);
+    else {
+      summary.globals.status = 'skipped';
+      emit({ type: 'stage', stage: 'globals', status: 'skipped' });
+    }
+
+    const results = await migrateDatabases(ctx, pre.selection.migrate, pre.delayed, started, summary);
+    summary.databases.push(...results);
+  } catch (err) {
+    if (err instanceof AbortError || signal.aborted) summary.exitCode = ExitCode.interrupted;
+    else {
+      summary.exitCode = err instanceof MigrateError ? err.exitCode : ExitCode.internal;
+      summary.error = errorMessage(err);
+    }
+  } finally {
+    outer?.removeEventListener('abort', onOuterAbort);
+    if (signal.aborted) {
+      // Children were stopped by their signal; end whatever still runs on either server.
+      await Promise.all([terminateRunSessions(source), terminateRunSessions(target)]);
+    }
+    if (tuned) {
+      emit({ type: 'stage', stage: 'reverting', status: 'start' });
+      try {
+        summary.tuning.reverted = await withClient(target, options.to.database, (c) => revertTuning(c, store));
+        summary.tuning.notice = FSYNC_NOTICE;
+        emit({ type: 'stage', stage: 'reverting', status: 'done' });
+      } catch (err) {
+        const msg = `could not revert the target tuning (${errorMessage(err)}); the saved values are in ${store.docPath('tuning.json')} and the next run puts them back`;
+        emit({ type: 'stage', stage: 'reverting', status: 'failed', message: msg });
+        summary.error = summary.error ? `${summary.error}\n${msg}` : msg;
+        if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.internal;
+      }
+    }
+    await auth.dispose();
+  }
+  summary.elapsedSeconds = seconds(started);
+  if (summary.exitCode === ExitCode.ok) {
+    if (signal.aborted) summary.exitCode = ExitCode.interrupted;
+    else if (summary.globals.status === 'failed' || summary.databases.some((d) => d.status !== 'verified')) summary.exitCode = ExitCode.failed;
+  }
+  return summary;
+}
+
+/** Refuses, before connecting anywhere, state that names another pair (cheap check on host/port; identifiers are checked after preflight). */
+async function checkPairReadOnly(store: StateStore, options: MigrateOptions): Promise<void> {
+  const existing = await store.readDoc<PairIdentity>(store.docPath('pair.json'));
+  if (!existing) return;
+  const mismatch =
+    existing.source.host !== options.from.host ||
+    existing.source.port !== options.from.port ||
+    existing.target.host !== options.to.host ||
+    existing.target.port !== options.to.port;
+  if (mismatch) {
+    throw new MigrateError(
+      `the state in ${store.markersDir} belongs to another migration: source ${existing.source.host}:${existing.source.port} → target ${existing.target.host}:${existing.target.port}; ` +
+        `run again with --fresh to discard it, or point --state-dir elsewhere`,
+      ExitCode.stateMismatch,
+    );
+  }
+}
+
+async function migrateGlobals(ctx: Context, pre: PreflightResult, summary: RunSummary): Promise<void> {
+  const { emit, store } = ctx;
+  if ((await store.readDoc(store.docPath('globals.done'))) !== undefined) {
+    summary.globals.status = 'done';
+    emit({ type: 'stage', stage: 'globals', status: 'done', message: 'already migrated (globals.done)' });
+    return;
+  }
+  emit({ type: 'stage', stage: 'globals', status: 'start' });
+  const e = ctx.source.endpoint;
+  const args = ['--globals-only', '-h', e.host, '-p', String(e.port), '-U', e.user, '-w', `--dbname=${dbnameConninfo(e.database)}`];
+  if (!pre.sourceFacts.superuser) args.push('--no-role-passwords');
+  const out = await runTool(ctx.tools.pgDumpall.path, args, { env: ctx.childEnv, signal: ctx.signal, captureStdout: true });
+  const { kept } = filterGlobals(splitStatements(out.stdout), ctx.target.endpoint.user);
+  const outcome = await withClient(ctx.target, ctx.target.endpoint.database, (c) => applyGlobals(c, kept)).catch((err) => {
+    throw new MigrateError(`globals: ${describePgError(err)}`);
+  });
+  summary.globals.skippedExisting = outcome.alreadyExisted;
+  summary.globals.errors = outcome.errors;
+  if (outcome.errors.length > 0) {
+    summary.globals.status = 'failed';
+    emit({ type: 'stage', stage: 'globals', status: 'failed', message: outcome.errors.join('\n') });
+    return;
+  }
+  await store.writeDoc(store.docPath('globals.done'), { at: new Date().toISOString(), applied: outcome.applied, alreadyExisted: outcome.alreadyExisted });
+  summary.globals.status = 'done';
+  emit({ type: 'stage', stage: 'globals', status: 'done', message: `${outcome.applied} statements, ${outcome.alreadyExisted} already existed` });
+}
+
+const ALL_VARIANTS: CountsVariant[] = ['', 'fast', 'delayed', 'delayed.fast'];
+
+async function clearCounts(store: StateStore, db: string, kind: 'src' | 'dst'): Promise<void> {
+  for (const v of ALL_VARIANTS) await store.clearCounts(db, kind, v);
+}
+
+/** The two queues: the source queue dumps and counts, the target queue restores, counts and verifies. */
+async function migrateDatabases(
+  ctx: Context,
+  dbs: SourceDatabase[],
+  delayed: Map<string, DelayedPlan>,
+  runStart: number,
+  summary: RunSummary,
+): Promise<DbResult[]> {
+  const { parallelism, signal } = ctx;
+  const sourceQueue = new PQueue({ concurrency: parallelism.dumpParallel });
+  const targetQueue = new PQueue({ concurrency: parallelism.restoreParallel });
+  const dataPath = fileDataPath(ctx);
+  let regularEnd = 0;
+  const results = await Promise.all(
+    dbs.map(async (db): Promise<DbResult> => {
+      const result: DbResult = { name: db.name, sizeBytes: db.sizeBytes, status: 'failed', warnings: [] };
+      const plan = delayed.get(db.name);
+      if (plan) result.delayedTables = plan.tables.length;
+      try {
+        await sourceQueue.add(() => sourceSteps(ctx, db.name, plan, dataPath, result), { signal });
+        ctx.emit({ type: 'phase', db: db.name, phase: 'waiting for target' });
+        await targetQueue.add(() => targetSteps(ctx, db.name, plan, dataPath, result), { signal });
+        result.regularSeconds = seconds(runStart);
+        regularEnd = Math.max(regularEnd, result.regularSeconds);
+        if (plan) {
+          await sourceQueue.add(() => runDelayedDump(ctx, db.name, plan, dataPath), { signal });
+          await targetQueue.add(() => runDelayedTarget(ctx, db.name, plan, dataPath, result), { signal });
+        }
+        result.totalSeconds = seconds(runStart);
+        result.status = 'verified';
+        ctx.emit({ type: 'phase', db: db.name, phase: 'verified' });
+        if (ctx.options.removeDumps) {
+          await dataPath.remove(db.name, 'regular');
+          await dataPath.remove(db.name, 'delayed');
+        }
+      } catch (err) {
+        if (signal.aborted || err instanceof AbortError || (err as Error)?.name === 'AbortError') {
+          result.status = 'interrupted';
+          result.reason = 'interrupted';
+        } else {
+          result.status = 'failed';
+          result.reason = errorMessage(err);
+          ctx.emit({ type: 'phase', db: db.name, phase: 'failed', detail: result.reason });
+        }
+      }
+      return result;
+    }),
+  );
+  summary.regularElapsedSeconds = regularEnd;
+  return results;
+}
+
+async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
+  const { store, emit } = ctx;
+  let dumped = await store.marker(db, 'dumped');
+  if (dumped && !(await store.marker(db, 'done')) && !(await isDirectory(dataPath.location(db, 'regular')))) {
+    emit({ type: 'warning', db, message: `the dump of ${db} is gone from ${dataPath.location(db, 'regular')}; dumping it again` });
+    dumped = undefined;
+  }
+  const variant: CountsVariant = ctx.options.fastVerify ? 'fast' : '';
+  if (!dumped) {
+    await store.clearFrom(db, 'dumped');
+    await clearCounts(store, db, 'src');
+    await clearCounts(store, db, 'dst');
+    await withExportedSnapshot(ctx.source, db, async (snapshot) => {
+      emit({ type: 'phase', db, phase: 'dumping' });
+      const t0 = performance.now();
+      await dataPath.dumpDatabase(db, { snapshot, excludeData: plan?.tables ?? [] });
+      result.dumpSeconds = seconds(t0);
+      await store.setMarker(db, 'dumped', { seconds: result.dumpSeconds });
+      await sourceCounts(ctx, db, variant, plan, snapshot, result);
+    });
+  } else {
+    result.dumpSeconds = dumped.seconds;
+    if ((await store.counts(db, 'src', variant)) === undefined) await sourceCounts(ctx, db, variant, plan, undefined, result);
+  }
+}
+
+async function sourceCounts(ctx: Context, db: string, variant: CountsVariant, plan: DelayedPlan | undefined, snapshot: string | undefined, result: DbResult): Promise<void> {
+  ctx.emit({ type: 'phase', db, phase: 'counting source' });
+  const t0 = performance.now();
+  const { counts, estimated } = await countTables({
+    server: ctx.source,
+    database: db,
+    verifyQueue: ctx.verifyQueue,
+    snapshot,
+    fast: variant === 'fast' ? { exact: plan?.keys ?? new Set() } : undefined,
+    signal: ctx.signal,
+  });
+  // Deferred tables are empty after the regular phase: their source counts belong to the delayed verify.
+  const expected = Object.fromEntries(Object.entries(counts).filter(([k]) => !plan?.keys.has(k)).concat([...(plan?.keys ?? [])].map((k) => [k, 0])));
+  await ctx.store.setCounts(db, 'src', variant, expected);
+  if (estimated.length) await ctx.store.writeDoc(ctx.store.dbDocPath(db, `src_estimated${variant ? `.${variant}` : ''}.json`), estimated);
+  result.verifySeconds = (result.verifySeconds ?? 0) + seconds(t0);
+}
+
+async function targetSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
+  const { store, emit } = ctx;
+  const variant: CountsVariant = ctx.options.fastVerify ? 'fast' : '';
+  let done = await store.marker(db, 'done');
+  if (done && !(await databaseExists(ctx.target, db))) {
+    emit({ type: 'warning', db, message: `${db} was restored by an earlier run but is gone from the target; restoring it again` });
+    done = undefined;
+  }
+  if (!done) {
+    await store.clearFrom(db, 'done');
+    await clearCounts(store, db, 'dst');
+    if (await databaseExists(ctx.target, db)) {
+      if (!(await store.marker(db, 'restore_started'))) {
+        throw new MigrateError(`database ${JSON.stringify(db)} already exists on the target and was not created by this migration; drop it there or leave it out with --exclude-db`);
+      }
+      emit({ type: 'info', message: `${db}: dropping the partly restored database on the target to restore it afresh` });
+      await dropTargetDatabase(ctx, db);
+    }
+    await store.setMarker(db, 'restore_started');
+    emit({ type: 'phase', db, phase: 'restoring' });
+    const t0 = performance.now();
+    await dataPath.restoreDatabase(db);
+    result.restoreSeconds = seconds(t0);
+    await store.setMarker(db, 'done', { seconds: result.restoreSeconds });
+  } else result.restoreSeconds = done.seconds;
+
+  const verified = await store.marker(db, 'verify');
+  const src = await store.counts(db, 'src', variant);
+  if (src === undefined) throw new MigrateError(`${db}: the source counts are missing from ${ctx.store.countsDir}; run again to recount`);
+  if (verified) {
+    result.rows = Object.values(src).reduce((a, b) => a + b, 0);
+    result.verifySeconds = (verified.seconds as number | undefined) ?? result.verifySeconds;
+    return;
+  }
+  emit({ type: 'phase', db, phase: 'counting target' });
+  const t0 = performance.now();
+  let dst = await store.counts(db, 'dst', variant);
+  let estimatedDst: string[] = [];
+  if (dst === undefined) {
+    const r = await countTables({
+      server: ctx.target,
+      database: db,
+      verifyQueue: ctx.verifyQueue,
+      fast: variant === 'fast' ? { exact: plan?.keys ?? new Set() } : undefined,
+      signal: ctx.signal,
+    });
+    dst = r.counts;
+    estimatedDst = r.estimated;
+    await store.setCounts(db, 'dst', variant, dst);
+  }
+  emit({ type: 'phase', db, phase: 'verifying' });
+  const estimatedSrc = (await store.readDoc<string[]>(store.dbDocPath(db, `src_estimated${variant ? `.${variant}` : ''}.json`))) ?? [];
+  const cmp = compareCounts(src, dst, new Set([...estimatedSrc, ...estimatedDst]));
+  result.verifySeconds = (result.verifySeconds ?? 0) + seconds(t0);
+  result.rows = cmp.rows;
+  for (const w of cmp.warnings) {
+    result.warnings.push(w);
+    emit({ type: 'warning', db, message: w });
+  }
+  if (!cmp.ok) {
+    await store.clearCounts(db, 'dst', variant); // recount on the next run
+    throw new MigrateError(`verification failed: ${cmp.errors.slice(0, 20).join('; ')}${cmp.errors.length > 20 ? `; and ${cmp.errors.length - 20} more` : ''}`);
+  }
+  await store.setMarker(db, 'verify', { seconds: result.verifySeconds, rows: cmp.rows });
+}

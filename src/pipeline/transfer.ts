@@ -1,0 +1,94 @@
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Context } from './context.ts';
+import { runTool } from '../proc/run.ts';
+import { dbnameConninfo } from '../pg/passfile.ts';
+import { qualify, quoteIdent, withClient, type Server } from '../pg/connect.ts';
+import { encodeName } from '../state/names.ts';
+import { MigrateError } from '../errors.ts';
+
+/**
+ * How table data travels from the source to the target. This is the file path: pg_dump -Fd into the
+ * dump root, pg_restore from there. A streaming path (COPY TO STDOUT → COPY FROM STDIN under one
+ * exported snapshot) can implement the same four calls.
+ */
+export interface DataPath {
+  /** Schema and data of a whole database (with its properties: --create), data of `excludeData` left out. */
+  dumpDatabase(db: string, opts: { snapshot?: string; excludeData: { schema: string; name: string }[] }): Promise<void>;
+  /** Creates the database on the target with its properties and restores the dump into it. */
+  restoreDatabase(db: string): Promise<void>;
+  /** Data only of the given tables. */
+  dumpTableData(db: string, tables: { schema: string; name: string }[], opts: { snapshot?: string }): Promise<void>;
+  /** Loads what dumpTableData wrote into the existing database (triggers disabled). */
+  restoreTableData(db: string): Promise<void>;
+  /** Where a database's files are (to check and remove them). */
+  location(db: string, part: 'regular' | 'delayed'): string;
+  remove(db: string, part: 'regular' | 'delayed'): Promise<void>;
+}
+
+function connArgs(server: Server): string[] {
+  const e = server.endpoint;
+  return ['-h', e.host, '-p', String(e.port), '-U', e.user, '-w'];
+}
+
+/** `"schema"."table"`: a pg_dump pattern that matches this one table and nothing else. */
+export const exactPattern = (t: { schema: string; name: string }): string => qualify(t.schema, t.name);
+
+export function fileDataPath(ctx: Context): DataPath {
+  const { options, tools, childEnv, signal, parallelism } = ctx;
+  const location = (db: string, part: 'regular' | 'delayed'): string =>
+    path.join(options.dumpRoot, part === 'regular' ? encodeName(db) : `${encodeName(db)}.delayed`);
+  const run = (tool: string, args: string[]) => runTool(tool, args, { env: childEnv, signal });
+  return {
+    location,
+    async remove(db, part) {
+      await rm(location(db, part), { recursive: true, force: true });
+    },
+    async dumpDatabase(db, { snapshot, excludeData }) {
+      const dir = location(db, 'regular');
+      await rm(dir, { recursive: true, force: true });
+      const args = ['-Fd', '-j', String(parallelism.dumpJobs), '-Z', ctx.compression, '--create', '-f', dir, ...connArgs(ctx.source)];
+      if (snapshot) args.push(`--snapshot=${snapshot}`);
+      for (const t of excludeData) args.push(`--exclude-table-data=${exactPattern(t)}`);
+      args.push(`--dbname=${dbnameConninfo(db)}`);
+      await run(tools.pgDump.path, args);
+    },
+    async restoreDatabase(db) {
+      const args = ['-j', String(parallelism.restoreJobs), '--disable-triggers', '--create', ...connArgs(ctx.target)];
+      args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, location(db, 'regular'));
+      await run(tools.pgRestore.path, args);
+    },
+    async dumpTableData(db, tables, { snapshot }) {
+      const dir = location(db, 'delayed');
+      await rm(dir, { recursive: true, force: true });
+      const args = ['-Fd', '-j', String(parallelism.dumpJobs), '-Z', ctx.compression, '--data-only', '-f', dir, ...connArgs(ctx.source)];
+      if (snapshot) args.push(`--snapshot=${snapshot}`);
+      for (const t of tables) args.push(`--table=${exactPattern(t)}`);
+      args.push(`--dbname=${dbnameConninfo(db)}`);
+      await run(tools.pgDump.path, args);
+    },
+    async restoreTableData(db) {
+      const args = ['-j', String(parallelism.restoreJobs), '--data-only', '--disable-triggers', ...connArgs(ctx.target)];
+      args.push(`--dbname=${dbnameConninfo(db)}`, location(db, 'delayed'));
+      await run(tools.pgRestore.path, args);
+    },
+  };
+}
+
+/** Whether a database exists on a server. */
+export async function databaseExists(server: Server, db: string): Promise<boolean> {
+  return withClient(server, server.endpoint.database, async (c) => {
+    const r = await c.query('select 1 from pg_database where datname = $1', [db]);
+    return (r.rowCount ?? 0) > 0;
+  });
+}
+
+/** Drops a database this run created earlier (all sessions in it are ended first). */
+export async function dropTargetDatabase(ctx: Context, db: string): Promise<void> {
+  if (db === ctx.target.endpoint.database) throw new MigrateError(`refusing to drop ${db}: it is the target's --to-db`);
+  await withClient(ctx.target, ctx.target.endpoint.database, async (c) => {
+    await c.query('alter database ' + quoteIdent(db) + ' allow_connections false').catch(() => undefined);
+    await c.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [db]);
+    await c.query(`drop database if exists ${quoteIdent(db)}${ctx.targetMajor >= 13 ? ' with (force)' : ''}`);
+  });
+}

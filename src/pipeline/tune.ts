@@ -1,0 +1,76 @@
+import type pg from 'pg';
+import { quoteIdent, quoteLiteral } from '../pg/connect.ts';
+import type { StateStore, ServerIdentity } from '../state/store.ts';
+
+/** What the target runs with during the migration. */
+export const TUNING: Record<string, string> = {
+  fsync: 'off',
+  synchronous_commit: 'off',
+  full_page_writes: 'off',
+  maintenance_work_mem: '2GB',
+  checkpoint_completion_target: '0.9',
+};
+
+export const FSYNC_NOTICE =
+  'The target ran with fsync=off. As the PostgreSQL documentation requires after turning fsync back on, ' +
+  'force everything written meanwhile to durable storage before relying on it: on the target host run `sync` ' +
+  '(or `initdb --sync-only -D <data directory>`, or stop the server cleanly, or reboot). Until then an OS crash can corrupt the migrated data.';
+
+interface TuningBackup {
+  target: ServerIdentity;
+  /** The value each setting had in postgresql.auto.conf, or null when it was not set there. */
+  previous: Record<string, string | null>;
+}
+
+const BACKUP = 'tuning.json';
+
+/** Values of the given settings as written in postgresql.auto.conf (the last line for a name wins). */
+export async function readAutoConf(client: pg.Client, names: string[]): Promise<Record<string, string | null>> {
+  const r = await client.query<{ name: string; setting: string }>(
+    `select name, setting from pg_file_settings
+      where sourcefile like '%postgresql.auto.conf' and name = any($1::text[])
+      order by seqno`,
+    [names],
+  );
+  const out: Record<string, string | null> = Object.fromEntries(names.map((n) => [n, null]));
+  for (const row of r.rows) out[row.name] = row.setting;
+  return out;
+}
+
+async function setAll(client: pg.Client, values: Record<string, string | null>): Promise<void> {
+  for (const [name, value] of Object.entries(values)) {
+    await client.query(value === null ? `alter system reset ${quoteIdent(name)}` : `alter system set ${quoteIdent(name)} = ${quoteLiteral(value)}`);
+  }
+  await client.query('select pg_reload_conf()');
+}
+
+/** Puts back what a crashed or interrupted run left applied. Returns true when it reverted something. */
+export async function recoverTuning(client: pg.Client, store: StateStore, target: ServerIdentity): Promise<'none' | 'reverted' | 'other-server'> {
+  const backup = await store.readDoc<TuningBackup>(store.docPath(BACKUP));
+  if (backup === undefined) return 'none';
+  if (backup.target.systemIdentifier !== target.systemIdentifier) return 'other-server';
+  await setAll(client, backup.previous);
+  await client.query('checkpoint');
+  await store.removeDoc(store.docPath(BACKUP));
+  return 'reverted';
+}
+
+/** Saves what is there (durably, first), then applies the tuning. */
+export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity): Promise<void> {
+  const previous = await readAutoConf(client, Object.keys(TUNING));
+  await store.writeDoc(store.docPath(BACKUP), { target, previous } satisfies TuningBackup);
+  await setAll(client, TUNING);
+}
+
+export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {
+  const backup = await store.readDoc<TuningBackup>(store.docPath(BACKUP));
+  if (backup === undefined) return false;
+  await setAll(client, backup.previous);
+  await client.query('checkpoint');
+  await store.removeDoc(store.docPath(BACKUP));
+  return true;
+}
+
+export function hasTuningBackup(store: StateStore): Promise<boolean> {
+  return store.readDoc(store.docPath(BACKUP)).then((b) => b !== undefined);
+}

@@ -1,0 +1,112 @@
+import { execa, type ResultPromise } from 'execa';
+import { AbortError, MigrateError } from '../errors.ts';
+
+export interface RunOptions {
+  env: NodeJS.ProcessEnv;
+  signal?: AbortSignal;
+  /** Called with each stderr line as it arrives. */
+  onStderrLine?: (line: string) => void;
+  /** Keep stdout and return it (otherwise it is discarded). */
+  captureStdout?: boolean;
+}
+
+export interface RunResult {
+  stdout: string;
+  /** The last stderr lines (at most 200). */
+  stderrTail: string[];
+  /** stderr lines that report an error (`error:`, `ERROR:`, `FATAL:`), all of them up to 1,000. */
+  errorLines: string[];
+  exitCode: number;
+}
+
+const running = new Set<ResultPromise>();
+
+/** Process groups of children still running: the CLI kills them on a second Ctrl-C. */
+export function runningChildPids(): number[] {
+  return [...running].map((c) => c.pid).filter((p): p is number => typeof p === 'number');
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** Sends SIGKILL to every child's whole process group at once (used when the operator insists). */
+export function killAllNow(): void {
+  for (const pid of runningChildPids()) killGroup(pid, 'SIGKILL');
+}
+
+const ERROR_LINE = /(^|\s)(error|ERROR|FATAL|PANIC):/;
+
+/**
+ * Runs a PostgreSQL client program in its own process group. Cancelling (signal) sends SIGTERM to the
+ * whole group (pg_dump/pg_restore -j workers included), SIGKILL after 5 s, and waits for the exit.
+ * A non-zero exit becomes a MigrateError carrying the error lines and the tail of stderr.
+ */
+export async function runTool(file: string, args: string[], options: RunOptions): Promise<RunResult> {
+  const { signal } = options;
+  if (signal?.aborted) throw new AbortError();
+  const stderrTail: string[] = [];
+  const errorLines: string[] = [];
+  const child = execa(file, args, {
+    env: options.env,
+    extendEnv: false,
+    detached: true,
+    stdin: 'ignore',
+    stdout: options.captureStdout ? 'pipe' : 'ignore',
+    maxBuffer: { stdout: 512 * 1024 * 1024 },
+    stderr: [
+      function* (line: unknown) {
+        const text = String(line);
+        stderrTail.push(text);
+        if (stderrTail.length > 200) stderrTail.shift();
+        if (ERROR_LINE.test(text) && errorLines.length < 1000) errorLines.push(text);
+        options.onStderrLine?.(text);
+      },
+    ],
+    reject: false,
+  });
+  running.add(child);
+  let killTimer: NodeJS.Timeout | undefined;
+  const onAbort = (): void => {
+    if (child.pid === undefined) return;
+    killGroup(child.pid, 'SIGTERM');
+    killTimer = setTimeout(() => child.pid !== undefined && killGroup(child.pid, 'SIGKILL'), 5000);
+    killTimer.unref();
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const result = await child;
+    if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL'); // workers orphaned by a crashed leader
+    if (signal?.aborted) throw new AbortError();
+    const exitCode = result.exitCode ?? -1;
+    const out: RunResult = { stdout: typeof result.stdout === 'string' ? result.stdout : '', stderrTail, errorLines, exitCode };
+    if (result.failed) {
+      const shown = (errorLines.length > 0 ? errorLines : stderrTail).slice(0, 30);
+      const more = errorLines.length > 30 ? `\n    ... and ${errorLines.length - 30} more error lines` : '';
+      const why = result.signal ? `was killed by ${result.signal}` : exitCode === -1 ? `could not run (${result.shortMessage})` : `exited with status ${exitCode}`;
+      throw new ToolError(`${shortName(file)} ${why}${shown.length ? `:\n    ${shown.join('\n    ')}${more}` : ''}`, out);
+    }
+    return out;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    if (killTimer) clearTimeout(killTimer);
+    running.delete(child);
+  }
+}
+
+export class ToolError extends MigrateError {
+  readonly result: RunResult;
+  constructor(message: string, result: RunResult) {
+    super(message);
+    this.name = 'ToolError';
+    this.result = result;
+  }
+}
+
+function shortName(file: string): string {
+  return file.split('/').pop() ?? file;
+}

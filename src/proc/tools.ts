@@ -1,0 +1,84 @@
+import { access, constants } from 'node:fs/promises';
+import path from 'node:path';
+import { execa } from 'execa';
+
+export interface Tool {
+  name: string;
+  path: string;
+  /** e.g. 15 */
+  major: number;
+  version: string;
+}
+export interface Tools {
+  pgDump: Tool;
+  pgDumpall: Tool;
+  pgRestore: Tool;
+}
+
+const NAMES = { pgDump: 'pg_dump', pgDumpall: 'pg_dumpall', pgRestore: 'pg_restore' } as const;
+
+async function executable(p: string): Promise<boolean> {
+  try {
+    await access(p, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function locate(name: string, binDir: string | undefined, envPath: string | undefined): Promise<string | undefined> {
+  const dirs = binDir !== undefined ? [binDir] : (envPath ?? '').split(path.delimiter).filter(Boolean);
+  for (const dir of dirs) {
+    const candidate = path.join(dir, name);
+    if (await executable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+/** `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → { major: 15, version: '15.18' } */
+export function parseToolVersion(output: string): { major: number; version: string } | undefined {
+  const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(output);
+  if (!m) return undefined;
+  const major = Number(m[1]);
+  // Before 10 the major version was two numbers (9.6).
+  const version = [m[1], m[2], m[3]].filter((x) => x !== undefined).join('.');
+  return { major: major < 10 ? major * 100 + Number(m[2] ?? 0) : major, version };
+}
+
+/** Finds pg_dump, pg_dumpall and pg_restore; returns the tools found and one problem per tool missing. */
+export async function discoverTools(binDir: string | undefined, env: NodeJS.ProcessEnv): Promise<{ tools?: Tools; problems: string[] }> {
+  const problems: string[] = [];
+  const found: Partial<Record<keyof Tools, Tool>> = {};
+  for (const [key, name] of Object.entries(NAMES) as [keyof Tools, string][]) {
+    const p = await locate(name, binDir, env.PATH);
+    if (p === undefined) {
+      problems.push(
+        binDir !== undefined
+          ? `${name} is not in --pg-bin-dir ${binDir}: point --pg-bin-dir at the bin directory of a PostgreSQL client installation`
+          : `${name} is not on PATH: install the PostgreSQL client programs (as new as the source server, e.g. apt-get install postgresql-client-18) or pass --pg-bin-dir`,
+      );
+      continue;
+    }
+    const r = await execa(p, ['--version'], { reject: false, env, extendEnv: false });
+    const v = parseToolVersion(String(r.stdout));
+    if (r.failed || v === undefined) {
+      problems.push(`${p} --version did not report a PostgreSQL version (${String(r.stderr || r.stdout).trim() || r.shortMessage}); pass --pg-bin-dir with working client programs`);
+      continue;
+    }
+    found[key] = { name, path: p, ...v };
+  }
+  if (problems.length > 0) return { problems };
+  const tools = found as Tools;
+  const majors = new Set([tools.pgDump.major, tools.pgDumpall.major, tools.pgRestore.major]);
+  if (majors.size > 1) {
+    problems.push(
+      `pg_dump ${tools.pgDump.version}, pg_dumpall ${tools.pgDumpall.version} and pg_restore ${tools.pgRestore.version} come from different PostgreSQL versions; pass --pg-bin-dir with one installation's bin directory`,
+    );
+  }
+  return { tools, problems };
+}
+
+/** The pg_dump -Z value: zstd:5 from pg_dump 16 on, gzip level 1 before (gzip is all it has). */
+export function chooseCompression(pgDumpMajor: number): string {
+  return pgDumpMajor >= 16 ? 'zstd:5' : '1';
+}

@@ -1,0 +1,54 @@
+/**
+ * File names for per-database state. An ordinary name (lower-case ASCII letters, digits, `_` and `-`,
+ * not starting with `-`) is used as it is, so `shop.dumped` stays `shop.dumped`. Any other byte is
+ * written as `%XX` (UTF-8, upper-case hex). The mapping is one-to-one: an encoded name always holds a
+ * `%` and an ordinary one never does; it never yields `.`, `/` or an upper-case letter, so a name
+ * stays inside its directory, its suffix is unambiguous, and case-insensitive file systems see no
+ * collision either.
+ */
+const ORDINARY = /^[a-z0-9_][a-z0-9_-]*$/;
+
+export function encodeName(name: string): string {
+  if (name === '') return '%';
+  if (ORDINARY.test(name)) return name;
+  let out = '';
+  for (const byte of Buffer.from(name, 'utf8')) {
+    const ch = String.fromCharCode(byte);
+    if (/[a-z0-9_-]/.test(ch)) out += ch;
+    else out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+export function decodeName(encoded: string): string {
+  if (encoded === '%') return '';
+  if (!encoded.includes('%')) return encoded;
+  return Buffer.from(encoded.replace(/%([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
+}
+
+/** Per-database markers, in the order the pipeline writes them. */
+export const MARKERS = [
+  // Written before the first restore attempt: the target database is this run's to drop and redo.
+  'restore_started',
+  'dumped',
+  'done',
+  'verify',
+  'delayed_dumped',
+  'delayed_indexes_dropped',
+  'delayed_done',
+  'delayed_indexes_recreated',
+  'delayed_verify',
+] as const;
+export type MarkerName = (typeof MARKERS)[number];
+
+export function markerFile(db: string, marker: MarkerName): string {
+  return `${encodeName(db)}.${marker}`;
+}
+
+export type CountsKind = 'src' | 'dst';
+export type CountsVariant = '' | 'fast' | 'delayed' | 'delayed.fast';
+
+/** `<db>.src_counts.json`, `<db>.dst_counts.fast.json`, `<db>.src_counts.delayed.json`, ... */
+export function countsFile(db: string, kind: CountsKind, variant: CountsVariant): string {
+  return `${encodeName(db)}.${kind}_counts${variant === '' ? '' : `.${variant}`}.json`;
+}

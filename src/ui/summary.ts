@@ -1,0 +1,44 @@
+import Table from 'cli-table3';
+import type { RunSummary } from '../events.ts';
+import { formatBytes, formatCount, formatSeconds } from './format.ts';
+import { ExitCode } from '../errors.ts';
+
+/** The closing report: one row per database, then totals, failures and what the operator must do. */
+export function renderSummary(s: RunSummary, color: boolean): string {
+  const hasDelayed = s.databases.some((d) => (d.delayedTables ?? 0) > 0);
+  const head = ['Database', 'Size', 'Dump', 'Restore', 'Verify', 'Rows', ...(hasDelayed ? ['Regular', 'Total'] : []), 'Result'];
+  const table = new Table({ head, style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [] } });
+  for (const d of s.databases) {
+    table.push([
+      d.name,
+      formatBytes(d.sizeBytes),
+      formatSeconds(d.dumpSeconds),
+      formatSeconds(d.restoreSeconds),
+      formatSeconds(d.verifySeconds),
+      formatCount(d.rows),
+      ...(hasDelayed ? [formatSeconds(d.regularSeconds), formatSeconds(d.totalSeconds)] : []),
+      d.status,
+    ]);
+  }
+  const lines: string[] = [];
+  if (s.databases.length > 0) lines.push(table.toString());
+  const verified = s.databases.filter((d) => d.status === 'verified').length;
+  lines.push(`${verified} of ${s.databases.length} databases verified; globals: ${s.globals.status}${s.globals.skippedExisting ? ` (${s.globals.skippedExisting} already existed)` : ''}`);
+  if (hasDelayed) lines.push(`regular phase: ${formatSeconds(s.regularElapsedSeconds)} (databases usable), total: ${formatSeconds(s.elapsedSeconds)}`);
+  else lines.push(`total elapsed: ${formatSeconds(s.elapsedSeconds)}`);
+  if (s.parallelism) {
+    const p = s.parallelism;
+    lines.push(`parallelism: dump ${p.dumpParallel}×${p.dumpJobs} jobs, restore ${p.restoreParallel}×${p.restoreJobs} jobs, verify ${p.verifyConcurrency}; compression ${s.compression}`);
+  }
+  for (const e of s.globals.errors) lines.push(`globals error: ${e}`);
+  for (const d of s.databases) {
+    if (d.status === 'failed') lines.push(`FAILED ${d.name}: ${d.reason ?? 'unknown reason'}`);
+    if (d.status === 'not migrated') lines.push(`NOT MIGRATED ${d.name}: ${d.reason ?? ''}`);
+    for (const w of d.warnings) lines.push(`warning ${d.name}: ${w}`);
+  }
+  if (s.error) lines.push(`error: ${s.error}`);
+  if (s.tuning.reverted) lines.push(`target tuning reverted to its earlier values. ${s.tuning.notice ?? ''}`);
+  if (s.exitCode === ExitCode.interrupted) lines.push('interrupted: run the same command again to resume where it stopped');
+  else if (s.exitCode === ExitCode.failed) lines.push('some work did not complete; fix what is named above and run the same command again: verified databases are not redone');
+  return lines.join('\n');
+}
