@@ -40,6 +40,8 @@ export interface MigrateOptions {
   excludeDb: string[];
   /** Discard state (markers, counts, saved index definitions) and dumps of an earlier run. @default false */
   fresh: boolean;
+  /** Databases (globs) to migrate afresh: their state is discarded and the target copy recreated. */
+  redoDb: string[];
   /** Directory of pg_dump, pg_dumpall and pg_restore; PATH when undefined. */
   pgBinDir: string | undefined;
   /** pg_dump -Z value; chosen from the pg_dump version when undefined. */
@@ -78,6 +80,7 @@ export interface RawOptions {
   includeDb?: string[];
   excludeDb?: string[];
   fresh?: boolean;
+  redoDb?: string[];
   pgBinDir?: string;
   compression?: string;
   delayTableData?: string[];
@@ -156,6 +159,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   for (const [name, globs] of [
     ['include-db', raw.includeDb],
     ['exclude-db', raw.excludeDb],
+    ['redo-db', raw.redoDb],
   ] as const) {
     for (const g of globs ?? []) if (g === '') problems.push(`--${name} must not be an empty pattern`);
   }
@@ -190,6 +194,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     includeDb: raw.includeDb ?? [],
     excludeDb: raw.excludeDb ?? [],
     fresh: raw.fresh ?? DEFAULTS.fresh,
+    redoDb: raw.redoDb ?? [],
     pgBinDir: raw.pgBinDir === undefined ? undefined : path.resolve(raw.pgBinDir),
     compression: raw.compression,
     delayTableData,

@@ -15,8 +15,9 @@ import { compareCounts, countTables } from './counts.ts';
 import { databaseExists, dropTargetDatabase, fileDataPath, type DataPath } from './transfer.ts';
 import type { SourceDatabase } from './discover.ts';
 import type { DelayedPlan } from './delayed-plan.ts';
-import { runDelayedDump, runDelayedTarget } from './delayed.ts';
+import { addForeignKeysNotValid, deferredForeignKeys, runDelayedDump, runDelayedTarget } from './delayed.ts';
 import type { CountsVariant } from '../state/names.ts';
+import { matchesAny } from '../patterns.ts';
 
 export interface RunHooks {
   signal?: AbortSignal;
@@ -90,6 +91,12 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     }
     if (options.fresh) await store.wipe();
     await store.claim(pair);
+    for (const db of pre.selection.migrate) {
+      if (matchesAny(db.name, options.redoDb)) {
+        await store.forgetDatabase(db.name);
+        emit({ type: 'info', message: `${db.name}: --redo-db: migrating it afresh` });
+      }
+    }
 
     summary.parallelism = pre.parallelism;
     summary.compression = pre.compression;
@@ -249,7 +256,7 @@ async function migrateDatabases(
         result.regularSeconds = seconds(runStart);
         regularEnd = Math.max(regularEnd, result.regularSeconds);
         if (plan) {
-          await sourceQueue.add(() => runDelayedDump(ctx, db.name, plan, dataPath), { signal });
+          await sourceQueue.add(() => runDelayedDump(ctx, db.name, plan, dataPath, (fn) => withExportedSnapshot(ctx.source, db.name, fn)), { signal });
           await targetQueue.add(() => runDelayedTarget(ctx, db.name, plan, dataPath, result), { signal });
         }
         result.totalSeconds = seconds(runStart);
@@ -313,8 +320,13 @@ async function sourceCounts(ctx: Context, db: string, variant: CountsVariant, pl
     fast: variant === 'fast' ? { exact: plan?.keys ?? new Set() } : undefined,
     signal: ctx.signal,
   });
-  // Deferred tables are empty after the regular phase: their source counts belong to the delayed verify.
-  const expected = Object.fromEntries(Object.entries(counts).filter(([k]) => !plan?.keys.has(k)).concat([...(plan?.keys ?? [])].map((k) => [k, 0])));
+  // Deferred tables are empty after the regular phase (their counts belong to the delayed verify), and
+  // materialized views reading them are refreshed only after the load.
+  const expected = Object.fromEntries(
+    Object.entries(counts)
+      .filter(([k]) => !plan?.keys.has(k) && !plan?.matviewKeys.has(k))
+      .concat([...(plan?.keys ?? [])].map((k) => [k, 0])),
+  );
   await ctx.store.setCounts(db, 'src', variant, expected);
   if (estimated.length) await ctx.store.writeDoc(ctx.store.dbDocPath(db, `src_estimated${variant ? `.${variant}` : ''}.json`), estimated);
   result.verifySeconds = (result.verifySeconds ?? 0) + seconds(t0);
@@ -341,7 +353,12 @@ async function targetSteps(ctx: Context, db: string, plan: DelayedPlan | undefin
     await store.setMarker(db, 'restore_started');
     emit({ type: 'phase', db, phase: 'restoring' });
     const t0 = performance.now();
-    await dataPath.restoreDatabase(db);
+    if (plan) {
+      // Foreign keys from or to deferred tables cannot be validated yet: created NOT VALID, validated after the load.
+      const fks = await deferredForeignKeys(ctx, db, plan);
+      await dataPath.restoreDatabase(db, { skipConstraints: new Set(fks.map((f) => f.oid)) });
+      await withClient(ctx.target, db, (c) => addForeignKeysNotValid(c, fks));
+    } else await dataPath.restoreDatabase(db);
     result.restoreSeconds = seconds(t0);
     await store.setMarker(db, 'done', { seconds: result.restoreSeconds });
   } else result.restoreSeconds = done.seconds;
@@ -366,7 +383,7 @@ async function targetSteps(ctx: Context, db: string, plan: DelayedPlan | undefin
       fast: variant === 'fast' ? { exact: plan?.keys ?? new Set() } : undefined,
       signal: ctx.signal,
     });
-    dst = r.counts;
+    dst = Object.fromEntries(Object.entries(r.counts).filter(([k]) => !plan?.matviewKeys.has(k)));
     estimatedDst = r.estimated;
     await store.setCounts(db, 'dst', variant, dst);
   }

@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Context } from './context.ts';
 import { runTool } from '../proc/run.ts';
@@ -15,8 +15,11 @@ import { MigrateError } from '../errors.ts';
 export interface DataPath {
   /** Schema and data of a whole database (with its properties: --create), data of `excludeData` left out. */
   dumpDatabase(db: string, opts: { snapshot?: string; excludeData: { schema: string; name: string }[] }): Promise<void>;
-  /** Creates the database on the target with its properties and restores the dump into it. */
-  restoreDatabase(db: string): Promise<void>;
+  /**
+   * Creates the database on the target with its properties and restores the dump into it, leaving
+   * out the constraints whose source oids are in `skipConstraints` (pg_constraint entries of the TOC).
+   */
+  restoreDatabase(db: string, opts?: { skipConstraints?: Set<string> }): Promise<void>;
   /** Data only of the given tables. */
   dumpTableData(db: string, tables: { schema: string; name: string }[], opts: { snapshot?: string }): Promise<void>;
   /** Loads what dumpTableData wrote into the existing database (triggers disabled). */
@@ -53,9 +56,16 @@ export function fileDataPath(ctx: Context): DataPath {
       args.push(`--dbname=${dbnameConninfo(db)}`);
       await run(tools.pgDump.path, args);
     },
-    async restoreDatabase(db) {
+    async restoreDatabase(db, opts) {
+      const dir = location(db, 'regular');
       const args = ['-j', String(parallelism.restoreJobs), '--disable-triggers', '--create', ...connArgs(ctx.target)];
-      args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, location(db, 'regular'));
+      if (opts?.skipConstraints && opts.skipConstraints.size > 0) {
+        const toc = await runTool(tools.pgRestore.path, ['-l', dir], { env: childEnv, signal, captureStdout: true });
+        const listFile = `${dir}.restore.list`;
+        await writeFile(listFile, filterTocList(toc.stdout, opts.skipConstraints));
+        args.push(`--use-list=${listFile}`);
+      }
+      args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
       await run(tools.pgRestore.path, args);
     },
     async dumpTableData(db, tables, { snapshot }) {
@@ -91,4 +101,18 @@ export async function dropTargetDatabase(ctx: Context, db: string): Promise<void
     await c.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [db]);
     await c.query(`drop database if exists ${quoteIdent(db)}${ctx.targetMajor >= 13 ? ' with (force)' : ''}`);
   });
+}
+
+/**
+ * Comments out the TOC entries of the given pg_constraint rows (catalog oid 2606) in a `pg_restore -l`
+ * listing. Lines are matched by the object's oid, never by its name.
+ */
+export function filterTocList(listing: string, constraintOids: Set<string>): string {
+  return listing
+    .split('\n')
+    .map((line) => {
+      const m = /^\d+; 2606 (\d+) /.exec(line);
+      return m && constraintOids.has(m[1]!) ? `;${line}` : line;
+    })
+    .join('\n');
 }

@@ -126,6 +126,23 @@ export class StateStore {
     await removeAtomic(this.countsPath(db, kind, variant));
   }
 
+  /** Forgets everything done for one database except that its target copy is this run's to drop. */
+  async forgetDatabase(db: string): Promise<void> {
+    await this.clearFrom(db, MARKERS[1]!);
+    const prefix = `${encodeName(db)}.`;
+    for (const dir of [this.markersDir, this.countsDir]) {
+      let names: string[] = [];
+      try {
+        names = await readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        if (name.startsWith(prefix) && name !== markerFile(db, 'restore_started')) await removeAtomic(path.join(dir, name));
+      }
+    }
+  }
+
   /** A named JSON document of the run (tuning backup, saved index definitions, ...). */
   docPath(name: string): string {
     return path.join(this.markersDir, name);
