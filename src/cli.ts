@@ -103,7 +103,10 @@ async function main(): Promise<number> {
   const reporter = createReporter(process.stdout, argv.progress);
   const summary = await migrate(options, { signal: controller.signal, onEvent: (e) => reporter.onEvent(e) });
   await reporter.close();
-  process.stdout.write(`\n${renderSummary(summary, process.stdout.isTTY === true)}\n`);
+  if (summary.databases.length === 0 && summary.error !== undefined) {
+    // Stopped before any database work (options, preflight, state): the error says it all.
+    process.stderr.write(`pg-migrate: ${summary.error}\n`);
+  } else process.stdout.write(`\n${renderSummary(summary, process.stdout.isTTY === true)}\n`);
   if (options.report) {
     await writeFile(options.report, `${JSON.stringify(summary, null, 2)}\n`).catch((err: Error) => {
       process.stderr.write(`pg-migrate: could not write the report ${options.report}: ${err.message}\n`);

@@ -71,6 +71,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
   };
   const auth = await prepareChildAuth([options.from, options.to], env, appName);
   let tuned = false;
+  let ownsLock = false;
   try {
     emit({ type: 'stage', stage: 'preflight', status: 'start' });
     // A fresh start keeps nothing of the earlier run but its tuning backup (reverted below).
@@ -91,6 +92,8 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     }
     if (options.fresh) await store.wipe();
     await store.claim(pair);
+    await takeOverRun(store, source, target, emit);
+    ownsLock = true;
     for (const db of pre.selection.migrate) {
       if (matchesAny(db.name, options.redoDb)) {
         await store.forgetDatabase(db.name);
@@ -170,6 +173,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       }
     }
     await auth.dispose();
+    if (ownsLock) await store.removeDoc(store.docPath(LOCK)).catch(() => undefined);
   }
   summary.elapsedSeconds = seconds(started);
   if (summary.exitCode === ExitCode.ok) {
@@ -177,6 +181,47 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     else if (summary.globals.status === 'failed' || summary.databases.some((d) => d.status !== 'verified')) summary.exitCode = ExitCode.failed;
   }
   return summary;
+}
+
+const LOCK = 'run.lock';
+
+interface RunLock {
+  pid: number;
+  appName: string;
+  startedAt: string;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * One run at a time per state directory. A run killed outright (kill -9) leaves its pg_dump and
+ * pg_restore children behind, still connected: their sessions (found by the dead run's
+ * application_name) are terminated on both servers, which ends them, before anything is redone.
+ */
+async function takeOverRun(store: StateStore, source: Server, target: Server, emit: EventSink): Promise<void> {
+  const file = store.docPath(LOCK);
+  const previous = await store.readDoc<RunLock>(file);
+  if (previous && previous.pid !== process.pid && processAlive(previous.pid)) {
+    throw new MigrateError(
+      `another pg-migrate (pid ${previous.pid}, started ${previous.startedAt}) is using the state in ${store.markersDir}; wait for it or stop it first (if that process is not pg-migrate, remove ${file})`,
+      ExitCode.stateMismatch,
+    );
+  }
+  await store.writeDoc(file, { pid: process.pid, appName: source.appName, startedAt: new Date().toISOString() } satisfies RunLock);
+  if (previous) {
+    const ended = (await Promise.all([source, target].map((s) => terminateRunSessions({ ...s, appName: previous.appName })))).reduce((a, b) => a + b, 0);
+    if (ended > 0) {
+      emit({ type: 'info', message: `ended ${ended} sessions left behind by an earlier run that was killed (pid ${previous.pid})` });
+      await new Promise((r) => setTimeout(r, 1000)); // let its orphaned client programs notice and exit
+    }
+  }
 }
 
 /** Refuses, before connecting anywhere, state that names another pair (cheap check on host/port; identifiers are checked after preflight). */
