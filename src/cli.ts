@@ -12,6 +12,21 @@ import { killAllNow } from './proc/run.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
+/** yargs names unknown keys in camel case; one that came from a PG_MIGRATE_* variable is named as such. */
+function explainUnknown(msg: string, argv: string[]): string {
+  const m = /^Unknown arguments?: (.+)$/.exec(msg);
+  if (!m) return msg;
+  return m[1]!
+    .split(', ')
+    .map((key) => {
+      const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      const envName = `PG_MIGRATE_${flag.replaceAll('-', '_').toUpperCase()}`;
+      const fromArgv = argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`) || a === `--${key}` || a.startsWith(`--${key}=`));
+      return fromArgv || process.env[envName] === undefined ? `unknown option --${flag}` : `unknown option from the environment variable ${envName}`;
+    })
+    .join('; ');
+}
+
 function parseArgs(argv: string[]) {
   return yargs(argv)
     .scriptName('pg-migrate')
@@ -61,7 +76,7 @@ function parseArgs(argv: string[]) {
     .wrap(Math.min(120, process.stdout.columns ?? 100))
     .epilogue('Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted.')
     .fail((msg, err) => {
-      throw err ?? new UsageError([`${msg}; see pg-migrate --help`]);
+      throw err ?? new UsageError([`${explainUnknown(msg, argv)}; see pg-migrate --help`]);
     })
     .parseSync();
 }

@@ -51,7 +51,7 @@ export async function withClient<T>(server: Server, database: string, fn: (c: pg
 }
 
 export function createPool(server: Server, database: string, max: number): pg.Pool {
-  const pool = new pg.Pool({ ...clientConfig(server, database), max, idleTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({ ...clientConfig(server, database), max, idleTimeoutMillis: 250 });
   pool.on('error', () => undefined); // idle client lost: the pool replaces it
   return pool;
 }

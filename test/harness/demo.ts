@@ -12,7 +12,7 @@ import { startCluster } from './cluster.ts';
 import { seedSample } from './seed.ts';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const binDir = process.env.PG_MIGRATE_TEST_BIN ?? '/usr/lib/postgresql/15/bin';
+const binDir = process.env.PGM_TEST_BIN ?? '/usr/lib/postgresql/15/bin';
 
 async function main(): Promise<number> {
   process.stdout.write('starting two throwaway PostgreSQL servers...\n');
