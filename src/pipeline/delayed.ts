@@ -199,7 +199,9 @@ export async function runDelayedTarget(ctx: Context, db: string, plan: DelayedPl
   }
 
   // 11. Count everything again (deferred tables exactly) and compare.
-  if (!(await store.marker(db, 'delayed_verify'))) {
+  const verified = await store.marker(db, 'delayed_verify');
+  if (verified) result.rows = (verified.rows as number | undefined) ?? result.rows;
+  else {
     emit({ type: 'phase', db, phase: 'delayed verifying' });
     const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
     const t0 = performance.now();

@@ -331,6 +331,13 @@ async function migrateDatabases(
 async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
   let dumped = await store.marker(db, 'dumped');
+  const deferred = [...(plan?.keys ?? [])].sort();
+  if (dumped && JSON.stringify(dumped.deferred ?? []) !== JSON.stringify(deferred)) {
+    // The regular phase left other tables empty than this run would fill: nothing of it can be kept.
+    emit({ type: 'warning', db, message: `the --delay-table-data tables of ${db} differ from those of the earlier run; migrating ${db} afresh` });
+    await store.forgetDatabase(db);
+    dumped = undefined;
+  }
   if (dumped && !(await store.marker(db, 'done')) && !(await isDirectory(dataPath.location(db, 'regular')))) {
     emit({ type: 'warning', db, message: `the dump of ${db} is gone from ${dataPath.location(db, 'regular')}; dumping it again` });
     dumped = undefined;
@@ -345,7 +352,7 @@ async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefin
       const t0 = performance.now();
       await dataPath.dumpDatabase(db, { snapshot, excludeData: plan?.tables ?? [] });
       result.dumpSeconds = seconds(t0);
-      await store.setMarker(db, 'dumped', { seconds: result.dumpSeconds });
+      await store.setMarker(db, 'dumped', { seconds: result.dumpSeconds, deferred });
       await sourceCounts(ctx, db, variant, plan, snapshot, result);
     });
   } else {
