@@ -5,7 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { migrate, resolveOptions, type RawOptions } from './index.ts';
 import { ExitCode, MigrateError, UsageError } from './errors.ts';
-import { DEFAULTS } from './options.ts';
+import { DATA_PATHS, DEFAULTS } from './options.ts';
 import { createReporter } from './ui/progress.ts';
 import { renderSummary } from './ui/summary.ts';
 import { killAllNow } from './proc/run.ts';
@@ -59,13 +59,14 @@ function parseArgs(argv: string[]) {
     .option('migrate-globals', { type: 'boolean', default: DEFAULTS.migrateGlobals, describe: 'copy roles and tablespaces (pg_dumpall --globals-only)' })
     .option('disable-dst-optimizations', { type: 'boolean', default: DEFAULTS.disableDstOptimizations, describe: 'do not tune the target (fsync=off, ...) during the run' })
     .option('fast-verify', { type: 'boolean', default: DEFAULTS.fastVerify, describe: 'compare pg_class.reltuples instead of count(*) (deferred and never-analyzed tables are still counted)' })
-    .group(['dump-root', 'state-dir', 'fresh', 'redo-db', 'remove-dumps', 'pg-bin-dir', 'compression', 'report', 'progress'], 'Files and output:')
+    .group(['dump-root', 'state-dir', 'fresh', 'redo-db', 'remove-dumps', 'pg-bin-dir', 'data-path', 'compression', 'report', 'progress'], 'Files and output:')
     .option('dump-root', { type: 'string', default: DEFAULTS.dumpRoot, describe: 'directory for the dumps' })
     .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ and pg_verify_state/ [default: $HOME]' })
     .option('fresh', { type: 'boolean', default: DEFAULTS.fresh, describe: 'discard the state of an earlier run and start over' })
     .option('redo-db', { type: 'string', array: true, describe: 'migrate databases matching this glob afresh: their state is discarded and their target copy recreated (repeatable)' })
     .option('remove-dumps', { type: 'boolean', default: DEFAULTS.removeDumps, describe: 'delete a database\'s dump once it verified' })
     .option('pg-bin-dir', { type: 'string', describe: 'directory of pg_dump, pg_dumpall, pg_restore [default: PATH]' })
+    .option('data-path', { choices: DATA_PATHS, default: DEFAULTS.dataPath, describe: 'files: pg_dump -Fd to --dump-root, then pg_restore -j; stream: pg_dump piped into pg_restore, nothing on disk' })
     .option('compression', { type: 'string', describe: 'pg_dump -Z value [default: zstd:5 with pg_dump 16+, else 1 (gzip)]' })
     .option('report', { type: 'string', describe: 'also write the summary as JSON to this file' })
     .option('progress', { choices: ['auto', 'tty', 'plain'] as const, default: 'auto' as const, describe: 'live display on a terminal, timestamped lines otherwise' })

@@ -3,6 +3,7 @@ import type { Parallelism } from './options.ts';
 export type Phase =
   | 'queued'
   | 'dumping'
+  | 'streaming'
   | 'counting source'
   | 'waiting for target'
   | 'restoring'

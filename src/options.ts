@@ -44,6 +44,8 @@ export interface MigrateOptions {
   redoDb: string[];
   /** Directory of pg_dump, pg_dumpall and pg_restore; PATH when undefined. */
   pgBinDir: string | undefined;
+  /** How data travels: dump files then restore (files), or pg_dump piped into pg_restore (stream). */
+  dataPath: DataPathKind;
   /** pg_dump -Z value; chosen from the pg_dump version when undefined. */
   compression: string | undefined;
   delayTableData: TablePattern[];
@@ -54,6 +56,9 @@ export interface MigrateOptions {
   /** Write the summary as JSON to this file. */
   report: string | undefined;
 }
+
+export type DataPathKind = 'files' | 'stream';
+export const DATA_PATHS: readonly DataPathKind[] = ['files', 'stream'];
 
 /** Raw values as they come from the command line / environment (yargs). */
 export interface RawOptions {
@@ -83,6 +88,7 @@ export interface RawOptions {
   redoDb?: string[];
   pgBinDir?: string;
   compression?: string;
+  dataPath?: string;
   delayTableData?: string[];
   fastVerify?: boolean;
   removeDumps?: boolean;
@@ -104,6 +110,7 @@ export const DEFAULTS = {
   fastVerify: false,
   fresh: false,
   removeDumps: false,
+  dataPath: 'files' as DataPathKind,
 } as const;
 
 /** The seed's fixed values; auto-derived values never exceed them. */
@@ -148,6 +155,9 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     ['compression', raw.compression],
   ] as const) checkText(problems, name, v);
 
+  if (raw.dataPath !== undefined && !DATA_PATHS.includes(raw.dataPath as DataPathKind)) {
+    problems.push(`--data-path must be one of ${DATA_PATHS.join(', ')} (got ${JSON.stringify(raw.dataPath)})`);
+  }
   const delayTableData: TablePattern[] = [];
   for (const text of raw.delayTableData ?? []) {
     try {
@@ -197,6 +207,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     redoDb: raw.redoDb ?? [],
     pgBinDir: raw.pgBinDir === undefined ? undefined : path.resolve(raw.pgBinDir),
     compression: raw.compression,
+    dataPath: (raw.dataPath as DataPathKind | undefined) ?? DEFAULTS.dataPath,
     delayTableData,
     fastVerify: raw.fastVerify ?? DEFAULTS.fastVerify,
     removeDumps: raw.removeDumps ?? DEFAULTS.removeDumps,

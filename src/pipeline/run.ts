@@ -4,7 +4,7 @@ import type { MigrateOptions } from '../options.ts';
 import { terminateRunSessions, withClient, type Server, describePgError } from '../pg/connect.ts';
 import { dbnameConninfo, prepareChildAuth } from '../pg/passfile.ts';
 import { runTool } from '../proc/run.ts';
-import { StateStore, isDirectory, type PairIdentity } from '../state/store.ts';
+import { StateStore, isDirectory, type MarkerInfo, type PairIdentity } from '../state/store.ts';
 import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import type { Context } from './context.ts';
@@ -295,9 +295,15 @@ async function migrateDatabases(
       const plan = delayed.get(db.name);
       if (plan) result.delayedTables = plan.tables.length;
       try {
-        await sourceQueue.add(() => sourceSteps(ctx, db.name, plan, dataPath, result), { signal });
-        ctx.emit({ type: 'phase', db: db.name, phase: 'waiting for target' });
-        await targetQueue.add(() => targetSteps(ctx, db.name, plan, dataPath, result), { signal });
+        if (ctx.options.dataPath === 'stream' && !plan) {
+          // Deferred tables need a restore list (-L), which a stream cannot give: those databases use files.
+          await sourceQueue.add(() => targetQueue.add(() => streamSteps(ctx, db.name, dataPath, result), { signal }), { signal });
+          await targetQueue.add(() => verifyStep(ctx, db.name, plan, result), { signal });
+        } else {
+          await sourceQueue.add(() => sourceSteps(ctx, db.name, plan, dataPath, result), { signal });
+          ctx.emit({ type: 'phase', db: db.name, phase: 'waiting for target' });
+          await targetQueue.add(() => targetSteps(ctx, db.name, plan, dataPath, result), { signal });
+        }
         result.regularSeconds = seconds(runStart);
         regularEnd = Math.max(regularEnd, result.regularSeconds);
         if (plan) {
@@ -385,24 +391,68 @@ async function sourceCounts(ctx: Context, db: string, variant: CountsVariant, pl
 }
 
 async function targetSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
+  await restoreStep(ctx, db, plan, dataPath, result);
+  await verifyStep(ctx, db, plan, result);
+}
+
+/** A target database this run may (re)create: absent, or created by this migration (then dropped). */
+async function prepareTargetDatabase(ctx: Context, db: string): Promise<void> {
+  if (await databaseExists(ctx.target, db)) {
+    if (!(await ctx.store.marker(db, 'restore_started'))) {
+      throw new MigrateError(`database ${JSON.stringify(db)} already exists on the target and was not created by this migration; drop it there or leave it out with --exclude-db`);
+    }
+    ctx.emit({ type: 'info', message: `${db}: dropping the partly restored database on the target to restore it afresh` });
+    await dropTargetDatabase(ctx, db);
+  }
+  await ctx.store.setMarker(db, 'restore_started');
+}
+
+/** Whether the database's restore is done (and still there on the target). */
+async function restoreDone(ctx: Context, db: string): Promise<MarkerInfo | undefined> {
+  const done = await ctx.store.marker(db, 'done');
+  if (done && !(await databaseExists(ctx.target, db))) {
+    ctx.emit({ type: 'warning', db, message: `${db} was restored by an earlier run but is gone from the target; restoring it again` });
+    return undefined;
+  }
+  return done;
+}
+
+/**
+ * The stream path (--data-path stream) for a database without deferred tables: dump and restore run
+ * at once through a FIFO, holding a source slot and a target slot; the source counts are taken in the
+ * snapshot the dump used.
+ */
+async function streamSteps(ctx: Context, db: string, dataPath: DataPath, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
   const variant: CountsVariant = ctx.options.fastVerify ? 'fast' : '';
-  let done = await store.marker(db, 'done');
-  if (done && !(await databaseExists(ctx.target, db))) {
-    emit({ type: 'warning', db, message: `${db} was restored by an earlier run but is gone from the target; restoring it again` });
-    done = undefined;
+  const done = await restoreDone(ctx, db);
+  if (done) {
+    result.restoreSeconds = done.seconds;
+    if ((await store.counts(db, 'src', variant)) === undefined) await sourceCounts(ctx, db, variant, undefined, undefined, result);
+    return;
   }
+  await store.clearFrom(db, 'dumped');
+  await clearCounts(store, db, 'src');
+  await clearCounts(store, db, 'dst');
+  await prepareTargetDatabase(ctx, db);
+  await withExportedSnapshot(ctx.source, db, async (snapshot) => {
+    emit({ type: 'phase', db, phase: 'streaming' });
+    const t0 = performance.now();
+    await dataPath.streamDatabase(db, { snapshot });
+    result.restoreSeconds = seconds(t0);
+    await store.setMarker(db, 'dumped', { seconds: 0, deferred: [], streamed: true });
+    await store.setMarker(db, 'done', { seconds: result.restoreSeconds });
+    await sourceCounts(ctx, db, variant, undefined, snapshot, result);
+  });
+}
+
+async function restoreStep(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
+  const { store, emit } = ctx;
+  const done = await restoreDone(ctx, db);
   if (!done) {
     await store.clearFrom(db, 'done');
     await clearCounts(store, db, 'dst');
-    if (await databaseExists(ctx.target, db)) {
-      if (!(await store.marker(db, 'restore_started'))) {
-        throw new MigrateError(`database ${JSON.stringify(db)} already exists on the target and was not created by this migration; drop it there or leave it out with --exclude-db`);
-      }
-      emit({ type: 'info', message: `${db}: dropping the partly restored database on the target to restore it afresh` });
-      await dropTargetDatabase(ctx, db);
-    }
-    await store.setMarker(db, 'restore_started');
+    await prepareTargetDatabase(ctx, db);
     emit({ type: 'phase', db, phase: 'restoring' });
     const t0 = performance.now();
     if (plan) {
@@ -414,7 +464,11 @@ async function targetSteps(ctx: Context, db: string, plan: DelayedPlan | undefin
     result.restoreSeconds = seconds(t0);
     await store.setMarker(db, 'done', { seconds: result.restoreSeconds });
   } else result.restoreSeconds = done.seconds;
+}
 
+async function verifyStep(ctx: Context, db: string, plan: DelayedPlan | undefined, result: DbResult): Promise<void> {
+  const { store, emit } = ctx;
+  const variant: CountsVariant = ctx.options.fastVerify ? 'fast' : '';
   const verified = await store.marker(db, 'verify');
   const src = await store.counts(db, 'src', variant);
   if (src === undefined) throw new MigrateError(`${db}: the source counts are missing from ${ctx.store.countsDir}; run again to recount`);

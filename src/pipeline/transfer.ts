@@ -1,11 +1,12 @@
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import path from 'node:path';
 import type { Context } from './context.ts';
 import { runTool } from '../proc/run.ts';
 import { dbnameConninfo } from '../pg/passfile.ts';
 import { qualify, quoteIdent, withClient, type Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
-import { MigrateError } from '../errors.ts';
+import { AbortError, MigrateError } from '../errors.ts';
 
 /**
  * How table data travels from the source to the target. This is the file path: pg_dump -Fd into the
@@ -24,6 +25,12 @@ export interface DataPath {
   dumpTableData(db: string, tables: { schema: string; name: string }[], opts: { snapshot?: string }): Promise<void>;
   /** Loads what dumpTableData wrote into the existing database (triggers disabled). */
   restoreTableData(db: string): Promise<void>;
+  /**
+   * Dump and restore at once: `pg_dump -Fc -Z0` writes into a FIFO that `pg_restore --create` reads,
+   * so the data never lands on disk and the restore runs while the dump does. pg_restore cannot run
+   * parallel jobs on a stream; PostgreSQL's parallel index builds still use the cores.
+   */
+  streamDatabase(db: string, opts: { snapshot?: string }): Promise<void>;
   /** Where a database's files are (to check and remove them). */
   location(db: string, part: 'regular' | 'delayed'): string;
   remove(db: string, part: 'regular' | 'delayed'): Promise<void>;
@@ -67,6 +74,40 @@ export function fileDataPath(ctx: Context): DataPath {
       }
       args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
       await run(tools.pgRestore.path, args);
+    },
+    async streamDatabase(db, { snapshot }) {
+      await mkdir(options.dumpRoot, { recursive: true });
+      const fifo = `${location(db, 'regular')}.fifo`;
+      await rm(fifo, { force: true });
+      await execa('mkfifo', ['-m', '600', fifo]);
+      // One failing side must stop the other (a reader or writer alone would wait forever).
+      const both = new AbortController();
+      const onAbort = (): void => both.abort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      const side = async (tool: string, args: string[]): Promise<void> => {
+        try {
+          await runTool(tool, args, { env: childEnv, signal: both.signal });
+        } catch (err) {
+          both.abort();
+          throw err;
+        }
+      };
+      try {
+        const dumpArgs = ['-Fc', '-Z', '0', '--no-sync', '--create', '-f', fifo, ...connArgs(ctx.source)];
+        if (snapshot) dumpArgs.push(`--snapshot=${snapshot}`);
+        dumpArgs.push(`--dbname=${dbnameConninfo(db)}`);
+        const restoreArgs = ['-Fc', '--disable-triggers', '--create', ...connArgs(ctx.target), `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, fifo];
+        const results = await Promise.allSettled([side(tools.pgDump.path, dumpArgs), side(tools.pgRestore.path, restoreArgs)]);
+        if (signal.aborted) throw new AbortError();
+        // Report the side that failed first on its own account (the other one was stopped for it).
+        const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+        const own = failed.find((e) => !(e instanceof AbortError));
+        if (own) throw own;
+        if (failed.length > 0) throw failed[0];
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+        await rm(fifo, { force: true });
+      }
     },
     async dumpTableData(db, tables, { snapshot }) {
       const dir = location(db, 'delayed');
