@@ -130,7 +130,7 @@ function checkText(problems: string[], name: string, value: string | undefined):
 /** Validates raw values and applies defaults. Throws one UsageError that lists every problem. */
 export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process.env): MigrateOptions {
   const problems: string[] = [];
-  if (raw.toHost === undefined || raw.toHost === '') {
+  if (raw.toHost === undefined || raw.toHost.trim() === '') {
     problems.push('--to-host is required: the target server to migrate onto (or set PG_MIGRATE_TO_HOST)');
   }
   for (const [name, v] of [

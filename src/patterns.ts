@@ -5,12 +5,20 @@ import { escape, minimatch, type MinimatchOptions } from 'minimatch';
  * including `/`, `.`, `#` and `!`, is an ordinary part of a name.
  */
 const GLOB: MinimatchOptions = { dot: true, nocomment: true, nonegate: true, noext: true, nobrace: true, noglobstar: true };
-// minimatch treats '/' as a path separator that '*' never crosses; names are not paths.
+// minimatch treats '/' as a path separator that '*' never crosses, and '.' and '..' as special
+// entries that '*' never matches; names are not paths: hide both from it.
 const SLASH = '\uE000';
-const hideSlash = (s: string): string => s.replaceAll('/', SLASH);
+const LEAD = '\uE001';
+const asName = (s: string): string => LEAD + s.replaceAll('/', SLASH);
 
+/** Matches a name against a pattern already in minimatch syntax (see escapeGlobLiteral). */
+function matchEscaped(name: string, pattern: string): boolean {
+  return minimatch(asName(name), asName(pattern), GLOB);
+}
+
+/** Matches a name against an operator's glob: `*` and `?` are wildcards, every other character is literal. */
 export function globMatch(name: string, glob: string): boolean {
-  return minimatch(hideSlash(name), hideSlash(glob), GLOB);
+  return matchEscaped(name, escapeGlobLiteral(glob, true));
 }
 
 export function matchesAny(name: string, globs: readonly string[]): boolean {
@@ -62,7 +70,8 @@ export function parseTablePattern(text: string): TablePattern {
       current = '';
       sawAny = false;
     } else {
-      current += escapeGlobLiteral(ch.toLowerCase(), true);
+      // psql folds only ASCII letters of unquoted names.
+      current += escapeGlobLiteral(/[A-Z]/.test(ch) ? ch.toLowerCase() : ch, true);
       sawAny = true;
     }
   }
@@ -77,9 +86,9 @@ export function parseTablePattern(text: string): TablePattern {
 }
 
 export function patternMatchesDatabase(p: TablePattern, database: string): boolean {
-  return globMatch(database, p.database);
+  return matchEscaped(database, p.database);
 }
 
 export function patternMatchesTable(p: TablePattern, database: string, schema: string, table: string): boolean {
-  return globMatch(database, p.database) && (p.schema === undefined || globMatch(schema, p.schema)) && globMatch(table, p.table);
+  return matchEscaped(database, p.database) && (p.schema === undefined || matchEscaped(schema, p.schema)) && matchEscaped(table, p.table);
 }

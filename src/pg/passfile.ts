@@ -6,10 +6,13 @@ import type { Endpoint } from '../options.ts';
 
 const escapeField = (s: string): string => s.replaceAll('\\', '\\\\').replaceAll(':', '\\:');
 
-/** A passfile line for one endpoint; a socket directory matches as `localhost`, as libpq does. */
-export function passfileLine(e: Endpoint, password: string): string {
-  const host = e.host.startsWith('/') ? 'localhost' : e.host;
-  return [host, String(e.port), '*', e.user, password].map(escapeField).join(':');
+/**
+ * Passfile lines for one endpoint. libpq looks a socket directory up by its path, or as `localhost`
+ * when it is libpq's default directory: a socket endpoint gets both lines.
+ */
+export function passfileLines(e: Endpoint, password: string): string[] {
+  const hosts = e.host.startsWith('/') ? [e.host, 'localhost'] : [e.host];
+  return hosts.map((host) => [host, String(e.port), '*', e.user, password].map(escapeField).join(':'));
 }
 
 export interface ChildAuth {
@@ -28,7 +31,7 @@ export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.Pr
   const lines: string[] = [];
   for (const e of endpoints) {
     const pw = e.password ?? baseEnv.PGPASSWORD;
-    if (pw !== undefined) lines.push(passfileLine(e, pw));
+    if (pw !== undefined) lines.push(...passfileLines(e, pw));
   }
   if (lines.length === 0 || !endpoints.some((e) => e.password !== undefined)) return { env, dispose: async () => undefined };
   const own = baseEnv.PGPASSFILE ?? path.join(baseEnv.HOME ?? os.homedir(), '.pgpass');

@@ -4,7 +4,7 @@ import type pg from 'pg';
 import type { MigrateOptions, Parallelism } from '../options.ts';
 import { connectionsNeeded, planParallelism } from '../options.ts';
 import { connect, type Server } from '../pg/connect.ts';
-import { chooseCompression, discoverTools, type Tools } from '../proc/tools.ts';
+import { chooseCompression, discoverTools, majorOfVersionNum, type Tools } from '../proc/tools.ts';
 import { MigrateError, PreflightError } from '../errors.ts';
 import type { ServerIdentity, StateStore } from '../state/store.ts';
 import { globMatch } from '../patterns.ts';
@@ -57,7 +57,7 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
   const max = Number(row.max);
   return {
     identity: { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier },
-    major: versionNum >= 100000 ? Math.floor(versionNum / 10000) : Math.floor(versionNum / 100),
+    major: majorOfVersionNum(versionNum),
     versionNum,
     superuser: row.superuser,
     maxConnections: max,
@@ -66,9 +66,7 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
   };
 }
 
-function majorText(major: number): string {
-  return major >= 100 ? `${Math.floor(major / 100)}.${major % 100}` : String(major);
-}
+const majorText = (major: number): string => String(major);
 
 /**
  * `store` holds the markers of the run being resumed (undefined with --fresh: nothing on the target is ours).

@@ -35,14 +35,26 @@ async function locate(name: string, binDir: string | undefined, envPath: string 
   return undefined;
 }
 
+/**
+ * A major version as one comparable number: 15 for 15.x, and 9.6 for 9.6.x (before 10 the major
+ * version was two numbers).
+ */
+export function majorOf(first: number, second: number): number {
+  return first >= 10 ? first : first + second / 10;
+}
+
+/** The major version of a server_version_num (150018 → 15, 90624 → 9.6). */
+export function majorOfVersionNum(num: number): number {
+  return num >= 100000 ? Math.floor(num / 10000) : majorOf(Math.floor(num / 10000), Math.floor(num / 100) % 100);
+}
+
 /** `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → { major: 15, version: '15.18' } */
 export function parseToolVersion(output: string): { major: number; version: string } | undefined {
   const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(output);
   if (!m) return undefined;
-  const major = Number(m[1]);
-  // Before 10 the major version was two numbers (9.6).
+  const first = Number(m[1]);
   const version = [m[1], m[2], m[3]].filter((x) => x !== undefined).join('.');
-  return { major: major < 10 ? major * 100 + Number(m[2] ?? 0) : major, version };
+  return { major: majorOf(first, Number(m[2] ?? 0)), version };
 }
 
 /** Finds pg_dump, pg_dumpall and pg_restore; returns the tools found and one problem per tool missing. */

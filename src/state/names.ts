@@ -14,7 +14,7 @@ export function encodeName(name: string): string {
   let out = '';
   for (const byte of Buffer.from(name, 'utf8')) {
     const ch = String.fromCharCode(byte);
-    if (/[a-z0-9_-]/.test(ch)) out += ch;
+    if (/[a-z0-9_]/.test(ch) || (ch === '-' && out !== '')) out += ch;
     else out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out;

@@ -3,7 +3,7 @@ export function formatBytes(n: number | null | undefined): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
   let v = n;
   let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
+  while (v >= 1023.95 && i < units.length - 1) {
     v /= 1024;
     i++;
   }
