@@ -6,7 +6,7 @@ import type { DataPath } from './transfer.ts';
 import type { DbResult } from '../events.ts';
 import { createPool, describePgError, qualify, quoteIdent, quoteLiteral, withClient } from '../pg/connect.ts';
 import { isDirectory } from '../state/store.ts';
-import { compareCounts, countTables } from './counts.ts';
+import { aggregateKeys, compareCounts, countTables } from './counts.ts';
 import { MigrateError } from '../errors.ts';
 import type { CountsVariant } from '../state/names.ts';
 
@@ -27,8 +27,12 @@ export interface SavedIndex {
   name: string;
   tableSchema: string;
   tableName: string;
-  /** pg_get_indexdef with an empty search_path (schema-qualified), tablespace appended. */
+  /** pg_get_indexdef with an empty search_path (schema-qualified), tablespace appended; ON ONLY for a partitioned index. */
   definition: string;
+  /** An index of a partitioned table (built by attaching its partitions' indexes). */
+  partitioned: boolean;
+  /** The partitioned index this one is attached to, if any. */
+  parent: { schema: string; name: string } | null;
   replicaIdentity: boolean;
   clustered: boolean;
   comment: string | null;
@@ -110,28 +114,29 @@ export async function runDelayedDump(ctx: Context, db: string, plan: DelayedPlan
 async function readSourceIndexes(ctx: Context, db: string, plan: DelayedPlan): Promise<SavedIndex[]> {
   return withClient(ctx.source, db, async (c) => {
     await c.query("set search_path = ''");
-    const r = await c.query<SavedIndex & { tablespace: string | null }>(
+    const r = await c.query<Omit<SavedIndex, 'parent'> & { tablespace: string | null; parentSchema: string | null; parentName: string | null }>(
       `select n.nspname as schema, ic.relname as name, tn.nspname as "tableSchema", t.relname as "tableName",
-              -- a partitioned table's index is printed ON ONLY (not recursing): rebuild it for all partitions
-              case when ic.relkind = 'I'
-                   then replace(pg_get_indexdef(i.indexrelid),
-                                ' ON ONLY ' || quote_ident(tn.nspname) || '.' || quote_ident(t.relname) || ' ',
-                                ' ON ' || quote_ident(tn.nspname) || '.' || quote_ident(t.relname) || ' ')
-                   else pg_get_indexdef(i.indexrelid) end as definition,
-              ts.spcname as tablespace,
+              pg_get_indexdef(i.indexrelid) as definition, ts.spcname as tablespace,
+              ic.relkind = 'I' as partitioned,
+              pn.nspname as "parentSchema", pc.relname as "parentName",
               i.indisreplident as "replicaIdentity", i.indisclustered as clustered,
               obj_description(i.indexrelid, 'pg_class') as comment
          from pg_index i
          join pg_class ic on ic.oid = i.indexrelid join pg_namespace n on n.oid = ic.relnamespace
          join pg_class t on t.oid = i.indrelid join pg_namespace tn on tn.oid = t.relnamespace
          left join pg_tablespace ts on ts.oid = ic.reltablespace
+         left join pg_inherits h on h.inhrelid = i.indexrelid
+         left join pg_class pc on pc.oid = h.inhparent left join pg_namespace pn on pn.oid = pc.relnamespace
         where i.indrelid = any($1::oid[])
           and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
-          and not exists (select 1 from pg_inherits h where h.inhrelid = i.indexrelid)
         order by n.nspname, ic.relname`,
       [plan.tables.map((t) => t.oid)],
     );
-    return r.rows.map(({ tablespace, ...ix }) => ({ ...ix, definition: tablespace ? `${ix.definition} TABLESPACE ${quoteIdent(tablespace)}` : ix.definition }));
+    return r.rows.map(({ tablespace, parentSchema, parentName, ...ix }) => ({
+      ...ix,
+      definition: tablespace ? `${ix.definition} TABLESPACE ${quoteIdent(tablespace)}` : ix.definition,
+      parent: parentSchema !== null && parentName !== null ? { schema: parentSchema, name: parentName } : null,
+    }));
   });
 }
 
@@ -149,8 +154,11 @@ export async function runDelayedTarget(ctx: Context, db: string, plan: DelayedPl
       saved = await readSourceIndexes(ctx, db, plan);
       await store.writeDoc(indexFile, saved);
     }
+    const savedNames = new Set(saved.map((ix) => qualify(ix.schema, ix.name)));
     await withClient(ctx.target, db, async (c) => {
       for (const ix of saved) {
+        // An index attached to a saved partitioned index goes with it.
+        if (ix.parent && savedNames.has(qualify(ix.parent.schema, ix.parent.name))) continue;
         try {
           await c.query(`drop index if exists ${qualify(ix.schema, ix.name)}`);
         } catch (err) {
@@ -216,7 +224,7 @@ export async function runDelayedTarget(ctx: Context, db: string, plan: DelayedPl
       await store.setCounts(db, 'dst', variant, dst);
     }
     const srcEstimated = (await store.readDoc<string[]>(store.dbDocPath(db, `src_estimated.${variant}.json`))) ?? [];
-    const cmp = compareCounts(src, dst, new Set([...srcEstimated, ...estimated].filter((k) => !plan.keys.has(k))));
+    const cmp = compareCounts(src, dst, new Set([...srcEstimated, ...estimated].filter((k) => !plan.keys.has(k))), await aggregateKeys(ctx.target, db));
     result.verifySeconds = (result.verifySeconds ?? 0) + Math.round((performance.now() - t0) / 10) / 100;
     result.rows = cmp.rows;
     for (const w of cmp.warnings) {
@@ -258,42 +266,83 @@ async function emptyDeferredTables(ctx: Context, db: string, plan: DelayedPlan, 
   });
 }
 
-/** Recreates the saved indexes, `--restore-jobs` at a time; one that exists and is valid is kept (resume). */
+/** Depth of an index in its chain of saved parents (0: not attached to a saved index). */
+function depthOf(ix: SavedIndex, byName: Map<string, SavedIndex>): number {
+  let depth = 0;
+  for (let p = ix.parent; p && byName.has(qualify(p.schema, p.name)) && depth < 100; p = byName.get(qualify(p.schema, p.name))!.parent) depth++;
+  return depth;
+}
+
+/**
+ * Recreates the saved indexes as pg_dump would: partitioned indexes ON ONLY first (no data to read),
+ * then every other index, `--restore-jobs` at a time, then each partition's index attached to its
+ * parent, deepest first, so every index keeps its own name. An index that exists and is valid is
+ * kept (resume); one left invalid is rebuilt.
+ */
 async function recreateIndexes(ctx: Context, db: string, indexes: SavedIndex[]): Promise<void> {
   const jobs = Math.max(1, ctx.parallelism.restoreJobs);
+  const byName = new Map(indexes.map((ix) => [qualify(ix.schema, ix.name), ix]));
   const pool = createPool(ctx.target, db, jobs);
   const queue = new PQueue({ concurrency: jobs });
+  const valid = async (c: pg.PoolClient, name: string): Promise<boolean | undefined> =>
+    (await c.query<{ valid: boolean }>('select indisvalid as valid from pg_index where indexrelid = to_regclass($1)', [name])).rows[0]?.valid;
+  const withConn = async <T>(ix: SavedIndex, fn: (c: pg.PoolClient, name: string) => Promise<T>): Promise<T> => {
+    const c = await pool.connect();
+    try {
+      return await fn(c, qualify(ix.schema, ix.name));
+    } catch (err) {
+      throw err instanceof MigrateError ? err : new MigrateError(`rebuilding index ${qualify(ix.schema, ix.name)}: ${describePgError(err)}`);
+    } finally {
+      c.release();
+    }
+  };
+  const create = async (c: pg.PoolClient, ix: SavedIndex): Promise<void> => {
+    await c.query("set search_path = ''");
+    try {
+      await c.query(ix.definition);
+    } finally {
+      await c.query('reset search_path');
+    }
+  };
   try {
+    const partitioned = indexes.filter((ix) => ix.partitioned).sort((a, b) => depthOf(a, byName) - depthOf(b, byName));
+    for (const ix of partitioned) {
+      await withConn(ix, async (c, name) => {
+        if ((await valid(c, name)) === undefined) await create(c, ix);
+      });
+    }
     await Promise.all(
-      indexes.map((ix) =>
-        queue.add(
-          async () => {
-            const c = await pool.connect();
-            try {
-              const name = qualify(ix.schema, ix.name);
-              const state = await c.query<{ valid: boolean }>('select indisvalid as valid from pg_index where indexrelid = to_regclass($1)', [name]);
-              if (state.rows[0]?.valid === false) await c.query(`drop index ${name}`);
-              if (state.rows[0]?.valid !== true) {
-                await c.query("set search_path = ''");
-                await c.query(ix.definition);
-                await c.query('reset search_path');
-              }
-              const check = await c.query<{ valid: boolean }>('select indisvalid as valid from pg_index where indexrelid = to_regclass($1)', [name]);
-              if (check.rows[0]?.valid !== true) throw new MigrateError(`index ${name} is not valid after it was rebuilt`);
-              const table = qualify(ix.tableSchema, ix.tableName);
-              if (ix.replicaIdentity) await c.query(`alter table ${table} replica identity using index ${quoteIdent(ix.name)}`);
-              if (ix.clustered) await c.query(`alter table ${table} cluster on ${quoteIdent(ix.name)}`);
-              if (ix.comment !== null) await c.query(`comment on index ${name} is ${quoteLiteral(ix.comment)}`);
-            } catch (err) {
-              throw err instanceof MigrateError ? err : new MigrateError(`rebuilding index ${qualify(ix.schema, ix.name)}: ${describePgError(err)}`);
-            } finally {
-              c.release();
-            }
-          },
-          { signal: ctx.signal },
+      indexes
+        .filter((ix) => !ix.partitioned)
+        .map((ix) =>
+          queue.add(
+            () =>
+              withConn(ix, async (c, name) => {
+                const state = await valid(c, name);
+                if (state === false) await c.query(`drop index ${name}`);
+                if (state !== true) await create(c, ix);
+              }),
+            { signal: ctx.signal },
+          ),
         ),
-      ),
     );
+    const attached = indexes.filter((ix) => ix.parent !== null).sort((a, b) => depthOf(b, byName) - depthOf(a, byName));
+    for (const ix of attached) {
+      await withConn(ix, async (c, name) => {
+        const parent = qualify(ix.parent!.schema, ix.parent!.name);
+        const r = await c.query('select 1 from pg_inherits where inhrelid = to_regclass($1) and inhparent = to_regclass($2)', [name, parent]);
+        if ((r.rowCount ?? 0) === 0) await c.query(`alter index ${parent} attach partition ${name}`);
+      });
+    }
+    for (const ix of indexes) {
+      await withConn(ix, async (c, name) => {
+        if ((await valid(c, name)) !== true) throw new MigrateError(`index ${name} is not valid after it was rebuilt`);
+        const table = qualify(ix.tableSchema, ix.tableName);
+        if (ix.replicaIdentity) await c.query(`alter table ${table} replica identity using index ${quoteIdent(ix.name)}`);
+        if (ix.clustered) await c.query(`alter table ${table} cluster on ${quoteIdent(ix.name)}`);
+        if (ix.comment !== null) await c.query(`comment on index ${name} is ${quoteLiteral(ix.comment)}`);
+      });
+    }
   } finally {
     await pool.end().catch(() => undefined);
   }

@@ -11,7 +11,7 @@ import type { Context } from './context.ts';
 import { preflight, type PreflightResult } from './preflight.ts';
 import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, TUNING } from './tune.ts';
 import { applyGlobals, filterGlobals, splitStatements } from './globals.ts';
-import { compareCounts, countTables } from './counts.ts';
+import { aggregateKeys, compareCounts, countTables } from './counts.ts';
 import { databaseExists, dropTargetDatabase, fileDataPath, type DataPath } from './transfer.ts';
 import type { SourceDatabase } from './discover.ts';
 import type { DelayedPlan } from './delayed-plan.ts';
@@ -473,7 +473,7 @@ async function verifyStep(ctx: Context, db: string, plan: DelayedPlan | undefine
   const src = await store.counts(db, 'src', variant);
   if (src === undefined) throw new MigrateError(`${db}: the source counts are missing from ${ctx.store.countsDir}; run again to recount`);
   if (verified) {
-    result.rows = Object.values(src).reduce((a, b) => a + b, 0);
+    result.rows = (verified.rows as number | undefined) ?? result.rows;
     result.verifySeconds = (verified.seconds as number | undefined) ?? result.verifySeconds;
     return;
   }
@@ -495,7 +495,7 @@ async function verifyStep(ctx: Context, db: string, plan: DelayedPlan | undefine
   }
   emit({ type: 'phase', db, phase: 'verifying' });
   const estimatedSrc = (await store.readDoc<string[]>(store.dbDocPath(db, `src_estimated${variant ? `.${variant}` : ''}.json`))) ?? [];
-  const cmp = compareCounts(src, dst, new Set([...estimatedSrc, ...estimatedDst]));
+  const cmp = compareCounts(src, dst, new Set([...estimatedSrc, ...estimatedDst]), await aggregateKeys(ctx.target, db));
   result.verifySeconds = (result.verifySeconds ?? 0) + seconds(t0);
   result.rows = cmp.rows;
   for (const w of cmp.warnings) {
