@@ -40,8 +40,7 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
             current_setting('max_connections') as max,
             (current_setting('superuser_reserved_connections')::int
               + coalesce((select setting::int from pg_settings where name = 'reserved_connections'), 0))::text as reserved,
-            (select count(*) from pg_stat_activity where backend_type is distinct from 'autovacuum launcher'
-                and (backend_type is null or backend_type = 'client backend'))::text as used,
+            (select count(*) from pg_stat_activity where datid is not null)::text as used,
             pg_is_in_recovery() as recovery`,
   );
   const row = v.rows[0]!;
