@@ -120,3 +120,31 @@ export async function terminateRunSessions(server: Server): Promise<number> {
     return 0;
   }
 }
+
+const controls = new Map<Server, Promise<pg.Client>>();
+
+/**
+ * A query on the server's maintenance database (--from-db / --to-db) through one connection kept for
+ * the run: cheap checks per database cost no new session. pg.Client queues concurrent queries.
+ */
+export async function controlQuery<R extends pg.QueryResultRow>(server: Server, sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+  let client = controls.get(server);
+  if (!client) {
+    client = connect(server, server.endpoint.database);
+    controls.set(server, client);
+    client.catch(() => controls.delete(server));
+  }
+  try {
+    return await (await client).query<R>(sql, params);
+  } catch (err) {
+    // A broken control connection is replaced on the next call.
+    if (!(err as { code?: string }).code) controls.delete(server);
+    throw err;
+  }
+}
+
+export async function closeControlConnections(): Promise<void> {
+  const all = [...controls.values()];
+  controls.clear();
+  await Promise.all(all.map((p) => p.then((c) => c.end()).catch(() => undefined)));
+}

@@ -47,6 +47,8 @@ export interface CountRequest {
 
 export interface CountResult {
   counts: TableCounts;
+  /** Keys of partitioned parents and materialized views (their rows are other tables' rows too). */
+  aggregates: Set<string>;
   /** Keys counted from pg_class.reltuples rather than count(*). */
   estimated: string[];
 }
@@ -111,7 +113,8 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
         ),
       ),
     );
-    return { counts: sortKeys(counts), estimated };
+    const aggregates = new Set(tables.filter((t) => t.kind !== 'r').map((t) => tableKey(t.schema, t.name)));
+    return { counts: sortKeys(counts), estimated, aggregates };
   } finally {
     await pool.end().catch(() => undefined);
   }

@@ -217,14 +217,16 @@ export async function runDelayedTarget(ctx: Context, db: string, plan: DelayedPl
     if (src === undefined) throw new MigrateError(`${db}: the deferred phase's source counts are missing; run again to recount`);
     let dst = await store.counts(db, 'dst', variant);
     let estimated: string[] = [];
+    let aggregates: Set<string> | undefined;
     if (dst === undefined) {
       const r = await countTables({ server: ctx.target, database: db, verifyQueue: ctx.verifyQueue, fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined, signal: ctx.signal });
       dst = r.counts;
       estimated = r.estimated;
+      aggregates = r.aggregates;
       await store.setCounts(db, 'dst', variant, dst);
     }
     const srcEstimated = (await store.readDoc<string[]>(store.dbDocPath(db, `src_estimated.${variant}.json`))) ?? [];
-    const cmp = compareCounts(src, dst, new Set([...srcEstimated, ...estimated].filter((k) => !plan.keys.has(k))), await aggregateKeys(ctx.target, db));
+    const cmp = compareCounts(src, dst, new Set([...srcEstimated, ...estimated].filter((k) => !plan.keys.has(k))), aggregates ?? (await aggregateKeys(ctx.target, db)));
     result.verifySeconds = (result.verifySeconds ?? 0) + Math.round((performance.now() - t0) / 10) / 100;
     result.rows = cmp.rows;
     for (const w of cmp.warnings) {

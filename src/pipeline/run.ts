@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
-import { terminateRunSessions, withClient, type Server, describePgError } from '../pg/connect.ts';
+import { closeControlConnections, terminateRunSessions, withClient, type Server, describePgError } from '../pg/connect.ts';
 import { dbnameConninfo, prepareChildAuth } from '../pg/passfile.ts';
 import { runTool } from '../proc/run.ts';
 import { StateStore, isDirectory, type MarkerInfo, type PairIdentity } from '../state/store.ts';
@@ -172,6 +172,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
         if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.internal;
       }
     }
+    await closeControlConnections();
     await auth.dispose();
     if (ownsLock) await store.removeDoc(store.docPath(LOCK)).catch(() => undefined);
   }
@@ -481,6 +482,7 @@ async function verifyStep(ctx: Context, db: string, plan: DelayedPlan | undefine
   const t0 = performance.now();
   let dst = await store.counts(db, 'dst', variant);
   let estimatedDst: string[] = [];
+  let aggregates: Set<string> | undefined;
   if (dst === undefined) {
     const r = await countTables({
       server: ctx.target,
@@ -491,11 +493,12 @@ async function verifyStep(ctx: Context, db: string, plan: DelayedPlan | undefine
     });
     dst = Object.fromEntries(Object.entries(r.counts).filter(([k]) => !plan?.matviewKeys.has(k)));
     estimatedDst = r.estimated;
+    aggregates = r.aggregates;
     await store.setCounts(db, 'dst', variant, dst);
   }
   emit({ type: 'phase', db, phase: 'verifying' });
   const estimatedSrc = (await store.readDoc<string[]>(store.dbDocPath(db, `src_estimated${variant ? `.${variant}` : ''}.json`))) ?? [];
-  const cmp = compareCounts(src, dst, new Set([...estimatedSrc, ...estimatedDst]), await aggregateKeys(ctx.target, db));
+  const cmp = compareCounts(src, dst, new Set([...estimatedSrc, ...estimatedDst]), aggregates ?? (await aggregateKeys(ctx.target, db)));
   result.verifySeconds = (result.verifySeconds ?? 0) + seconds(t0);
   result.rows = cmp.rows;
   for (const w of cmp.warnings) {

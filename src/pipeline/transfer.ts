@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Context } from './context.ts';
 import { runTool } from '../proc/run.ts';
 import { dbnameConninfo } from '../pg/passfile.ts';
-import { qualify, quoteIdent, withClient, type Server } from '../pg/connect.ts';
+import { controlQuery, qualify, quoteIdent, withClient, type Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
 import { AbortError, MigrateError } from '../errors.ts';
 
@@ -128,10 +128,8 @@ export function fileDataPath(ctx: Context): DataPath {
 
 /** Whether a database exists on a server. */
 export async function databaseExists(server: Server, db: string): Promise<boolean> {
-  return withClient(server, server.endpoint.database, async (c) => {
-    const r = await c.query('select 1 from pg_database where datname = $1', [db]);
-    return (r.rowCount ?? 0) > 0;
-  });
+  const r = await controlQuery(server, 'select 1 from pg_database where datname = $1', [db]);
+  return (r.rowCount ?? 0) > 0;
 }
 
 /** Drops a database this run created earlier (all sessions in it are ended first). */
