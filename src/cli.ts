@@ -66,7 +66,7 @@ function parseArgs(argv: string[]) {
     .option('redo-db', { type: 'string', array: true, describe: 'migrate databases matching this glob afresh: their state is discarded and their target copy recreated (repeatable)' })
     .option('remove-dumps', { type: 'boolean', default: DEFAULTS.removeDumps, describe: 'delete a database\'s dump once it verified' })
     .option('pg-bin-dir', { type: 'string', describe: 'directory of pg_dump, pg_dumpall, pg_restore [default: PATH]' })
-    .option('data-path', { choices: DATA_PATHS, default: DEFAULTS.dataPath, describe: 'files: pg_dump -Fd to --dump-root, then pg_restore -j; stream: pg_dump piped into pg_restore, nothing on disk' })
+    .option('data-path', { choices: DATA_PATHS, default: DEFAULTS.dataPath, describe: 'files: pg_dump -Fd -j to --dump-root, then pg_restore -j; stream: pg_dump piped into pg_restore, nothing on disk; auto: stream on a machine with up to 4 cores or for a database under 256 MB, files otherwise' })
     .option('compression', { type: 'string', describe: 'pg_dump -Z value [default: zstd:5 with pg_dump 16+, else 1 (gzip)]' })
     .option('report', { type: 'string', describe: 'also write the summary as JSON to this file' })
     .option('progress', { choices: ['auto', 'tty', 'plain'] as const, default: 'auto' as const, describe: 'live display on a terminal, timestamped lines otherwise' })

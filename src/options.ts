@@ -44,7 +44,7 @@ export interface MigrateOptions {
   redoDb: string[];
   /** Directory of pg_dump, pg_dumpall and pg_restore; PATH when undefined. */
   pgBinDir: string | undefined;
-  /** How data travels: dump files then restore (files), or pg_dump piped into pg_restore (stream). */
+  /** How data travels: dump files then restore (files), pg_dump piped into pg_restore (stream), or chosen per database (auto). */
   dataPath: DataPathKind;
   /** pg_dump -Z value; chosen from the pg_dump version when undefined. */
   compression: string | undefined;
@@ -57,8 +57,13 @@ export interface MigrateOptions {
   report: string | undefined;
 }
 
-export type DataPathKind = 'files' | 'stream';
-export const DATA_PATHS: readonly DataPathKind[] = ['files', 'stream'];
+export type DataPathKind = 'auto' | 'files' | 'stream';
+export const DATA_PATHS: readonly DataPathKind[] = ['auto', 'files', 'stream'];
+
+/** Below this size a database gains nothing from parallel jobs: auto picks one job, and the stream path. */
+export const SMALL_DATABASE_BYTES = 256 * 1024 * 1024;
+/** Up to this many cores, overlapping dump and restore beats parallel jobs: auto picks the stream path. */
+export const STREAM_MAX_CORES = 4;
 
 /** Raw values as they come from the command line / environment (yargs). */
 export interface RawOptions {
@@ -110,7 +115,7 @@ export const DEFAULTS = {
   fastVerify: false,
   fresh: false,
   removeDumps: false,
-  dataPath: 'files' as DataPathKind,
+  dataPath: 'auto' as DataPathKind,
 } as const;
 
 /** The seed's fixed values; auto-derived values never exceed them. */
@@ -266,4 +271,22 @@ export function planParallelism(
   const d = side(o.dumpJobs, o.dumpParallel, CEILINGS.dumpJobs, source);
   const r = side(o.restoreJobs, o.restoreParallel, CEILINGS.restoreJobs, target);
   return { dumpJobs: d.jobs, dumpParallel: d.parallel, restoreJobs: r.jobs, restoreParallel: r.parallel, verifyConcurrency: o.verifyConcurrency };
+}
+
+/**
+ * Jobs for one database: explicit values as they are; auto values scaled down for a small database
+ * (one job per 256 MiB), since every job is a process and a connection that a small database cannot use.
+ */
+export function jobsForDatabase(planned: number, explicit: number | undefined, sizeBytes: number | null): number {
+  if (explicit !== undefined || sizeBytes === null) return planned;
+  return Math.max(1, Math.min(planned, Math.ceil(sizeBytes / SMALL_DATABASE_BYTES)));
+}
+
+/**
+ * The data path of one database under `--data-path auto`: stream (dump and restore at once, nothing on
+ * disk) on a machine with few cores or for a small database, where parallel jobs gain little; files
+ * (parallel jobs) otherwise.
+ */
+export function autoDataPath(cores: number, sizeBytes: number | null): 'files' | 'stream' {
+  return cores <= STREAM_MAX_CORES || (sizeBytes ?? 0) < SMALL_DATABASE_BYTES ? 'stream' : 'files';
 }

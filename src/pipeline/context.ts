@@ -19,6 +19,10 @@ export interface Context {
   /** Environment for client programs (passfile, application_name). */
   childEnv: NodeJS.ProcessEnv;
   verifyQueue: PQueue;
+  /** Source size of each database being migrated (bytes). */
+  sizes: Map<string, number | null>;
+  /** Cores of the machine the tool runs on. */
+  cores: number;
   signal: AbortSignal;
   emit: EventSink;
 }

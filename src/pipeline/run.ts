@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import PQueue from 'p-queue';
-import type { MigrateOptions } from '../options.ts';
+import { autoDataPath, type MigrateOptions } from '../options.ts';
 import { closeControlConnections, terminateRunSessions, withClient, type Server, describePgError } from '../pg/connect.ts';
 import { dbnameConninfo, prepareChildAuth } from '../pg/passfile.ts';
 import { runTool } from '../proc/run.ts';
@@ -127,6 +128,8 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       parallelism: pre.parallelism,
       childEnv: auth.env,
       verifyQueue: new PQueue({ concurrency: pre.parallelism.verifyConcurrency }),
+      sizes: new Map(pre.selection.migrate.map((d) => [d.name, d.sizeBytes])),
+      cores: os.availableParallelism(),
       signal,
       emit,
     };
@@ -296,8 +299,7 @@ async function migrateDatabases(
       const plan = delayed.get(db.name);
       if (plan) result.delayedTables = plan.tables.length;
       try {
-        if (ctx.options.dataPath === 'stream' && !plan) {
-          // Deferred tables need a restore list (-L), which a stream cannot give: those databases use files.
+        if ((await chooseDataPath(ctx, db, plan)) === 'stream') {
           await sourceQueue.add(() => targetQueue.add(() => streamSteps(ctx, db.name, dataPath, result), { signal }), { signal });
           await targetQueue.add(() => verifyStep(ctx, db.name, plan, result), { signal });
         } else {
@@ -333,6 +335,18 @@ async function migrateDatabases(
   );
   summary.regularElapsedSeconds = regularEnd;
   return results;
+}
+
+/**
+ * Files or stream for one database. Deferred tables need a restore list (-L), which a stream cannot
+ * give, so those databases use files; so does a database whose dump files an earlier run completed.
+ */
+async function chooseDataPath(ctx: Context, db: SourceDatabase, plan: DelayedPlan | undefined): Promise<'files' | 'stream'> {
+  if (plan) return 'files';
+  const dumped = await ctx.store.marker(db.name, 'dumped');
+  if (dumped && dumped.streamed !== true && !(await ctx.store.marker(db.name, 'done'))) return 'files';
+  const chosen = ctx.options.dataPath;
+  return chosen === 'auto' ? autoDataPath(ctx.cores, db.sizeBytes) : chosen;
 }
 
 async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {

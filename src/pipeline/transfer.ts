@@ -7,6 +7,7 @@ import { dbnameConninfo } from '../pg/passfile.ts';
 import { controlQuery, qualify, quoteIdent, withClient, type Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
 import { AbortError, MigrateError } from '../errors.ts';
+import { jobsForDatabase } from '../options.ts';
 
 /**
  * How table data travels from the source to the target. This is the file path: pg_dump -Fd into the
@@ -49,6 +50,10 @@ export function fileDataPath(ctx: Context): DataPath {
   const location = (db: string, part: 'regular' | 'delayed'): string =>
     path.join(options.dumpRoot, part === 'regular' ? encodeName(db) : `${encodeName(db)}.delayed`);
   const run = (tool: string, args: string[]) => runTool(tool, args, { env: childEnv, signal });
+  const jobs = (db: string, side: 'dump' | 'restore'): number =>
+    side === 'dump'
+      ? jobsForDatabase(parallelism.dumpJobs, options.dumpJobs, ctx.sizes.get(db) ?? null)
+      : jobsForDatabase(parallelism.restoreJobs, options.restoreJobs, ctx.sizes.get(db) ?? null);
   return {
     location,
     async remove(db, part) {
@@ -57,7 +62,7 @@ export function fileDataPath(ctx: Context): DataPath {
     async dumpDatabase(db, { snapshot, excludeData }) {
       const dir = location(db, 'regular');
       await rm(dir, { recursive: true, force: true });
-      const args = ['-Fd', '-j', String(parallelism.dumpJobs), '-Z', ctx.compression, '--create', '-f', dir, ...connArgs(ctx.source)];
+      const args = ['-Fd', '-j', String(jobs(db, 'dump')), '-Z', ctx.compression, '--create', '-f', dir, ...connArgs(ctx.source)];
       if (snapshot) args.push(`--snapshot=${snapshot}`);
       for (const t of excludeData) args.push(`--exclude-table-data=${exactPattern(t)}`);
       args.push(`--dbname=${dbnameConninfo(db)}`);
@@ -65,7 +70,7 @@ export function fileDataPath(ctx: Context): DataPath {
     },
     async restoreDatabase(db, opts) {
       const dir = location(db, 'regular');
-      const args = ['-j', String(parallelism.restoreJobs), '--disable-triggers', '--create', ...connArgs(ctx.target)];
+      const args = ['-j', String(jobs(db, 'restore')), '--disable-triggers', '--create', ...connArgs(ctx.target)];
       if (opts?.skipConstraints && opts.skipConstraints.size > 0) {
         const toc = await runTool(tools.pgRestore.path, ['-l', dir], { env: childEnv, signal, captureStdout: true });
         const listFile = `${dir}.restore.list`;

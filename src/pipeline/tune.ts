@@ -50,7 +50,6 @@ export async function recoverTuning(client: pg.Client, store: StateStore, target
   if (backup === undefined) return 'none';
   if (backup.target.systemIdentifier !== target.systemIdentifier) return 'other-server';
   await setAll(client, backup.previous);
-  await client.query('checkpoint');
   await store.removeDoc(store.docPath(BACKUP));
   return 'reverted';
 }
@@ -65,8 +64,9 @@ export async function applyTuning(client: pg.Client, store: StateStore, target: 
 export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {
   const backup = await store.readDoc<TuningBackup>(store.docPath(BACKUP));
   if (backup === undefined) return false;
+  // No CHECKPOINT: with fsync off PostgreSQL did not track the files it wrote, so a checkpoint would
+  // not make them durable; only an OS-level sync does (FSYNC_NOTICE).
   await setAll(client, backup.previous);
-  await client.query('checkpoint');
   await store.removeDoc(store.docPath(BACKUP));
   return true;
 }
