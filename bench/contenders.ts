@@ -104,9 +104,9 @@ export const CONTENDERS: Contender[] = [
     reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
   },
   {
-    name: 'pg-migrate-stream',
-    describe: () => 'pg-migrate as above plus --data-path stream',
-    argv: (ctx) => pgMigrateArgs(ctx, ['--data-path', 'stream']),
+    name: 'pg-migrate-files',
+    describe: () => 'pg-migrate as above plus --data-path files (dump files, then pg_restore -j; auto picks stream on a machine with up to 4 cores)',
+    argv: (ctx) => pgMigrateArgs(ctx, ['--data-path', 'files']),
     reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
   },
   {

@@ -280,6 +280,16 @@ async function clearCounts(store: StateStore, db: string, kind: 'src' | 'dst'): 
   for (const v of ALL_VARIANTS) await store.clearCounts(db, kind, v);
 }
 
+/**
+ * The largest database first, then the others smallest first: the largest is the run's critical path
+ * and starts at once, while the other slots finish the small databases early, one after another.
+ */
+export function processingOrder<T extends { sizeBytes: number | null }>(dbs: T[]): T[] {
+  if (dbs.length < 2) return [...dbs];
+  const ascending = [...dbs].sort((a, b) => (a.sizeBytes ?? 0) - (b.sizeBytes ?? 0));
+  return [ascending[ascending.length - 1]!, ...ascending.slice(0, -1)];
+}
+
 /** The two queues: the source queue dumps and counts, the target queue restores, counts and verifies. */
 async function migrateDatabases(
   ctx: Context,
@@ -294,7 +304,7 @@ async function migrateDatabases(
   const dataPath = fileDataPath(ctx);
   let regularEnd = 0;
   const results = await Promise.all(
-    dbs.map(async (db): Promise<DbResult> => {
+    processingOrder(dbs).map(async (db): Promise<DbResult> => {
       const result: DbResult = { name: db.name, sizeBytes: db.sizeBytes, status: 'failed', warnings: [] };
       const plan = delayed.get(db.name);
       if (plan) result.delayedTables = plan.tables.length;
@@ -334,7 +344,8 @@ async function migrateDatabases(
     }),
   );
   summary.regularElapsedSeconds = regularEnd;
-  return results;
+  // Reported in discovery order (smallest first), whatever order they ran in.
+  return dbs.map((db) => results.find((r) => r.name === db.name)!);
 }
 
 /**

@@ -9,6 +9,7 @@ export const TUNING: Record<string, string> = {
   full_page_writes: 'off',
   maintenance_work_mem: '2GB',
   checkpoint_completion_target: '0.9',
+  autovacuum: 'off',
 };
 
 export const FSYNC_NOTICE =
