@@ -26,3 +26,13 @@ export interface Context {
   signal: AbortSignal;
   emit: EventSink;
 }
+
+/**
+ * Runs two tasks at once and waits for both to end (neither is left running unobserved); the main
+ * task's failure is the one reported.
+ */
+export async function together(main: () => Promise<unknown>, side: () => Promise<unknown>): Promise<void> {
+  const [m, o] = await Promise.allSettled([main(), side()]);
+  if (m.status === 'rejected') throw m.reason;
+  if (o.status === 'rejected') throw o.reason;
+}

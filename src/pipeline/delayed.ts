@@ -1,6 +1,6 @@
 import PQueue from 'p-queue';
 import type pg from 'pg';
-import type { Context } from './context.ts';
+import { together, type Context } from './context.ts';
 import type { DelayedPlan } from './delayed-plan.ts';
 import type { DataPath } from './transfer.ts';
 import type { DbResult } from '../events.ts';
@@ -83,7 +83,15 @@ export async function addForeignKeysNotValid(c: pg.Client, fks: SavedForeignKey[
   return pending;
 }
 
-/** Step 7, on the source queue: data of the deferred tables, and all counts in the same snapshot. */
+/** The source's counts for the delayed verify: every table, deferred ones exactly. */
+async function countDelayedSource(ctx: Context, db: string, plan: DelayedPlan, snapshot: string | undefined): Promise<void> {
+  const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
+  const r = await countTables({ server: ctx.source, database: db, verifyQueue: ctx.verifyQueue, snapshot, fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined, signal: ctx.signal });
+  await ctx.store.writeDoc(ctx.store.dbDocPath(db, `src_estimated.${variant}.json`), r.estimated);
+  await ctx.store.setCounts(db, 'src', variant, r.counts);
+}
+
+/** Step 7, on the source queue (files path): data of the deferred tables, and all counts in the same snapshot. */
 export async function runDelayedDump(ctx: Context, db: string, plan: DelayedPlan, dataPath: DataPath, withSnapshot: <T>(fn: (snapshot: string | undefined) => Promise<T>) => Promise<T>): Promise<void> {
   const { store, emit } = ctx;
   const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
@@ -92,11 +100,7 @@ export async function runDelayedDump(ctx: Context, db: string, plan: DelayedPlan
     emit({ type: 'warning', db, message: `the deferred-table dump of ${db} is gone; dumping it again` });
     dumped = undefined;
   }
-  const count = async (snapshot: string | undefined): Promise<void> => {
-    const r = await countTables({ server: ctx.source, database: db, verifyQueue: ctx.verifyQueue, snapshot, fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined, signal: ctx.signal });
-    await store.writeDoc(store.dbDocPath(db, `src_estimated.${variant}.json`), r.estimated);
-    await store.setCounts(db, 'src', variant, r.counts);
-  };
+  const count = (snapshot: string | undefined): Promise<void> => countDelayedSource(ctx, db, plan, snapshot);
   if (!dumped) {
     await store.clearFrom(db, 'delayed_dumped');
     await store.clearCounts(db, 'src', variant);
@@ -104,9 +108,8 @@ export async function runDelayedDump(ctx: Context, db: string, plan: DelayedPlan
     await withSnapshot(async (snapshot) => {
       emit({ type: 'phase', db, phase: 'delayed dumping' });
       const t0 = performance.now();
-      await dataPath.dumpTableData(db, plan.tables, { snapshot });
+      await together(() => dataPath.dumpTableData(db, plan.tables, { snapshot }), () => count(snapshot));
       await store.setMarker(db, 'delayed_dumped', { seconds: (performance.now() - t0) / 1000 });
-      await count(snapshot);
     });
   } else if ((await store.counts(db, 'src', variant)) === undefined) await count(undefined);
 }
@@ -140,8 +143,19 @@ async function readSourceIndexes(ctx: Context, db: string, plan: DelayedPlan): P
   });
 }
 
-/** Steps 8–11, on the target queue. */
-export async function runDelayedTarget(ctx: Context, db: string, plan: DelayedPlan, dataPath: DataPath, result: DbResult): Promise<void> {
+/**
+ * Steps 8–11, on the target queue. With `stream` (the stream path, holding a source slot too), steps 7
+ * and 9 are one: pg_dump of the deferred data piped into pg_restore after the indexes were dropped,
+ * the source counted in the snapshot the dump used.
+ */
+export async function runDelayedTarget(
+  ctx: Context,
+  db: string,
+  plan: DelayedPlan,
+  dataPath: DataPath,
+  result: DbResult,
+  stream?: <T>(fn: (snapshot: string | undefined) => Promise<T>) => Promise<T>,
+): Promise<void> {
   const { store, emit } = ctx;
   const indexFile = store.dbDocPath(db, 'delayed_indexes.json');
   const fks = await deferredForeignKeys(ctx, db, plan);
@@ -184,9 +198,19 @@ export async function runDelayedTarget(ctx: Context, db: string, plan: DelayedPl
     emit({ type: 'phase', db, phase: 'delayed restoring' });
     await emptyDeferredTables(ctx, db, plan, fks);
     const t0 = performance.now();
-    await dataPath.restoreTableData(db);
+    if (stream) {
+      const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
+      await store.clearCounts(db, 'src', variant);
+      await stream(async (snapshot) => {
+        await together(() => dataPath.streamTableData(db, plan.tables, { snapshot }), () => countDelayedSource(ctx, db, plan, snapshot));
+        await store.setMarker(db, 'delayed_dumped', { seconds: 0, streamed: true });
+        await store.setMarker(db, 'delayed_done', { seconds: (performance.now() - t0) / 1000 });
+      });
+    } else {
+      await dataPath.restoreTableData(db);
+      await store.setMarker(db, 'delayed_done', { seconds: (performance.now() - t0) / 1000 });
+    }
     result.restoreSeconds = (result.restoreSeconds ?? 0) + Math.round((performance.now() - t0) / 10) / 100;
-    await store.setMarker(db, 'delayed_done', { seconds: (performance.now() - t0) / 1000 });
   }
 
   // 10. Rebuild the indexes in parallel, then validate the foreign keys and refresh dependent materialized views.
@@ -213,8 +237,9 @@ export async function runDelayedTarget(ctx: Context, db: string, plan: DelayedPl
     emit({ type: 'phase', db, phase: 'delayed verifying' });
     const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
     const t0 = performance.now();
-    const src = await store.counts(db, 'src', variant);
-    if (src === undefined) throw new MigrateError(`${db}: the deferred phase's source counts are missing; run again to recount`);
+    // Missing only when a run stopped between the load and its counts: counted now.
+    if ((await store.counts(db, 'src', variant)) === undefined) await countDelayedSource(ctx, db, plan, undefined);
+    const src = (await store.counts(db, 'src', variant))!;
     let dst = await store.counts(db, 'dst', variant);
     let estimated: string[] = [];
     let aggregates: Set<string> | undefined;

@@ -8,7 +8,7 @@ import { runTool } from '../proc/run.ts';
 import { StateStore, isDirectory, type MarkerInfo, type PairIdentity } from '../state/store.ts';
 import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
-import type { Context } from './context.ts';
+import { together, type Context } from './context.ts';
 import { preflight, type PreflightResult } from './preflight.ts';
 import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, TUNING } from './tune.ts';
 import { applyGlobals, filterGlobals, splitStatements } from './globals.ts';
@@ -83,6 +83,9 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     emit({ type: 'stage', stage: 'preflight', status: 'done' });
 
     await store.init();
+    // One run per state directory: taken before anything of an earlier run (its tuning) is touched.
+    await takeOverRun(store, source, target, emit);
+    ownsLock = true;
     const recovered = await withClient(target, options.to.database, (c) => recoverTuning(c, store, pair.target));
     if (recovered === 'reverted') emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
     if (recovered === 'other-server') {
@@ -93,8 +96,6 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     }
     if (options.fresh) await store.wipe();
     await store.claim(pair);
-    await takeOverRun(store, source, target, emit);
-    ownsLock = true;
     for (const db of pre.selection.migrate) {
       if (matchesAny(db.name, options.redoDb)) {
         await store.forgetDatabase(db.name);
@@ -320,8 +321,13 @@ async function migrateDatabases(
         result.regularSeconds = seconds(runStart);
         regularEnd = Math.max(regularEnd, result.regularSeconds);
         if (plan) {
-          await sourceQueue.add(() => runDelayedDump(ctx, db.name, plan, dataPath, (fn) => withExportedSnapshot(ctx.source, db.name, fn)), { signal });
-          await targetQueue.add(() => runDelayedTarget(ctx, db.name, plan, dataPath, result), { signal });
+          const snapshot = <T,>(fn: (s: string | undefined) => Promise<T>): Promise<T> => withExportedSnapshot(ctx.source, db.name, fn);
+          if ((await chooseDelayedPath(ctx, db)) === 'stream') {
+            await sourceQueue.add(() => targetQueue.add(() => runDelayedTarget(ctx, db.name, plan, dataPath, result, snapshot), { signal }), { signal });
+          } else {
+            await sourceQueue.add(() => runDelayedDump(ctx, db.name, plan, dataPath, snapshot), { signal });
+            await targetQueue.add(() => runDelayedTarget(ctx, db.name, plan, dataPath, result), { signal });
+          }
         }
         result.totalSeconds = seconds(runStart);
         result.status = 'verified';
@@ -360,6 +366,14 @@ async function chooseDataPath(ctx: Context, db: SourceDatabase, plan: DelayedPla
   return chosen === 'auto' ? autoDataPath(ctx.cores, db.sizeBytes) : chosen;
 }
 
+/** Files or stream for the deferred data: files when an earlier run finished its dump files. */
+async function chooseDelayedPath(ctx: Context, db: SourceDatabase): Promise<'files' | 'stream'> {
+  const dumped = await ctx.store.marker(db.name, 'delayed_dumped');
+  if (dumped && dumped.streamed !== true && !(await ctx.store.marker(db.name, 'delayed_done'))) return 'files';
+  const chosen = ctx.options.dataPath;
+  return chosen === 'auto' ? autoDataPath(ctx.cores, db.sizeBytes) : chosen;
+}
+
 async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
   let dumped = await store.marker(db, 'dumped');
@@ -382,10 +396,15 @@ async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefin
     await withExportedSnapshot(ctx.source, db, async (snapshot) => {
       emit({ type: 'phase', db, phase: 'dumping' });
       const t0 = performance.now();
-      await dataPath.dumpDatabase(db, { snapshot, excludeData: plan?.tables ?? [] });
-      result.dumpSeconds = seconds(t0);
+      // The counts read the same snapshot while the dump runs (concurrent scans of a table share reads).
+      await together(
+        async () => {
+          await dataPath.dumpDatabase(db, { snapshot, excludeData: plan?.tables ?? [] });
+          result.dumpSeconds = seconds(t0);
+        },
+        () => sourceCounts(ctx, db, variant, plan, snapshot, result, false),
+      );
       await store.setMarker(db, 'dumped', { seconds: result.dumpSeconds, deferred });
-      await sourceCounts(ctx, db, variant, plan, snapshot, result);
     });
   } else {
     result.dumpSeconds = dumped.seconds;
@@ -393,8 +412,16 @@ async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefin
   }
 }
 
-async function sourceCounts(ctx: Context, db: string, variant: CountsVariant, plan: DelayedPlan | undefined, snapshot: string | undefined, result: DbResult): Promise<void> {
-  ctx.emit({ type: 'phase', db, phase: 'counting source' });
+async function sourceCounts(
+  ctx: Context,
+  db: string,
+  variant: CountsVariant,
+  plan: DelayedPlan | undefined,
+  snapshot: string | undefined,
+  result: DbResult,
+  showPhase = true,
+): Promise<void> {
+  if (showPhase) ctx.emit({ type: 'phase', db, phase: 'counting source' });
   const t0 = performance.now();
   const { counts, estimated } = await countTables({
     server: ctx.source,
@@ -464,11 +491,15 @@ async function streamSteps(ctx: Context, db: string, dataPath: DataPath, result:
   await withExportedSnapshot(ctx.source, db, async (snapshot) => {
     emit({ type: 'phase', db, phase: 'streaming' });
     const t0 = performance.now();
-    await dataPath.streamDatabase(db, { snapshot });
-    result.restoreSeconds = seconds(t0);
+    await together(
+      async () => {
+        await dataPath.streamDatabase(db, { snapshot });
+        result.restoreSeconds = seconds(t0);
+      },
+      () => sourceCounts(ctx, db, variant, undefined, snapshot, result, false),
+    );
     await store.setMarker(db, 'dumped', { seconds: 0, deferred: [], streamed: true });
     await store.setMarker(db, 'done', { seconds: result.restoreSeconds });
-    await sourceCounts(ctx, db, variant, undefined, snapshot, result);
   });
 }
 

@@ -32,6 +32,8 @@ export interface DataPath {
    * parallel jobs on a stream; PostgreSQL's parallel index builds still use the cores.
    */
   streamDatabase(db: string, opts: { snapshot?: string }): Promise<void>;
+  /** Data of the given tables, streamed the same way into the existing database (triggers disabled). */
+  streamTableData(db: string, tables: { schema: string; name: string }[], opts: { snapshot?: string }): Promise<void>;
   /** Where a database's files are (to check and remove them). */
   location(db: string, part: 'regular' | 'delayed'): string;
   remove(db: string, part: 'regular' | 'delayed'): Promise<void>;
@@ -54,6 +56,39 @@ export function fileDataPath(ctx: Context): DataPath {
     side === 'dump'
       ? jobsForDatabase(parallelism.dumpJobs, options.dumpJobs, ctx.sizes.get(db) ?? null)
       : jobsForDatabase(parallelism.restoreJobs, options.restoreJobs, ctx.sizes.get(db) ?? null);
+  /** pg_dump -Fc into a FIFO that pg_restore reads; one failing side stops the other. */
+  const pipe = async (fifo: string, dumpArgs: string[], restoreArgs: string[]): Promise<void> => {
+    await mkdir(options.dumpRoot, { recursive: true });
+    await rm(fifo, { force: true });
+    await execa('mkfifo', ['-m', '600', fifo]);
+    // A reader or a writer alone would wait forever: a failure on one side stops the other.
+    const both = new AbortController();
+    const onAbort = (): void => both.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const side = async (tool: string, args: string[]): Promise<void> => {
+      try {
+        await runTool(tool, args, { env: childEnv, signal: both.signal });
+      } catch (err) {
+        both.abort();
+        throw err;
+      }
+    };
+    try {
+      const results = await Promise.allSettled([
+        side(tools.pgDump.path, ['-Fc', '-Z', '0', '--no-sync', '-f', fifo, ...connArgs(ctx.source), ...dumpArgs]),
+        side(tools.pgRestore.path, ['-Fc', ...connArgs(ctx.target), ...restoreArgs, fifo]),
+      ]);
+      if (signal.aborted) throw new AbortError();
+      // Report the side that failed on its own account (the other one was stopped for it).
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+      const own = failed.find((e) => !(e instanceof AbortError));
+      if (own) throw own;
+      if (failed.length > 0) throw failed[0];
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      await rm(fifo, { force: true });
+    }
+  };
   return {
     location,
     async remove(db, part) {
@@ -81,38 +116,14 @@ export function fileDataPath(ctx: Context): DataPath {
       await run(tools.pgRestore.path, args);
     },
     async streamDatabase(db, { snapshot }) {
-      await mkdir(options.dumpRoot, { recursive: true });
-      const fifo = `${location(db, 'regular')}.fifo`;
-      await rm(fifo, { force: true });
-      await execa('mkfifo', ['-m', '600', fifo]);
-      // One failing side must stop the other (a reader or writer alone would wait forever).
-      const both = new AbortController();
-      const onAbort = (): void => both.abort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      const side = async (tool: string, args: string[]): Promise<void> => {
-        try {
-          await runTool(tool, args, { env: childEnv, signal: both.signal });
-        } catch (err) {
-          both.abort();
-          throw err;
-        }
-      };
-      try {
-        const dumpArgs = ['-Fc', '-Z', '0', '--no-sync', '--create', '-f', fifo, ...connArgs(ctx.source)];
-        if (snapshot) dumpArgs.push(`--snapshot=${snapshot}`);
-        dumpArgs.push(`--dbname=${dbnameConninfo(db)}`);
-        const restoreArgs = ['-Fc', '--disable-triggers', '--create', ...connArgs(ctx.target), `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, fifo];
-        const results = await Promise.allSettled([side(tools.pgDump.path, dumpArgs), side(tools.pgRestore.path, restoreArgs)]);
-        if (signal.aborted) throw new AbortError();
-        // Report the side that failed first on its own account (the other one was stopped for it).
-        const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
-        const own = failed.find((e) => !(e instanceof AbortError));
-        if (own) throw own;
-        if (failed.length > 0) throw failed[0];
-      } finally {
-        signal.removeEventListener('abort', onAbort);
-        await rm(fifo, { force: true });
-      }
+      const dumpArgs = ['--create', ...(snapshot ? [`--snapshot=${snapshot}`] : []), `--dbname=${dbnameConninfo(db)}`];
+      const restoreArgs = ['--disable-triggers', '--create', `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`];
+      await pipe(`${location(db, 'regular')}.fifo`, dumpArgs, restoreArgs);
+    },
+    async streamTableData(db, tables, { snapshot }) {
+      const dumpArgs = ['--data-only', ...(snapshot ? [`--snapshot=${snapshot}`] : []), ...tables.map((t) => `--table=${exactPattern(t)}`), `--dbname=${dbnameConninfo(db)}`];
+      const restoreArgs = ['--data-only', '--disable-triggers', `--dbname=${dbnameConninfo(db)}`];
+      await pipe(`${location(db, 'delayed')}.fifo`, dumpArgs, restoreArgs);
     },
     async dumpTableData(db, tables, { snapshot }) {
       const dir = location(db, 'delayed');

@@ -61,9 +61,15 @@ export function parseToolVersion(output: string): { major: number; version: stri
 export async function discoverTools(binDir: string | undefined, env: NodeJS.ProcessEnv): Promise<{ tools?: Tools; problems: string[] }> {
   const problems: string[] = [];
   const found: Partial<Record<keyof Tools, Tool>> = {};
-  for (const [key, name] of Object.entries(NAMES) as [keyof Tools, string][]) {
-    const p = await locate(name, binDir, env.PATH);
-    if (p === undefined) {
+  const located = await Promise.all(
+    (Object.entries(NAMES) as [keyof Tools, string][]).map(async ([key, name]) => {
+      const p = await locate(name, binDir, env.PATH);
+      const r = p === undefined ? undefined : await execa(p, ['--version'], { reject: false, env, extendEnv: false });
+      return { key, name, p, r };
+    }),
+  );
+  for (const { key, name, p, r } of located) {
+    if (p === undefined || r === undefined) {
       problems.push(
         binDir !== undefined
           ? `${name} is not in --pg-bin-dir ${binDir}: point --pg-bin-dir at the bin directory of a PostgreSQL client installation`
@@ -71,7 +77,6 @@ export async function discoverTools(binDir: string | undefined, env: NodeJS.Proc
       );
       continue;
     }
-    const r = await execa(p, ['--version'], { reject: false, env, extendEnv: false });
     const v = parseToolVersion(String(r.stdout));
     if (r.failed || v === undefined) {
       problems.push(`${p} --version did not report a PostgreSQL version (${String(r.stderr || r.stdout).trim() || r.shortMessage}); pass --pg-bin-dir with working client programs`);

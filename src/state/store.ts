@@ -41,7 +41,7 @@ export class StateStore {
     await mkdir(this.countsDir, { recursive: true });
   }
 
-  /** Removes every file of an earlier run (both directories are emptied, not removed). */
+  /** Removes every file of an earlier run but the run lock (both directories are emptied, not removed). */
   async wipe(): Promise<void> {
     for (const dir of [this.markersDir, this.countsDir]) {
       let names: string[] = [];
@@ -50,7 +50,7 @@ export class StateStore {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
-      for (const name of names) await rm(path.join(dir, name), { recursive: true, force: true });
+      for (const name of names) if (name !== 'run.lock') await rm(path.join(dir, name), { recursive: true, force: true });
     }
   }
 
