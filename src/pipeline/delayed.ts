@@ -8,7 +8,7 @@ import { createPool, describePgError, qualify, quoteIdent, quoteLiteral, withCli
 import { isDirectory } from '../state/store.ts';
 import { aggregateKeys, compareCounts, countTables } from './counts.ts';
 import { MigrateError } from '../errors.ts';
-import type { CountsVariant } from '../state/names.ts';
+import { countsVariant } from '../state/names.ts';
 
 /** A foreign key from or to a deferred table: created NOT VALID in the regular phase, validated after the load. */
 export interface SavedForeignKey {
@@ -85,7 +85,7 @@ export async function addForeignKeysNotValid(c: pg.Client, fks: SavedForeignKey[
 
 /** The source's counts for the delayed verify: every table, deferred ones exactly. */
 async function countDelayedSource(ctx: Context, db: string, plan: DelayedPlan, snapshot: string | undefined): Promise<void> {
-  const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
+  const variant = countsVariant(ctx.options.fastVerify, 'delayed');
   const r = await countTables({ server: ctx.source, database: db, verifyQueue: ctx.verifyQueue, snapshot, fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined, signal: ctx.signal });
   await ctx.store.writeDoc(ctx.store.dbDocPath(db, `src_estimated.${variant}.json`), r.estimated);
   await ctx.store.setCounts(db, 'src', variant, r.counts);
@@ -94,7 +94,7 @@ async function countDelayedSource(ctx: Context, db: string, plan: DelayedPlan, s
 /** Step 7, on the source queue (files path): data of the deferred tables, and all counts in the same snapshot. */
 export async function runDelayedDump(ctx: Context, db: string, plan: DelayedPlan, dataPath: DataPath, withSnapshot: <T>(fn: (snapshot: string | undefined) => Promise<T>) => Promise<T>): Promise<void> {
   const { store, emit } = ctx;
-  const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
+  const variant = countsVariant(ctx.options.fastVerify, 'delayed');
   let dumped = await store.marker(db, 'delayed_dumped');
   if (dumped && !(await store.marker(db, 'delayed_done')) && !(await isDirectory(dataPath.location(db, 'delayed')))) {
     emit({ type: 'warning', db, message: `the deferred-table dump of ${db} is gone; dumping it again` });
@@ -194,12 +194,12 @@ export async function runDelayedTarget(
   // 9. Load the data, always into empty tables.
   if (!(await store.marker(db, 'delayed_done'))) {
     await store.clearFrom(db, 'delayed_done');
-    await store.clearCounts(db, 'dst', ctx.options.fastVerify ? 'delayed.fast' : 'delayed');
+    await store.clearCounts(db, 'dst', countsVariant(ctx.options.fastVerify, 'delayed'));
     emit({ type: 'phase', db, phase: 'delayed restoring' });
     await emptyDeferredTables(ctx, db, plan, fks);
     const t0 = performance.now();
     if (stream) {
-      const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
+      const variant = countsVariant(ctx.options.fastVerify, 'delayed');
       await store.clearCounts(db, 'src', variant);
       await stream(async (snapshot) => {
         await together(() => dataPath.streamTableData(db, plan.tables, { snapshot }), () => countDelayedSource(ctx, db, plan, snapshot));
@@ -235,7 +235,7 @@ export async function runDelayedTarget(
   if (verified) result.rows = (verified.rows as number | undefined) ?? result.rows;
   else {
     emit({ type: 'phase', db, phase: 'delayed verifying' });
-    const variant: CountsVariant = ctx.options.fastVerify ? 'delayed.fast' : 'delayed';
+    const variant = countsVariant(ctx.options.fastVerify, 'delayed');
     const t0 = performance.now();
     // Missing only when a run stopped between the load and its counts: counted now.
     if ((await store.counts(db, 'src', variant)) === undefined) await countDelayedSource(ctx, db, plan, undefined);

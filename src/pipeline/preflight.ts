@@ -65,7 +65,6 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
   };
 }
 
-const majorText = (major: number): string => String(major);
 
 /**
  * `store` holds the markers of the run being resumed (undefined with --fresh: nothing on the target is ours).
@@ -108,14 +107,14 @@ export async function preflight(options: MigrateOptions, source: Server, target:
     const tools = toolsFound.tools;
     if (tools && tools.pgDump.major < sourceFacts.major) {
       problems.push(
-        `pg_dump ${tools.pgDump.version} (${tools.pgDump.path}) is older than the source server (${majorText(sourceFacts.major)}); install the client programs of PostgreSQL ${majorText(sourceFacts.major)} or newer and pass --pg-bin-dir`,
+        `pg_dump ${tools.pgDump.version} (${tools.pgDump.path}) is older than the source server (${sourceFacts.major}); install the client programs of PostgreSQL ${sourceFacts.major} or newer and pass --pg-bin-dir`,
       );
     }
     if (tools && tools.pgRestore.major > targetFacts.major) {
-      warnings.push(`pg_restore ${tools.pgRestore.version} is newer than the target server (${majorText(targetFacts.major)}); a dump from a newer pg_dump may use syntax the target does not know`);
+      warnings.push(`pg_restore ${tools.pgRestore.version} is newer than the target server (${targetFacts.major}); a dump from a newer pg_dump may use syntax the target does not know`);
     }
     if (targetFacts.major < sourceFacts.major) {
-      warnings.push(`the target (${majorText(targetFacts.major)}) is older than the source (${majorText(sourceFacts.major)}): a downgrade may fail on features the target lacks`);
+      warnings.push(`the target (${targetFacts.major}) is older than the source (${sourceFacts.major}): a downgrade may fail on features the target lacks`);
     }
 
     // Databases and their conflicts on the target.

@@ -17,7 +17,7 @@ import { databaseExists, dropTargetDatabase, fileDataPath, type DataPath } from 
 import type { SourceDatabase } from './discover.ts';
 import type { DelayedPlan } from './delayed-plan.ts';
 import { addForeignKeysNotValid, deferredForeignKeys, runDelayedDump, runDelayedTarget } from './delayed.ts';
-import type { CountsVariant } from '../state/names.ts';
+import { countsVariant, type CountsVariant } from '../state/names.ts';
 import { matchesAny } from '../patterns.ts';
 
 export interface RunHooks {
@@ -310,7 +310,8 @@ async function migrateDatabases(
       const plan = delayed.get(db.name);
       if (plan) result.delayedTables = plan.tables.length;
       try {
-        if ((await chooseDataPath(ctx, db, plan)) === 'stream') {
+        // Deferred tables need a restore list (-L) in the regular phase, which a stream cannot give.
+        if (!plan && (await chooseDataPath(ctx, db, 'regular')) === 'stream') {
           await sourceQueue.add(() => targetQueue.add(() => streamSteps(ctx, db.name, dataPath, result), { signal }), { signal });
           await targetQueue.add(() => verifyStep(ctx, db.name, plan, result), { signal });
         } else {
@@ -322,7 +323,7 @@ async function migrateDatabases(
         regularEnd = Math.max(regularEnd, result.regularSeconds);
         if (plan) {
           const snapshot = <T,>(fn: (s: string | undefined) => Promise<T>): Promise<T> => withExportedSnapshot(ctx.source, db.name, fn);
-          if ((await chooseDelayedPath(ctx, db)) === 'stream') {
+          if ((await chooseDataPath(ctx, db, 'delayed')) === 'stream') {
             await sourceQueue.add(() => targetQueue.add(() => runDelayedTarget(ctx, db.name, plan, dataPath, result, snapshot), { signal }), { signal });
           } else {
             await sourceQueue.add(() => runDelayedDump(ctx, db.name, plan, dataPath, snapshot), { signal });
@@ -355,21 +356,13 @@ async function migrateDatabases(
 }
 
 /**
- * Files or stream for one database. Deferred tables need a restore list (-L), which a stream cannot
- * give, so those databases use files; so does a database whose dump files an earlier run completed.
+ * Files or stream for one phase of a database (regular, or the deferred data). Dump files an earlier
+ * run finished and nothing restored yet are kept: that phase stays on files.
  */
-async function chooseDataPath(ctx: Context, db: SourceDatabase, plan: DelayedPlan | undefined): Promise<'files' | 'stream'> {
-  if (plan) return 'files';
-  const dumped = await ctx.store.marker(db.name, 'dumped');
-  if (dumped && dumped.streamed !== true && !(await ctx.store.marker(db.name, 'done'))) return 'files';
-  const chosen = ctx.options.dataPath;
-  return chosen === 'auto' ? autoDataPath(ctx.cores, db.sizeBytes) : chosen;
-}
-
-/** Files or stream for the deferred data: files when an earlier run finished its dump files. */
-async function chooseDelayedPath(ctx: Context, db: SourceDatabase): Promise<'files' | 'stream'> {
-  const dumped = await ctx.store.marker(db.name, 'delayed_dumped');
-  if (dumped && dumped.streamed !== true && !(await ctx.store.marker(db.name, 'delayed_done'))) return 'files';
+async function chooseDataPath(ctx: Context, db: SourceDatabase, phase: 'regular' | 'delayed'): Promise<'files' | 'stream'> {
+  const [dumpedMarker, doneMarker] = phase === 'regular' ? (['dumped', 'done'] as const) : (['delayed_dumped', 'delayed_done'] as const);
+  const dumped = await ctx.store.marker(db.name, dumpedMarker);
+  if (dumped && dumped.streamed !== true && !(await ctx.store.marker(db.name, doneMarker))) return 'files';
   const chosen = ctx.options.dataPath;
   return chosen === 'auto' ? autoDataPath(ctx.cores, db.sizeBytes) : chosen;
 }
@@ -388,7 +381,7 @@ async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefin
     emit({ type: 'warning', db, message: `the dump of ${db} is gone from ${dataPath.location(db, 'regular')}; dumping it again` });
     dumped = undefined;
   }
-  const variant: CountsVariant = ctx.options.fastVerify ? 'fast' : '';
+  const variant = countsVariant(ctx.options.fastVerify, 'regular');
   if (!dumped) {
     await store.clearFrom(db, 'dumped');
     await clearCounts(store, db, 'src');
@@ -477,7 +470,7 @@ async function restoreDone(ctx: Context, db: string): Promise<MarkerInfo | undef
  */
 async function streamSteps(ctx: Context, db: string, dataPath: DataPath, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
-  const variant: CountsVariant = ctx.options.fastVerify ? 'fast' : '';
+  const variant = countsVariant(ctx.options.fastVerify, 'regular');
   const done = await restoreDone(ctx, db);
   if (done) {
     result.restoreSeconds = done.seconds;
@@ -525,7 +518,7 @@ async function restoreStep(ctx: Context, db: string, plan: DelayedPlan | undefin
 
 async function verifyStep(ctx: Context, db: string, plan: DelayedPlan | undefined, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
-  const variant: CountsVariant = ctx.options.fastVerify ? 'fast' : '';
+  const variant = countsVariant(ctx.options.fastVerify, 'regular');
   const verified = await store.marker(db, 'verify');
   const src = await store.counts(db, 'src', variant);
   if (src === undefined) throw new MigrateError(`${db}: the source counts are missing from ${ctx.store.countsDir}; run again to recount`);

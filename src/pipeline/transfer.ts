@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Context } from './context.ts';
 import { runTool } from '../proc/run.ts';
 import { dbnameConninfo } from '../pg/passfile.ts';
-import { controlQuery, qualify, quoteIdent, withClient, type Server } from '../pg/connect.ts';
+import { controlQuery, qualify, quoteIdent, type Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
 import { AbortError, MigrateError } from '../errors.ts';
 import { jobsForDatabase } from '../options.ts';
@@ -151,11 +151,9 @@ export async function databaseExists(server: Server, db: string): Promise<boolea
 /** Drops a database this run created earlier (all sessions in it are ended first). */
 export async function dropTargetDatabase(ctx: Context, db: string): Promise<void> {
   if (db === ctx.target.endpoint.database) throw new MigrateError(`refusing to drop ${db}: it is the target's --to-db`);
-  await withClient(ctx.target, ctx.target.endpoint.database, async (c) => {
-    await c.query('alter database ' + quoteIdent(db) + ' allow_connections false').catch(() => undefined);
-    await c.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [db]);
-    await c.query(`drop database if exists ${quoteIdent(db)}${ctx.targetMajor >= 13 ? ' with (force)' : ''}`);
-  });
+  await controlQuery(ctx.target, `alter database ${quoteIdent(db)} allow_connections false`).catch(() => undefined);
+  await controlQuery(ctx.target, 'select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [db]);
+  await controlQuery(ctx.target, `drop database if exists ${quoteIdent(db)}${ctx.targetMajor >= 13 ? ' with (force)' : ''}`);
 }
 
 /**

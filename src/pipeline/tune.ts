@@ -71,7 +71,3 @@ export async function revertTuning(client: pg.Client, store: StateStore): Promis
   await store.removeDoc(store.docPath(BACKUP));
   return true;
 }
-
-export function hasTuningBackup(store: StateStore): Promise<boolean> {
-  return store.readDoc(store.docPath(BACKUP)).then((b) => b !== undefined);
-}

@@ -48,6 +48,12 @@ export function markerFile(db: string, marker: MarkerName): string {
 export type CountsKind = 'src' | 'dst';
 export type CountsVariant = '' | 'fast' | 'delayed' | 'delayed.fast';
 
+/** The counts cache of a phase: exact or fast (reltuples) verify, regular or deferred phase. */
+export function countsVariant(fast: boolean, phase: 'regular' | 'delayed'): CountsVariant {
+  if (phase === 'regular') return fast ? 'fast' : '';
+  return fast ? 'delayed.fast' : 'delayed';
+}
+
 /** `<db>.src_counts.json`, `<db>.dst_counts.fast.json`, `<db>.src_counts.delayed.json`, ... */
 export function countsFile(db: string, kind: CountsKind, variant: CountsVariant): string {
   return `${encodeName(db)}.${kind}_counts${variant === '' ? '' : `.${variant}`}.json`;
