@@ -3,19 +3,15 @@
  * dirs, catalog snapshots of indexes / foreign keys / counts, and a sweep for client programs a
  * killed run left behind.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
+import { PG15_BIN, startCli as spawnCli, waitCli } from './cli.ts';
 
-/** Repository root (this file runs from dist/test/integration/). */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
-export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
-export const PG_BIN = process.env['PGM_TEST_CLIENT_BIN'] || '/usr/lib/postgresql/15/bin';
+export const PG_BIN = PG15_BIN;
 
 export interface CliResult {
   code: number | null;
@@ -34,34 +30,27 @@ export interface RunningCli {
   output(): string;
 }
 
-/** Starts the CLI as a child process (Node 24 from node_modules). */
-export function startCli(args: string[], env: Record<string, string> = {}): RunningCli {
-  const t0 = Date.now();
-  const child = spawn(NODE, [CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** Starts the CLI through cli.ts's spawner, keeping what it wrote readable while it runs. */
+export function startCli(args: string[], env: Record<string, string> = {}, timeoutMs = 120_000): RunningCli {
+  const child = spawnCli(args, { env });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const done = new Promise<CliResult>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, output: `${stdout}\n--- stderr ---\n${stderr}`, ms: Date.now() - t0 }));
-  });
+  const done = waitCli(child, timeoutMs).then((r) => ({
+    code: r.exitCode,
+    signal: r.signal,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    output: `${r.stdout}\n--- stderr ---\n${r.stderr}`,
+    ms: r.ms,
+  }));
   return { child, done, output: () => `${stdout}\n--- stderr ---\n${stderr}` };
 }
 
 /** Runs the CLI to its end; fails after timeoutMs (the child is killed). */
-export async function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 120_000): Promise<CliResult> {
-  const run = startCli(args, env);
-  const timer = setTimeout(() => run.child.kill('SIGKILL'), timeoutMs);
-  try {
-    return await run.done;
-  } finally {
-    clearTimeout(timer);
-  }
+export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 120_000): Promise<CliResult> {
+  return startCli(args, env, timeoutMs).done;
 }
 
 export interface Workspace {
