@@ -298,7 +298,9 @@ async function runShape(shape: Shape, scale: number, wanted: Contender[], rounds
   } finally {
     if (keep) {
       log(`  --keep: servers left running: source port ${servers.source.port}, target port ${servers.target.port}, password ${servers.password}, data in ${servers.source.baseDir} and ${servers.target.baseDir}`);
-      await new Promise(() => {}); // the harness stops servers at exit: stay alive until interrupted
+      // The harness stops servers at exit: stay alive until interrupted (a pending promise alone does
+      // not keep Node's event loop alive; a timer does).
+      await new Promise(() => setInterval(() => {}, 1 << 30));
     }
     await Promise.all([servers.source.stop(), servers.target.stop()]);
   }

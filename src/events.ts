@@ -19,6 +19,18 @@ export type Phase =
 
 export type DbStatus = 'verified' | 'failed' | 'not migrated' | 'interrupted';
 
+/** A table copied in parallel page ranges. */
+export interface SplitCopyResult {
+  /** Schema-qualified, quoted. */
+  table: string;
+  ranges: number;
+  /** COPY's binary format (else text). */
+  binary: boolean;
+  rows: number;
+  /** From the first range's start to the last range's end. */
+  seconds: number;
+}
+
 export interface DbResult {
   name: string;
   sizeBytes: number | null;
@@ -33,6 +45,8 @@ export interface DbResult {
   /** Seconds from the start of the run until the database was complete (delayed phase included). */
   totalSeconds?: number;
   delayedTables?: number;
+  /** Tables whose rows were copied in parallel page ranges (--split-table-size). */
+  splitTables?: SplitCopyResult[];
   rows?: number;
   warnings: string[];
 }

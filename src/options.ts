@@ -51,6 +51,8 @@ export interface MigrateOptions {
   delayTableData: TablePattern[];
   /** @default false */
   fastVerify: boolean;
+  /** Tables at least this big are copied in parallel page ranges on the stream path; null: never. @default 256 MiB */
+  splitTableBytes: number | null;
   /** Remove a database's dump once it verified. @default false */
   removeDumps: boolean;
   /** Write the summary as JSON to this file. */
@@ -64,6 +66,25 @@ export const DATA_PATHS: readonly DataPathKind[] = ['auto', 'files', 'stream'];
 export const SMALL_DATABASE_BYTES = 256 * 1024 * 1024;
 /** Up to this many cores, overlapping dump and restore beats parallel jobs: auto picks the stream path. */
 export const STREAM_MAX_CORES = 4;
+
+const SIZE_UNITS: Record<string, number> = { B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 };
+
+/**
+ * A size as PostgreSQL writes memory settings: a whole number with an optional unit B, kB, MB, GB or TB
+ * (powers of 1024, case as PostgreSQL spells them), e.g. `256MB`, `1GB`, `8192`; `off` gives null.
+ */
+export function parseSize(text: string): number | null {
+  const t = text.trim();
+  if (t === 'off') return null;
+  const m = /^(\d+)\s*([A-Za-z]*)$/.exec(t);
+  const unit = m?.[2] === '' ? 'B' : m?.[2];
+  if (!m || unit === undefined || !(unit in SIZE_UNITS)) {
+    throw new Error(`${JSON.stringify(text)} is not a size: write a whole number with an optional unit B, kB, MB, GB or TB (e.g. 256MB), or off`);
+  }
+  const bytes = Number(m[1]) * SIZE_UNITS[unit]!;
+  if (bytes < 1) throw new Error(`${JSON.stringify(text)} must be at least 1 byte (write off to never split tables)`);
+  return bytes;
+}
 
 /** Raw values as they come from the command line / environment (yargs). */
 export interface RawOptions {
@@ -96,6 +117,7 @@ export interface RawOptions {
   dataPath?: string;
   delayTableData?: string[];
   fastVerify?: boolean;
+  splitTableSize?: string;
   removeDumps?: boolean;
   report?: string;
 }
@@ -116,6 +138,7 @@ export const DEFAULTS = {
   fresh: false,
   removeDumps: false,
   dataPath: 'auto' as DataPathKind,
+  splitTableSize: '256MB',
 } as const;
 
 /** The seed's fixed values; auto-derived values never exceed them. */
@@ -160,6 +183,12 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     ['compression', raw.compression],
   ] as const) checkText(problems, name, v);
 
+  let splitTableBytes: number | null = null;
+  try {
+    splitTableBytes = parseSize(raw.splitTableSize ?? DEFAULTS.splitTableSize);
+  } catch (err) {
+    problems.push(`--split-table-size: ${(err as Error).message}`);
+  }
   if (raw.dataPath !== undefined && !DATA_PATHS.includes(raw.dataPath as DataPathKind)) {
     problems.push(`--data-path must be one of ${DATA_PATHS.join(', ')} (got ${JSON.stringify(raw.dataPath)})`);
   }
@@ -215,6 +244,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     dataPath: (raw.dataPath as DataPathKind | undefined) ?? DEFAULTS.dataPath,
     delayTableData,
     fastVerify: raw.fastVerify ?? DEFAULTS.fastVerify,
+    splitTableBytes,
     removeDumps: raw.removeDumps ?? DEFAULTS.removeDumps,
     report: raw.report === undefined ? undefined : path.resolve(raw.report),
   };

@@ -33,6 +33,8 @@ export async function withExportedSnapshot<T>(server: Server, db: string, fn: (s
   return withClient(server, db, async (c) => {
     let snapshot: string | undefined;
     try {
+      // The exporting transaction sits idle while others use its snapshot: a server-side idle timeout must not end it.
+      await c.query(`select set_config('idle_in_transaction_session_timeout', '0', false) where current_setting('server_version_num')::int >= 90600`);
       await c.query('begin isolation level repeatable read read only');
       snapshot = (await c.query<{ s: string }>('select pg_export_snapshot() as s')).rows[0]!.s;
     } catch {
@@ -486,7 +488,8 @@ async function streamSteps(ctx: Context, db: string, dataPath: DataPath, result:
     const t0 = performance.now();
     await together(
       async () => {
-        await dataPath.streamDatabase(db, { snapshot });
+        const split = await dataPath.streamDatabase(db, { snapshot });
+        if (split.length > 0) result.splitTables = split;
         result.restoreSeconds = seconds(t0);
       },
       () => sourceCounts(ctx, db, variant, undefined, snapshot, result, false),

@@ -1,13 +1,15 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import path from 'node:path';
-import type { Context } from './context.ts';
 import { runTool } from '../proc/run.ts';
 import { dbnameConninfo } from '../pg/passfile.ts';
 import { controlQuery, qualify, quoteIdent, type Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
 import { AbortError, MigrateError } from '../errors.ts';
 import { jobsForDatabase } from '../options.ts';
+import { together, type Context } from './context.ts';
+import { copyTablesInRanges, splitCandidates } from './ranges.ts';
+import type { SplitCopyResult } from '../events.ts';
 
 /**
  * How table data travels from the source to the target. This is the file path: pg_dump -Fd into the
@@ -29,9 +31,12 @@ export interface DataPath {
   /**
    * Dump and restore at once: `pg_dump -Fc -Z0` writes into a FIFO that `pg_restore --create` reads,
    * so the data never lands on disk and the restore runs while the dump does. pg_restore cannot run
-   * parallel jobs on a stream; PostgreSQL's parallel index builds still use the cores.
+   * parallel jobs on a stream, so for a database that gets more than one job the post-data section
+   * (indexes, constraints) is dumped to a small file and restored with -j after the data. Tables of at
+   * least --split-table-size are copied in parallel page ranges beside the stream (ranges.ts); what
+   * was copied so is returned.
    */
-  streamDatabase(db: string, opts: { snapshot?: string }): Promise<void>;
+  streamDatabase(db: string, opts: { snapshot?: string }): Promise<SplitCopyResult[]>;
   /** Data of the given tables, streamed the same way into the existing database (triggers disabled). */
   streamTableData(db: string, tables: { schema: string; name: string }[], opts: { snapshot?: string }): Promise<void>;
   /** Where a database's files are (to check and remove them). */
@@ -93,6 +98,7 @@ export function fileDataPath(ctx: Context): DataPath {
     location,
     async remove(db, part) {
       await rm(location(db, part), { recursive: true, force: true });
+      await rm(`${location(db, part)}.post-data`, { force: true });
     },
     async dumpDatabase(db, { snapshot, excludeData }) {
       const dir = location(db, 'regular');
@@ -116,9 +122,41 @@ export function fileDataPath(ctx: Context): DataPath {
       await run(tools.pgRestore.path, args);
     },
     async streamDatabase(db, { snapshot }) {
-      const dumpArgs = ['--create', ...(snapshot ? [`--snapshot=${snapshot}`] : []), `--dbname=${dbnameConninfo(db)}`];
+      const snap = snapshot ? [`--snapshot=${snapshot}`] : [];
+      const dbArg = `--dbname=${dbnameConninfo(db)}`;
       const restoreArgs = ['--disable-triggers', '--create', `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`];
-      await pipe(`${location(db, 'regular')}.fifo`, dumpArgs, restoreArgs);
+      const fifo = `${location(db, 'regular')}.fifo`;
+      const postJobs = jobs(db, 'restore');
+      const rangeJobs = Math.min(jobs(db, 'dump'), postJobs);
+      const split =
+        snapshot !== undefined && options.splitTableBytes !== null && rangeJobs > 1 ? await splitCandidates(ctx, db, snapshot, options.splitTableBytes) : [];
+      if (postJobs <= 1 && split.length === 0) {
+        await pipe(fifo, ['--create', ...snap, dbArg], restoreArgs);
+        return [];
+      }
+      // Indexes and constraints (post-data) are built by parallel jobs, which pg_restore cannot run
+      // from a stream: their definitions (a few kB) go to a file first, from the same snapshot.
+      const postFile = `${location(db, 'regular')}.post-data`;
+      await mkdir(options.dumpRoot, { recursive: true });
+      await run(tools.pgDump.path, ['-Fc', '--no-sync', '--section=post-data', ...snap, '-f', postFile, ...connArgs(ctx.source), dbArg]);
+      let copied: SplitCopyResult[] = [];
+      if (split.length === 0) {
+        await pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...snap, dbArg], restoreArgs);
+      } else {
+        // The big tables' rows go in parallel page ranges beside the stream of the other tables' data,
+        // once the tables exist (pre-data) and before any index or constraint does (post-data).
+        ctx.emit({ type: 'phase', db, phase: 'streaming', detail: split.map((t) => `${exactPattern(t)} in ranges`).join(', ') });
+        await pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
+        await together(
+          () => pipe(`${fifo}.data`, ['--section=data', ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg], ['--disable-triggers', dbArg]),
+          async () => {
+            copied = await copyTablesInRanges(ctx, db, snapshot!, split, rangeJobs);
+          },
+        );
+      }
+      await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), dbArg, postFile]);
+      await rm(postFile, { force: true });
+      return copied;
     },
     async streamTableData(db, tables, { snapshot }) {
       const dumpArgs = ['--data-only', ...(snapshot ? [`--snapshot=${snapshot}`] : []), ...tables.map((t) => `--table=${exactPattern(t)}`), `--dbname=${dbnameConninfo(db)}`];

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ExitCode, UsageError } from '../../src/errors.ts';
-import { CEILINGS, connectionsNeeded, planParallelism, resolveOptions, type MigrateOptions, type Parallelism } from '../../src/options.ts';
+import { CEILINGS, connectionsNeeded, parseSize, planParallelism, resolveOptions, type MigrateOptions, type Parallelism } from '../../src/options.ts';
 
 const ENV = { HOME: '/home/operator' } as NodeJS.ProcessEnv;
 
@@ -29,6 +29,7 @@ describe('resolveOptions', () => {
     assert.equal(o.disableDstOptimizations, false);
     assert.equal(o.fresh, false);
     assert.equal(o.fastVerify, false);
+    assert.equal(o.splitTableBytes, 256 * 1024 * 1024);
     assert.equal(o.removeDumps, false);
     assert.deepEqual(o.includeDb, []);
     assert.deepEqual(o.excludeDb, []);
@@ -271,5 +272,34 @@ describe('planParallelism', () => {
     assert.equal(p.restoreParallel, 5);
     // 5 × (1 + j) + 18 <= 30  →  j = 1
     assert.equal(p.restoreJobs, 1);
+  });
+});
+
+describe('parseSize', () => {
+  it('reads PostgreSQL-style sizes (powers of 1024) and plain bytes', () => {
+    assert.equal(parseSize('256MB'), 256 * 1024 ** 2);
+    assert.equal(parseSize('1GB'), 1024 ** 3);
+    assert.equal(parseSize('2TB'), 2 * 1024 ** 4);
+    assert.equal(parseSize('8kB'), 8192);
+    assert.equal(parseSize('100'), 100);
+    assert.equal(parseSize('100B'), 100);
+    assert.equal(parseSize(' 64 MB '), 64 * 1024 ** 2);
+  });
+
+  it('off means never', () => {
+    assert.equal(parseSize('off'), null);
+  });
+
+  it('rejects other units, fractions, negatives and zero with the accepted form', () => {
+    for (const bad of ['256mb', '1.5GB', '-1MB', '10 MiB', 'lots', '', '0', '0MB']) {
+      assert.throws(() => parseSize(bad), /B, kB, MB, GB or TB|at least 1 byte/, bad);
+    }
+  });
+
+  it('--split-table-size reaches the options, and a bad one is a usage error naming the flag', () => {
+    assert.equal(resolveOptions({ toHost: 't', splitTableSize: '1kB' }, ENV).splitTableBytes, 1024);
+    assert.equal(resolveOptions({ toHost: 't', splitTableSize: 'off' }, ENV).splitTableBytes, null);
+    const err = usageError(() => resolveOptions({ toHost: 't', splitTableSize: '12 parsecs' }, ENV));
+    assert.match(err.message, /--split-table-size: "12 parsecs" is not a size/);
   });
 });

@@ -1,0 +1,193 @@
+import { pipeline } from 'node:stream/promises';
+import PQueue from 'p-queue';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import type pg from 'pg';
+import type { Context } from './context.ts';
+import type { SplitCopyResult } from '../events.ts';
+import { connect, qualify, quoteIdent, quoteLiteral } from '../pg/connect.ts';
+
+/**
+ * The second data path of the design: a big table's rows copied straight from the source to the
+ * target (`COPY (SELECT … WHERE ctid range) TO STDOUT` → `COPY … FROM STDIN`) in page ranges that run in
+ * parallel, every range read under the snapshot the rest of the database's dump uses. pg_dump copies
+ * a table as one stream whatever its size; this lets one big table use more than one core.
+ */
+
+/** TID range scans (`WHERE ctid >= … AND ctid < …` reading only those pages) exist from PostgreSQL 14. */
+export const SPLIT_MIN_SOURCE_MAJOR = 14;
+/** A range is at most this big, so that a huge table is copied in many pieces (never fewer than the jobs). */
+export const RANGE_BYTES = 1024 ** 3;
+
+export interface SplitTable {
+  schema: string;
+  name: string;
+  bytes: number;
+  /** Heap pages when the snapshot was taken (the last range is open-ended, so growth cannot lose rows). */
+  pages: number;
+  /** Columns as COPY lists them: not dropped, not generated. */
+  columns: string[];
+  /** Copied in COPY's binary format (see binaryCopy); text otherwise. */
+  binary: boolean;
+}
+
+/**
+ * Binary COPY skips printing and parsing every value (about a quarter less CPU on both servers for a
+ * table of bigints, timestamps and jsonb). It is used when every column has a built-in type (oid below
+ * 16384: no domains, enums, composites or extension types, whose binary form may differ between
+ * versions) with binary send and receive functions, and the target is not older than the source.
+ * PostgreSQL's own logical replication copies tables in binary across versions under the same terms.
+ */
+export function binaryCopy(sourceMajor: number, targetMajor: number, allTypesBuiltInWithBinaryIo: boolean): boolean {
+  return allTypesBuiltInWithBinaryIo && targetMajor >= sourceMajor;
+}
+
+export interface PageRange {
+  from: number;
+  /** Exclusive; null for the last range (no upper bound). */
+  to: number | null;
+}
+
+
+/**
+ * Splits `pages` heap pages into `parts` contiguous ranges of nearly equal size. The last range has no
+ * upper bound. Never more ranges than pages (an empty table is one range).
+ */
+export function pageRanges(pages: number, parts: number): PageRange[] {
+  const n = Math.max(1, Math.min(Math.floor(parts), Math.floor(pages)));
+  const out: PageRange[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push({ from: Math.floor((pages * i) / n), to: i === n - 1 ? null : Math.floor((pages * (i + 1)) / n) });
+  }
+  return out;
+}
+
+/** How many ranges a table of `bytes` is copied in, given the parallel copies allowed. */
+export function rangeCount(bytes: number, jobs: number): number {
+  return Math.max(jobs, Math.ceil(bytes / RANGE_BYTES));
+}
+
+/** The WHERE clause of one range. */
+export function rangePredicate(r: PageRange): string {
+  const lower = `ctid >= '(${r.from},0)'::tid`;
+  return r.to === null ? lower : `${lower} and ctid < '(${r.to},0)'::tid`;
+}
+
+/** Settings of a session that reads COPY data: the text pg_dump would write, never cut short. */
+const SOURCE_SETTINGS = [
+  "set datestyle = 'ISO'",
+  "set intervalstyle = 'postgres'",
+  'set extra_float_digits = 3',
+  'set statement_timeout = 0',
+  'set lock_timeout = 0',
+  'set idle_in_transaction_session_timeout = 0',
+  'set row_security = off',
+];
+/** Settings of a session that loads COPY data, as pg_restore sets them. */
+const TARGET_SETTINGS = ["set datestyle = 'ISO'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
+
+async function inSnapshot(client: pg.Client, snapshot: string): Promise<void> {
+  await client.query('begin isolation level repeatable read read only');
+  await client.query(`set transaction snapshot ${quoteLiteral(snapshot)}`);
+}
+
+/**
+ * Tables of a source database to copy in ranges, read in the dump's snapshot: ordinary tables of at
+ * least `minBytes`, not members of an extension (pg_dump decides about those). None when the source is
+ * older than 14 or the database is not UTF8 (the rows pass through a UTF8 client encoding).
+ */
+export async function splitCandidates(ctx: Context, db: string, snapshot: string, minBytes: number): Promise<SplitTable[]> {
+  if (ctx.sourceMajor < SPLIT_MIN_SOURCE_MAJOR) return [];
+  const client = await connect(ctx.source, db);
+  try {
+    await inSnapshot(client, snapshot);
+    const enc = await client.query<{ enc: string }>('select pg_encoding_to_char(encoding) as enc from pg_database where datname = current_database()');
+    if (enc.rows[0]?.enc !== 'UTF8') return [];
+    const r = await client.query<{ schema: string; name: string; bytes: string; pages: string; columns: string[]; builtin: boolean }>(
+      `select n.nspname as schema, c.relname as name, pg_relation_size(c.oid) as bytes,
+              pg_relation_size(c.oid) / current_setting('block_size')::int as pages,
+              array(select a.attname::text from pg_attribute a
+                     where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
+                     order by a.attnum) as columns,
+              coalesce((select bool_and(t.oid < 16384 and t.typsend <> 0 and t.typreceive <> 0)
+                          from pg_attribute a join pg_type t on t.oid = a.atttypid
+                         where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''), false) as builtin
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind = 'r' and c.relpersistence <> 't'
+          and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_)'
+          and pg_relation_size(c.oid) >= $1
+          and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
+        order by pg_relation_size(c.oid) desc, n.nspname, c.relname`,
+      [minBytes],
+    );
+    await client.query('rollback');
+    return r.rows
+      .filter((t) => t.columns.length > 0)
+      .map((t) => ({
+        schema: t.schema,
+        name: t.name,
+        bytes: Number(t.bytes),
+        pages: Number(t.pages),
+        columns: t.columns,
+        binary: binaryCopy(ctx.sourceMajor, ctx.targetMajor, t.builtin),
+      }));
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Copies one range of one table; returns the rows the target took. */
+async function copyRange(ctx: Context, db: string, snapshot: string, table: SplitTable, range: PageRange, signal: AbortSignal): Promise<number> {
+  const [src, dst] = await Promise.all([connect(ctx.source, db), connect(ctx.target, db)]);
+  try {
+    for (const s of SOURCE_SETTINGS) await src.query(s);
+    for (const s of TARGET_SETTINGS) await dst.query(s);
+    await inSnapshot(src, snapshot);
+    const cols = table.columns.map(quoteIdent).join(', ');
+    const rel = qualify(table.schema, table.name);
+    const format = table.binary ? ' (format binary)' : '';
+    const out = src.query(copyTo(`copy (select ${cols} from only ${rel} where ${rangePredicate(range)}) to stdout${format}`));
+    const into = dst.query(copyFrom(`copy ${rel} (${cols}) from stdin${format}`));
+    await pipeline(out, into, { signal });
+    if (out.rowCount !== into.rowCount) {
+      throw new Error(`copying ${rel} pages ${range.from}..${range.to ?? 'end'}: the source sent ${out.rowCount} rows, the target took ${into.rowCount}`);
+    }
+    await src.query('commit');
+    return into.rowCount;
+  } finally {
+    // Ending a session in the middle of a COPY makes its server roll the COPY back.
+    await Promise.all([src.end().catch(() => undefined), dst.end().catch(() => undefined)]);
+  }
+}
+
+/**
+ * Copies the given tables, each in its ranges, `jobs` ranges at a time. The tables must exist on the
+ * target and be empty, without indexes, constraints or triggers yet (the post-data section comes after).
+ */
+export async function copyTablesInRanges(ctx: Context, db: string, snapshot: string, tables: SplitTable[], jobs: number): Promise<SplitCopyResult[]> {
+  const queue = new PQueue({ concurrency: Math.max(1, jobs) });
+  // One failing range stops the others (and Ctrl-C stops them all).
+  const stop = new AbortController();
+  const signal = AbortSignal.any([ctx.signal, stop.signal]);
+  const results: SplitCopyResult[] = tables.map((t) => ({ table: qualify(t.schema, t.name), ranges: 0, binary: t.binary, rows: 0, seconds: 0 }));
+  const t0 = performance.now();
+  const tasks = tables.flatMap((t, i) => {
+    const ranges = pageRanges(t.pages, rangeCount(t.bytes, jobs));
+    results[i]!.ranges = ranges.length;
+    return ranges.map((r) => async () => {
+      try {
+        const rows = await copyRange(ctx, db, snapshot, t, r, signal);
+        results[i]!.rows += rows;
+        results[i]!.seconds = (performance.now() - t0) / 1000;
+      } catch (err) {
+        stop.abort();
+        throw err;
+      }
+    });
+  });
+  // Every task is awaited, so none is left running; the failure reported is the first one that was
+  // not merely stopped because of another.
+  const settled = await Promise.allSettled(tasks.map((task) => queue.add(task, { signal })));
+  const failures = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
+  if (failures.length > 0) throw failures.find((e) => e?.name !== 'AbortError') ?? failures[0];
+  return results;
+}
