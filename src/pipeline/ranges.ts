@@ -83,7 +83,7 @@ const SOURCE_SETTINGS = [
   'set row_security = off',
 ];
 /** Settings of a session that loads COPY data, as pg_restore sets them. */
-const TARGET_SETTINGS = ["set datestyle = 'ISO'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
+const TARGET_SETTINGS = ["set datestyle = 'ISO, MDY'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
 
 async function inSnapshot(client: pg.Client, snapshot: string): Promise<void> {
   await client.query('begin isolation level repeatable read read only');

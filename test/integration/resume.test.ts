@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
@@ -28,6 +29,7 @@ import {
   waitFor,
   type Dirs,
 } from './cli.ts';
+import type { RunSummary } from '../../src/events.ts';
 
 const BIG_ROWS = Number(process.env['PGM_TEST_BIG_ROWS'] ?? 3_000_000);
 
@@ -138,6 +140,70 @@ describe('resume', () => {
         async () => clientPrograms(dirs),
       );
       assert.equal(left, true, `client programs left: ${JSON.stringify(left)}`);
+      assert.deepEqual(await migrateSessions(dst), []);
+      assert.deepEqual(await migrateSessions(src), []);
+    } finally {
+      await killLeftovers(dirs);
+    }
+  });
+
+  test('tables copied in ranges: SIGINT during the range copies stops cleanly, kill -9 during them is redone, no row lost or duplicated', async () => {
+    const { src, dst, dirs } = await pair('ranges');
+    try {
+      await Promise.all([seedBig(src), prepareTargetAutoConf(dst)]);
+      const confBefore = await autoConf(dst);
+      const reportFile = path.join(dirs.stateDir, 'report.json');
+      const args = [...baseArgs(src, dst, dirs), '--data-path', 'stream', '--split-table-size', '1MB', '--dump-jobs', '2', '--restore-jobs', '2', '--report', reportFile];
+      /** Starts a run and waits until a range COPY of big.t (ours, not pg_restore's) has loaded rows. */
+      const startAndWaitForRanges = async (): Promise<{ child: ReturnType<typeof startCli>; done: ReturnType<typeof waitCli> }> => {
+        const child = startCli(args);
+        const done = waitCli(child, 240_000);
+        const copied = await waitFor(
+          'a range copy of big.t loading rows on the target',
+          async () => {
+            if (child.exitCode !== null) throw new Error(`pg-migrate exited early: ${describeRun(await done)}`);
+            const rows = await dst.query<{ n: string }>(
+              `select p.tuples_processed::text as n from pg_stat_progress_copy p join pg_stat_activity a on a.pid = p.pid
+                where a.application_name like 'pg-migrate/%' and a.query like 'copy "public"."t" (%) from stdin%' and p.tuples_processed > 0`,
+            );
+            return rows.length > 0 ? Number(rows[0]!.n) : undefined;
+          },
+          180_000,
+          20,
+        );
+        console.log(`# range copy of big.t loading (${copied} rows)`);
+        return { child, done };
+      };
+
+      const first = await startAndWaitForRanges();
+      process.kill(first.child.pid!, 'SIGINT');
+      const interrupted = await first.done;
+      assert.equal(interrupted.exitCode, 130, describeRun(interrupted));
+      assert.ok(!existsSync(path.join(markersDir(dirs), 'big.done')));
+      const quiet = await waitFor('no session and no client program of the run left', async () =>
+        (await migrateSessions(src)).length + (await migrateSessions(dst)).length + (await clientPrograms(dirs)).length === 0 ? true : undefined,
+      10_000, 100).catch(async () => ({ src: await migrateSessions(src), dst: await migrateSessions(dst), programs: await clientPrograms(dirs) }));
+      assert.equal(quiet, true, `left after SIGINT: ${JSON.stringify(quiet)}`);
+      assert.deepEqual(await autoConf(dst), confBefore, 'tuning reverted');
+
+      const second = await startAndWaitForRanges();
+      process.kill(second.child.pid!, 'SIGKILL');
+      assert.equal((await second.done).signal, 'SIGKILL');
+
+      const r = await runCli(args, { timeoutMs: 240_000 });
+      assert.equal(r.exitCode, 0, describeRun(r));
+      assert.match(r.stdout, /2 of 2 databases verified/, describeRun(r));
+      const report = JSON.parse(await fs.readFile(reportFile, 'utf8')) as RunSummary;
+      const big = report.databases.find((d) => d.name === 'big')!;
+      assert.deepEqual(
+        big.splitTables?.map((t) => [t.table, t.rows, t.binary]),
+        [['"public"."t"', BIG_ROWS, true]],
+        JSON.stringify(big),
+      );
+      await assertNoDuplicates(src, dst);
+      await assertSameData(src, dst, 'big');
+      await assertSameData(src, dst, 'small');
+      assert.deepEqual(await autoConf(dst), confBefore, 'tuning reverted');
       assert.deepEqual(await migrateSessions(dst), []);
       assert.deepEqual(await migrateSessions(src), []);
     } finally {
