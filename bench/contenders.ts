@@ -110,6 +110,13 @@ export const CONTENDERS: Contender[] = [
     reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
   },
   {
+    name: 'pg-migrate-no-split',
+    shapes: ['standard'],
+    describe: () => 'pg-migrate as above plus --split-table-size off (every table through pg_dump | pg_restore; post-data still with -j)',
+    argv: (ctx) => pgMigrateArgs(ctx, ['--split-table-size', 'off']),
+    reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
+  },
+  {
     name: 'pg-migrate-delayed',
     shapes: ['standard'],
     describe: () => 'pg-migrate as above plus --delay-table-data analytics.events',

@@ -264,9 +264,13 @@ export interface ServerLimits {
   available: number;
 }
 
-/** Connections one side of a run needs: parallel × (1 + jobs) + verify + 2 of the tool's own. */
+/**
+ * Connections one side of a run needs: parallel × (2 + jobs) + verify + 2 of the tool's own. Per
+ * database in flight: a program with N jobs (pg_dump -j, pg_restore -j, or N range copies beside one
+ * pg_dump | pg_restore stream) opens up to N + 1, and one more session holds the exported snapshot.
+ */
 export function connectionsNeeded(parallel: number, jobs: number, verify: number): number {
-  return parallel * (1 + jobs) + verify + 2;
+  return parallel * (2 + jobs) + verify + 2;
 }
 
 /**

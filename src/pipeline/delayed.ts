@@ -202,7 +202,13 @@ export async function runDelayedTarget(
       const variant = countsVariant(ctx.options.fastVerify, 'delayed');
       await store.clearCounts(db, 'src', variant);
       await stream(async (snapshot) => {
-        await together(() => dataPath.streamTableData(db, plan.tables, { snapshot }), () => countDelayedSource(ctx, db, plan, snapshot));
+        await together(
+          async () => {
+            const split = await dataPath.streamTableData(db, plan.tables, { snapshot });
+            if (split.length > 0) result.splitTables = [...(result.splitTables ?? []), ...split];
+          },
+          () => countDelayedSource(ctx, db, plan, snapshot),
+        );
         await store.setMarker(db, 'delayed_dumped', { seconds: 0, streamed: true });
         await store.setMarker(db, 'delayed_done', { seconds: (performance.now() - t0) / 1000 });
       });

@@ -144,13 +144,13 @@ export async function preflight(options: MigrateOptions, source: Server, target:
     if (needSrc > sourceFacts.available) {
       problems.push(
         `the source has ${sourceFacts.available} free connections (max_connections ${sourceFacts.maxConnections}) but these options need ${needSrc} ` +
-          `(dump-parallel ${parallelism.dumpParallel} × (1 + dump-jobs ${parallelism.dumpJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --dump-jobs/--dump-parallel/--verify-concurrency or raise max_connections on the source`,
+          `(dump-parallel ${parallelism.dumpParallel} × (2 + dump-jobs ${parallelism.dumpJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --dump-jobs/--dump-parallel/--verify-concurrency or raise max_connections on the source`,
       );
     }
     if (needDst > targetFacts.available) {
       problems.push(
         `the target has ${targetFacts.available} free connections (max_connections ${targetFacts.maxConnections}) but these options need ${needDst} ` +
-          `(restore-parallel ${parallelism.restoreParallel} × (1 + restore-jobs ${parallelism.restoreJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --restore-jobs/--restore-parallel/--verify-concurrency or raise max_connections on the target`,
+          `(restore-parallel ${parallelism.restoreParallel} × (2 + restore-jobs ${parallelism.restoreJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --restore-jobs/--restore-parallel/--verify-concurrency or raise max_connections on the target`,
       );
     }
 

@@ -82,8 +82,11 @@ const SOURCE_SETTINGS = [
   'set idle_in_transaction_session_timeout = 0',
   'set row_security = off',
 ];
-/** Settings of a session that loads COPY data, as pg_restore sets them. */
-const TARGET_SETTINGS = ["set datestyle = 'ISO, MDY'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
+/**
+ * Settings of a session that loads COPY data, as pg_restore sets them; triggers (and the checks of
+ * foreign keys created NOT VALID before a deferred load) do not fire, as with --disable-triggers.
+ */
+const TARGET_SETTINGS = ["set session_replication_role = 'replica'", "set datestyle = 'ISO, MDY'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
 
 async function inSnapshot(client: pg.Client, snapshot: string): Promise<void> {
   await client.query('begin isolation level repeatable read read only');

@@ -36,9 +36,12 @@ export interface DataPath {
    * least --split-table-size are copied in parallel page ranges beside the stream (ranges.ts); what
    * was copied so is returned.
    */
-  streamDatabase(db: string, opts: { snapshot?: string }): Promise<SplitCopyResult[]>;
-  /** Data of the given tables, streamed the same way into the existing database (triggers disabled). */
-  streamTableData(db: string, tables: { schema: string; name: string }[], opts: { snapshot?: string }): Promise<void>;
+  streamDatabase(db: string, opts: { snapshot?: string; excludeData?: { schema: string; name: string }[]; skipConstraints?: Set<string> }): Promise<SplitCopyResult[]>;
+  /**
+   * Data of the given tables, streamed the same way into the existing database (triggers disabled);
+   * tables of at least --split-table-size in page ranges.
+   */
+  streamTableData(db: string, tables: { schema: string; name: string }[], opts: { snapshot?: string }): Promise<SplitCopyResult[]>;
   /** Where a database's files are (to check and remove them). */
   location(db: string, part: 'regular' | 'delayed'): string;
   remove(db: string, part: 'regular' | 'delayed'): Promise<void>;
@@ -94,11 +97,15 @@ export function fileDataPath(ctx: Context): DataPath {
       await rm(fifo, { force: true });
     }
   };
+  /** Tables to copy in page ranges: none without a snapshot, with --split-table-size off, or with one job. */
+  const rangeCandidates = async (db: string, snapshot: string | undefined, rangeJobs: number) =>
+    snapshot !== undefined && options.splitTableBytes !== null && rangeJobs > 1 ? splitCandidates(ctx, db, snapshot, options.splitTableBytes) : [];
   return {
     location,
     async remove(db, part) {
       await rm(location(db, part), { recursive: true, force: true });
       await rm(`${location(db, part)}.post-data`, { force: true });
+      await rm(`${location(db, part)}.post-data.list`, { force: true });
     },
     async dumpDatabase(db, { snapshot, excludeData }) {
       const dir = location(db, 'regular');
@@ -121,47 +128,71 @@ export function fileDataPath(ctx: Context): DataPath {
       args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
       await run(tools.pgRestore.path, args);
     },
-    async streamDatabase(db, { snapshot }) {
+    async streamDatabase(db, { snapshot, excludeData = [], skipConstraints }) {
       const snap = snapshot ? [`--snapshot=${snapshot}`] : [];
       const dbArg = `--dbname=${dbnameConninfo(db)}`;
       const restoreArgs = ['--disable-triggers', '--create', `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`];
       const fifo = `${location(db, 'regular')}.fifo`;
       const postJobs = jobs(db, 'restore');
       const rangeJobs = Math.min(jobs(db, 'dump'), postJobs);
-      const split =
-        snapshot !== undefined && options.splitTableBytes !== null && rangeJobs > 1 ? await splitCandidates(ctx, db, snapshot, options.splitTableBytes) : [];
-      if (postJobs <= 1 && split.length === 0) {
-        await pipe(fifo, ['--create', ...snap, dbArg], restoreArgs);
+      const excluded = new Set(excludeData.map(exactPattern));
+      const split = (await rangeCandidates(db, snapshot, rangeJobs)).filter((t) => !excluded.has(exactPattern(t)));
+      const excludeArgs = excludeData.map((t) => `--exclude-table-data=${exactPattern(t)}`);
+      if (postJobs <= 1 && split.length === 0 && skipConstraints === undefined) {
+        await pipe(fifo, ['--create', ...excludeArgs, ...snap, dbArg], restoreArgs);
         return [];
       }
       // Indexes and constraints (post-data) are built by parallel jobs, which pg_restore cannot run
-      // from a stream: their definitions (a few kB) go to a file first, from the same snapshot.
+      // from a stream (nor leave entries out with -L): their definitions (a few kB) go to a file
+      // first, from the same snapshot.
       const postFile = `${location(db, 'regular')}.post-data`;
       await mkdir(options.dumpRoot, { recursive: true });
       await run(tools.pgDump.path, ['-Fc', '--no-sync', '--section=post-data', ...snap, '-f', postFile, ...connArgs(ctx.source), dbArg]);
       let copied: SplitCopyResult[] = [];
       if (split.length === 0) {
-        await pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...snap, dbArg], restoreArgs);
+        await pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...excludeArgs, ...snap, dbArg], restoreArgs);
       } else {
         // The big tables' rows go in parallel page ranges beside the stream of the other tables' data,
         // once the tables exist (pre-data) and before any index or constraint does (post-data).
         ctx.emit({ type: 'phase', db, phase: 'streaming', detail: split.map((t) => `${exactPattern(t)} in ranges`).join(', ') });
         await pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
+        const dataArgs = ['--section=data', ...excludeArgs, ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg];
         await together(
-          () => pipe(`${fifo}.data`, ['--section=data', ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg], ['--disable-triggers', dbArg]),
+          () => pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', dbArg]),
           async () => {
             copied = await copyTablesInRanges(ctx, db, snapshot!, split, rangeJobs);
           },
         );
       }
-      await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), dbArg, postFile]);
+      const postArgs = ['-j', String(postJobs), ...connArgs(ctx.target), dbArg];
+      if (skipConstraints && skipConstraints.size > 0) {
+        const toc = await runTool(tools.pgRestore.path, ['-l', postFile], { env: childEnv, signal, captureStdout: true });
+        await writeFile(`${postFile}.list`, filterTocList(toc.stdout, skipConstraints));
+        postArgs.push(`--use-list=${postFile}.list`);
+      }
+      await run(tools.pgRestore.path, [...postArgs, postFile]);
       await rm(postFile, { force: true });
+      await rm(`${postFile}.list`, { force: true });
       return copied;
     },
     async streamTableData(db, tables, { snapshot }) {
-      const dumpArgs = ['--data-only', ...(snapshot ? [`--snapshot=${snapshot}`] : []), ...tables.map((t) => `--table=${exactPattern(t)}`), `--dbname=${dbnameConninfo(db)}`];
-      const restoreArgs = ['--data-only', '--disable-triggers', `--dbname=${dbnameConninfo(db)}`];
-      await pipe(`${location(db, 'delayed')}.fifo`, dumpArgs, restoreArgs);
+      const rangeJobs = Math.min(parallelism.dumpJobs, parallelism.restoreJobs);
+      const wanted = new Set(tables.map(exactPattern));
+      const split = (await rangeCandidates(db, snapshot, rangeJobs)).filter((t) => wanted.has(exactPattern(t)));
+      const rest = tables.filter((t) => !split.some((x) => x.schema === t.schema && x.name === t.name));
+      if (split.length > 0) ctx.emit({ type: 'phase', db, phase: 'delayed restoring', detail: split.map((t) => `${exactPattern(t)} in ranges`).join(', ') });
+      let copied: SplitCopyResult[] = [];
+      await together(
+        async () => {
+          if (rest.length === 0) return;
+          const dumpArgs = ['--data-only', ...(snapshot ? [`--snapshot=${snapshot}`] : []), ...rest.map((t) => `--table=${exactPattern(t)}`), `--dbname=${dbnameConninfo(db)}`];
+          await pipe(`${location(db, 'delayed')}.fifo`, dumpArgs, ['--data-only', '--disable-triggers', `--dbname=${dbnameConninfo(db)}`]);
+        },
+        async () => {
+          if (split.length > 0) copied = await copyTablesInRanges(ctx, db, snapshot!, split, rangeJobs);
+        },
+      );
+      return copied;
     },
     async dumpTableData(db, tables, { snapshot }) {
       const dir = location(db, 'delayed');

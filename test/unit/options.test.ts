@@ -167,10 +167,10 @@ function fits(p: Parallelism, source: number, target: number): void {
 }
 
 describe('connectionsNeeded', () => {
-  it('is parallel × (1 + jobs) + verify + 2', () => {
-    assert.equal(connectionsNeeded(1, 1, 0), 4);
-    assert.equal(connectionsNeeded(6, 24, 16), 6 * 25 + 16 + 2);
-    assert.equal(connectionsNeeded(3, 4, 10), 27);
+  it('is parallel × (2 + jobs) + verify + 2', () => {
+    assert.equal(connectionsNeeded(1, 1, 0), 5);
+    assert.equal(connectionsNeeded(6, 24, 16), 6 * 26 + 16 + 2);
+    assert.equal(connectionsNeeded(3, 4, 10), 30);
   });
 });
 
@@ -212,7 +212,7 @@ describe('planParallelism', () => {
   });
 
   it('shrinks auto values to fit a server with few free connections', () => {
-    // 64 cores would want 6 × (1 + 24) + 18 = 168 on the source and 6 × 13 + 18 = 96 on the target.
+    // 64 cores would want 6 × (2 + 24) + 18 = 174 on the source and 6 × 14 + 18 = 102 on the target.
     const p = planParallelism(AUTO, 64, { available: 100 }, { available: 40 });
     fits(p, 100, 40);
     // Not shrunk more than needed: one more job or one more database would no longer fit.
@@ -221,14 +221,14 @@ describe('planParallelism', () => {
     assert.ok(connectionsNeeded(p.restoreParallel + 1, p.restoreJobs, 16) > 40);
     // Jobs are lowered first: with 100 free on the source all 6 databases stay in flight.
     assert.equal(p.dumpParallel, 6);
-    assert.equal(p.dumpJobs, 12);
-    assert.equal(p.restoreJobs, 4);
+    assert.equal(p.dumpJobs, 11);
+    assert.equal(p.restoreJobs, 3);
     assert.equal(p.restoreParallel, 4);
   });
 
   it('fits every server that can hold the minimum, on any machine', () => {
     for (const cores of [1, 2, 3, 4, 8, 16, 24, 64, 256]) {
-      for (let available = 20; available <= 220; available += 7) {
+      for (let available = 21; available <= 220; available += 7) {
         const p = planParallelism(AUTO, cores, { available }, { available: available + 3 });
         fits(p, available, available + 3);
         assert.ok(p.dumpJobs >= 1 && p.dumpJobs <= Math.min(24, Math.max(1, cores)), JSON.stringify(p));
@@ -255,14 +255,14 @@ describe('planParallelism', () => {
     assert.equal(p.dumpParallel, 3);
     assert.equal(p.restoreParallel, 3);
     assert.equal(p.restoreJobs, 12);
-    // 3 × (1 + j) + 18 <= 40  →  j = 6
-    assert.equal(p.dumpJobs, 6);
+    // 3 × (2 + j) + 18 <= 40  →  j = 5
+    assert.equal(p.dumpJobs, 5);
   });
 
   it('keeps explicit jobs and lowers only the auto databases in flight', () => {
     const p = planParallelism({ ...AUTO, dumpJobs: 8 }, 64, { available: 30 }, PLENTY);
     assert.equal(p.dumpJobs, 8);
-    // p × 9 + 18 <= 30  →  p = 1
+    // p × 10 + 18 <= 30  →  p = 1
     assert.equal(p.dumpParallel, 1);
   });
 
@@ -270,7 +270,7 @@ describe('planParallelism', () => {
     const p = planParallelism({ ...AUTO, maxParallel: 2, restoreParallel: 5 }, 64, { available: 10_000 }, { available: 30 });
     assert.equal(p.dumpParallel, 2);
     assert.equal(p.restoreParallel, 5);
-    // 5 × (1 + j) + 18 <= 30  →  j = 1
+    // 5 × (2 + j) + 18 <= 30: not even j = 1 fits; explicit parallel kept, jobs stop at 1
     assert.equal(p.restoreJobs, 1);
   });
 });
