@@ -312,8 +312,9 @@ async function migrateDatabases(
       const plan = delayed.get(db.name);
       if (plan) result.delayedTables = plan.tables.length;
       try {
-        if ((await chooseDataPath(ctx, db, 'regular')) === 'stream') {
-          await sourceQueue.add(() => targetQueue.add(() => streamSteps(ctx, db.name, plan, dataPath, result), { signal }), { signal });
+        // Deferred tables need a restore list (-L) in the regular phase, which a stream cannot give.
+        if (!plan && (await chooseDataPath(ctx, db, 'regular')) === 'stream') {
+          await sourceQueue.add(() => targetQueue.add(() => streamSteps(ctx, db.name, dataPath, result), { signal }), { signal });
           await targetQueue.add(() => verifyStep(ctx, db.name, plan, result), { signal });
         } else {
           await sourceQueue.add(() => sourceSteps(ctx, db.name, plan, dataPath, result), { signal });
@@ -465,50 +466,35 @@ async function restoreDone(ctx: Context, db: string): Promise<MarkerInfo | undef
 }
 
 /**
- * The stream path (--data-path stream): dump and restore run at once through a FIFO, holding a source
- * slot and a target slot; the source counts are taken in the snapshot the dump used. With deferred
- * tables their data is left out, and so are the foreign keys from or to them, which are then created
- * NOT VALID (as on the files path).
+ * The stream path (--data-path stream) for a database without deferred tables: dump and restore run
+ * at once through a FIFO, holding a source slot and a target slot; the source counts are taken in the
+ * snapshot the dump used.
  */
-async function streamSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
+async function streamSteps(ctx: Context, db: string, dataPath: DataPath, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
   const variant = countsVariant(ctx.options.fastVerify, 'regular');
-  const deferred = [...(plan?.keys ?? [])].sort();
-  const dumped = await store.marker(db, 'dumped');
-  if (dumped && JSON.stringify(dumped.deferred ?? []) !== JSON.stringify(deferred)) {
-    // The regular phase left other tables empty than this run would fill: nothing of it can be kept.
-    emit({ type: 'warning', db, message: `the --delay-table-data tables of ${db} differ from those of the earlier run; migrating ${db} afresh` });
-    await store.forgetDatabase(db);
-  }
   const done = await restoreDone(ctx, db);
   if (done) {
     result.restoreSeconds = done.seconds;
-    if ((await store.counts(db, 'src', variant)) === undefined) await sourceCounts(ctx, db, variant, plan, undefined, result);
+    if ((await store.counts(db, 'src', variant)) === undefined) await sourceCounts(ctx, db, variant, undefined, undefined, result);
     return;
   }
   await store.clearFrom(db, 'dumped');
   await clearCounts(store, db, 'src');
   await clearCounts(store, db, 'dst');
   await prepareTargetDatabase(ctx, db);
-  const fks = plan ? await deferredForeignKeys(ctx, db, plan) : [];
   await withExportedSnapshot(ctx.source, db, async (snapshot) => {
     emit({ type: 'phase', db, phase: 'streaming' });
     const t0 = performance.now();
     await together(
       async () => {
-        const split = await dataPath.streamDatabase(db, {
-          snapshot,
-          excludeData: plan?.tables ?? [],
-          skipConstraints: plan ? new Set(fks.map((f) => f.oid)) : undefined,
-        });
+        const split = await dataPath.streamDatabase(db, { snapshot });
         if (split.length > 0) result.splitTables = split;
-        // Foreign keys from or to deferred tables cannot be validated yet: created NOT VALID, validated after the load.
-        if (fks.length > 0) await withClient(ctx.target, db, (c) => addForeignKeysNotValid(c, fks));
         result.restoreSeconds = seconds(t0);
       },
-      () => sourceCounts(ctx, db, variant, plan, snapshot, result, false),
+      () => sourceCounts(ctx, db, variant, undefined, snapshot, result, false),
     );
-    await store.setMarker(db, 'dumped', { seconds: 0, deferred, streamed: true });
+    await store.setMarker(db, 'dumped', { seconds: 0, deferred: [], streamed: true });
     await store.setMarker(db, 'done', { seconds: result.restoreSeconds });
   });
 }

@@ -12,9 +12,9 @@ import { copyTablesInRanges, splitCandidates } from './ranges.ts';
 import type { SplitCopyResult } from '../events.ts';
 
 /**
- * How table data travels from the source to the target. This is the file path: pg_dump -Fd into the
- * dump root, pg_restore from there. A streaming path (COPY TO STDOUT → COPY FROM STDIN under one
- * exported snapshot) can implement the same four calls.
+ * How table data travels from the source to the target: the file path (pg_dump -Fd into the dump
+ * root, pg_restore from there) and the stream path (pg_dump piped into pg_restore, big tables copied
+ * server to server in page ranges under the same exported snapshot: ranges.ts).
  */
 export interface DataPath {
   /** Schema and data of a whole database (with its properties: --create), data of `excludeData` left out. */
