@@ -36,7 +36,7 @@ export interface DataPath {
    * least --split-table-size are copied in parallel page ranges beside the stream (ranges.ts); what
    * was copied so is returned.
    */
-  streamDatabase(db: string, opts: { snapshot?: string; excludeData?: { schema: string; name: string }[]; skipConstraints?: Set<string> }): Promise<SplitCopyResult[]>;
+  streamDatabase(db: string, opts: { snapshot?: string }): Promise<SplitCopyResult[]>;
   /**
    * Data of the given tables, streamed the same way into the existing database (triggers disabled);
    * tables of at least --split-table-size in page ranges.
@@ -105,7 +105,6 @@ export function fileDataPath(ctx: Context): DataPath {
     async remove(db, part) {
       await rm(location(db, part), { recursive: true, force: true });
       await rm(`${location(db, part)}.post-data`, { force: true });
-      await rm(`${location(db, part)}.post-data.list`, { force: true });
     },
     async dumpDatabase(db, { snapshot, excludeData }) {
       const dir = location(db, 'regular');
@@ -128,35 +127,33 @@ export function fileDataPath(ctx: Context): DataPath {
       args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
       await run(tools.pgRestore.path, args);
     },
-    async streamDatabase(db, { snapshot, excludeData = [], skipConstraints }) {
+    async streamDatabase(db, { snapshot }) {
       const snap = snapshot ? [`--snapshot=${snapshot}`] : [];
       const dbArg = `--dbname=${dbnameConninfo(db)}`;
       const restoreArgs = ['--disable-triggers', '--create', `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`];
       const fifo = `${location(db, 'regular')}.fifo`;
       const postJobs = jobs(db, 'restore');
       const rangeJobs = Math.min(jobs(db, 'dump'), postJobs);
-      const excluded = new Set(excludeData.map(exactPattern));
-      const split = (await rangeCandidates(db, snapshot, rangeJobs)).filter((t) => !excluded.has(exactPattern(t)));
-      const excludeArgs = excludeData.map((t) => `--exclude-table-data=${exactPattern(t)}`);
-      if (postJobs <= 1 && split.length === 0 && skipConstraints === undefined) {
-        await pipe(fifo, ['--create', ...excludeArgs, ...snap, dbArg], restoreArgs);
+      const split = await rangeCandidates(db, snapshot, rangeJobs);
+      if (postJobs <= 1 && split.length === 0) {
+        await pipe(fifo, ['--create', ...snap, dbArg], restoreArgs);
         return [];
       }
       // Indexes and constraints (post-data) are built by parallel jobs, which pg_restore cannot run
-      // from a stream (nor leave entries out with -L): their definitions (a few kB) go to a file
+      // from a stream: their definitions (a few kB) go to a file
       // first, from the same snapshot.
       const postFile = `${location(db, 'regular')}.post-data`;
       await mkdir(options.dumpRoot, { recursive: true });
       await run(tools.pgDump.path, ['-Fc', '--no-sync', '--section=post-data', ...snap, '-f', postFile, ...connArgs(ctx.source), dbArg]);
       let copied: SplitCopyResult[] = [];
       if (split.length === 0) {
-        await pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...excludeArgs, ...snap, dbArg], restoreArgs);
+        await pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...snap, dbArg], restoreArgs);
       } else {
         // The big tables' rows go in parallel page ranges beside the stream of the other tables' data,
         // once the tables exist (pre-data) and before any index or constraint does (post-data).
         ctx.emit({ type: 'phase', db, phase: 'streaming', detail: split.map((t) => `${exactPattern(t)} in ranges`).join(', ') });
         await pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
-        const dataArgs = ['--section=data', ...excludeArgs, ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg];
+        const dataArgs = ['--section=data', ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg];
         await together(
           () => pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', dbArg]),
           async () => {
@@ -164,15 +161,8 @@ export function fileDataPath(ctx: Context): DataPath {
           },
         );
       }
-      const postArgs = ['-j', String(postJobs), ...connArgs(ctx.target), dbArg];
-      if (skipConstraints && skipConstraints.size > 0) {
-        const toc = await runTool(tools.pgRestore.path, ['-l', postFile], { env: childEnv, signal, captureStdout: true });
-        await writeFile(`${postFile}.list`, filterTocList(toc.stdout, skipConstraints));
-        postArgs.push(`--use-list=${postFile}.list`);
-      }
-      await run(tools.pgRestore.path, [...postArgs, postFile]);
+      await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), dbArg, postFile]);
       await rm(postFile, { force: true });
-      await rm(`${postFile}.list`, { force: true });
       return copied;
     },
     async streamTableData(db, tables, { snapshot }) {
