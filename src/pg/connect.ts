@@ -50,6 +50,12 @@ export async function withClient<T>(server: Server, database: string, fn: (c: pg
   }
 }
 
+/** Starts a read-only repeatable-read transaction that sees exactly the exported `snapshot`. */
+export async function importSnapshot(client: pg.ClientBase, snapshot: string): Promise<void> {
+  await client.query('begin isolation level repeatable read read only');
+  await client.query(`set transaction snapshot ${quoteLiteral(snapshot)}`);
+}
+
 export function createPool(server: Server, database: string, max: number): pg.Pool {
   const pool = new pg.Pool({ ...clientConfig(server, database), max, idleTimeoutMillis: 250 });
   pool.on('error', () => undefined); // idle client lost: the pool replaces it

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type PQueue from 'p-queue';
-import { createPool, qualify, withClient, type Server } from '../pg/connect.ts';
+import { createPool, importSnapshot, qualify, withClient, type Server } from '../pg/connect.ts';
 import type { TableCounts } from '../state/store.ts';
 import { AbortError } from '../errors.ts';
 
@@ -65,10 +65,7 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
     if (tables === undefined) {
       const c = await pool.connect();
       try {
-        if (req.snapshot) {
-          await c.query('begin isolation level repeatable read read only');
-          await c.query(`set transaction snapshot '${req.snapshot.replaceAll("'", "''")}'`);
-        }
+        if (req.snapshot) await importSnapshot(c, req.snapshot);
         tables = await listTables(c);
         if (req.snapshot) await c.query('commit');
       } finally {
@@ -96,9 +93,8 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
               const sql = `select count(*)::text as n from ${only}${qualify(t.schema, t.name)}`;
               let n: string;
               if (req.snapshot) {
-                await c.query('begin isolation level repeatable read read only');
                 try {
-                  await c.query(`set transaction snapshot '${req.snapshot.replaceAll("'", "''")}'`);
+                  await importSnapshot(c, req.snapshot);
                   n = (await c.query<{ n: string }>(sql)).rows[0]!.n;
                 } finally {
                   await c.query('rollback').catch(() => undefined);

@@ -1,10 +1,9 @@
 import { pipeline } from 'node:stream/promises';
 import PQueue from 'p-queue';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import type pg from 'pg';
 import type { Context } from './context.ts';
 import type { SplitCopyResult } from '../events.ts';
-import { connect, qualify, quoteIdent, quoteLiteral } from '../pg/connect.ts';
+import { connect, importSnapshot, qualify, quoteIdent } from '../pg/connect.ts';
 
 /**
  * The second data path of the design: a big table's rows copied straight from the source to the
@@ -88,11 +87,6 @@ const SOURCE_SETTINGS = [
  */
 const TARGET_SETTINGS = ["set session_replication_role = 'replica'", "set datestyle = 'ISO, MDY'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
 
-async function inSnapshot(client: pg.Client, snapshot: string): Promise<void> {
-  await client.query('begin isolation level repeatable read read only');
-  await client.query(`set transaction snapshot ${quoteLiteral(snapshot)}`);
-}
-
 /**
  * Tables of a source database to copy in ranges, read in the dump's snapshot: ordinary tables of at
  * least `minBytes`, not members of an extension (pg_dump decides about those). None when the source is
@@ -102,7 +96,7 @@ export async function splitCandidates(ctx: Context, db: string, snapshot: string
   if (ctx.sourceMajor < SPLIT_MIN_SOURCE_MAJOR) return [];
   const client = await connect(ctx.source, db);
   try {
-    await inSnapshot(client, snapshot);
+    await importSnapshot(client, snapshot);
     const enc = await client.query<{ enc: string }>('select pg_encoding_to_char(encoding) as enc from pg_database where datname = current_database()');
     if (enc.rows[0]?.enc !== 'UTF8') return [];
     const r = await client.query<{ schema: string; name: string; bytes: string; pages: string; columns: string[]; builtin: boolean }>(
@@ -142,9 +136,8 @@ export async function splitCandidates(ctx: Context, db: string, snapshot: string
 async function copyRange(ctx: Context, db: string, snapshot: string, table: SplitTable, range: PageRange, signal: AbortSignal): Promise<number> {
   const [src, dst] = await Promise.all([connect(ctx.source, db), connect(ctx.target, db)]);
   try {
-    for (const s of SOURCE_SETTINGS) await src.query(s);
-    for (const s of TARGET_SETTINGS) await dst.query(s);
-    await inSnapshot(src, snapshot);
+    await Promise.all([src.query(SOURCE_SETTINGS.join('; ')), dst.query(TARGET_SETTINGS.join('; '))]);
+    await importSnapshot(src, snapshot);
     const cols = table.columns.map(quoteIdent).join(', ');
     const rel = qualify(table.schema, table.name);
     const format = table.binary ? ' (format binary)' : '';

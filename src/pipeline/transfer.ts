@@ -55,6 +55,9 @@ function connArgs(server: Server): string[] {
 /** `"schema"."table"`: a pg_dump pattern that matches this one table and nothing else. */
 export const exactPattern = (t: { schema: string; name: string }): string => qualify(t.schema, t.name);
 
+/** Progress detail naming the tables copied in page ranges. */
+const inRanges = (tables: { schema: string; name: string }[]): string => tables.map((t) => `${exactPattern(t)} in ranges`).join(', ');
+
 export function fileDataPath(ctx: Context): DataPath {
   const { options, tools, childEnv, signal, parallelism } = ctx;
   const location = (db: string, part: 'regular' | 'delayed'): string =>
@@ -151,7 +154,7 @@ export function fileDataPath(ctx: Context): DataPath {
       } else {
         // The big tables' rows go in parallel page ranges beside the stream of the other tables' data,
         // once the tables exist (pre-data) and before any index or constraint does (post-data).
-        ctx.emit({ type: 'phase', db, phase: 'streaming', detail: split.map((t) => `${exactPattern(t)} in ranges`).join(', ') });
+        ctx.emit({ type: 'phase', db, phase: 'streaming', detail: inRanges(split) });
         await pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
         const dataArgs = ['--section=data', ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg];
         await together(
@@ -169,8 +172,9 @@ export function fileDataPath(ctx: Context): DataPath {
       const rangeJobs = Math.min(parallelism.dumpJobs, parallelism.restoreJobs);
       const wanted = new Set(tables.map(exactPattern));
       const split = (await rangeCandidates(db, snapshot, rangeJobs)).filter((t) => wanted.has(exactPattern(t)));
-      const rest = tables.filter((t) => !split.some((x) => x.schema === t.schema && x.name === t.name));
-      if (split.length > 0) ctx.emit({ type: 'phase', db, phase: 'delayed restoring', detail: split.map((t) => `${exactPattern(t)} in ranges`).join(', ') });
+      const inSplit = new Set(split.map(exactPattern));
+      const rest = tables.filter((t) => !inSplit.has(exactPattern(t)));
+      if (split.length > 0) ctx.emit({ type: 'phase', db, phase: 'delayed restoring', detail: inRanges(split) });
       let copied: SplitCopyResult[] = [];
       await together(
         async () => {
