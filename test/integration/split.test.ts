@@ -136,3 +136,39 @@ describe('tables copied in page ranges (15 → 18)', () => {
     assert.deepEqual(await migrateSessions(dst!), []);
   });
 });
+
+describe('deferred tables copied in page ranges', () => {
+  test('--delay-table-data: the deferred tables load in ranges after the regular phase, every value equal, foreign keys validated', async () => {
+    const reportFile = path.join(dirs!.stateDir, 'report-delayed.json');
+    const r = await runCli([
+      ...baseArgs(src!, dst!, dirs!),
+      '--redo-db',
+      DB,
+      '--delay-table-data',
+      `${DB}."s p".*`,
+      '--delay-table-data',
+      `${DB}.public.moods`,
+      '--data-path',
+      'stream',
+      '--split-table-size',
+      '16kB',
+      '--dump-jobs',
+      '2',
+      '--restore-jobs',
+      '2',
+      '--report',
+      reportFile,
+    ]);
+    assert.equal(r.exitCode, 0, describeRun(r));
+    assert.match(r.stdout, /\[ranges\] delayed restoring .*in ranges/, describeRun(r));
+    const db = (JSON.parse(await fs.readFile(reportFile, 'utf8')) as RunSummary).databases.find((d) => d.name === DB)!;
+    assert.equal(db.delayedTables, 2, JSON.stringify(db));
+    const split = Object.fromEntries((db.splitTables ?? []).map((t) => [t.table, t]));
+    assert.deepEqual([split[ODD]?.rows, split[ODD]?.binary], [20000, true], JSON.stringify(db));
+    assert.deepEqual([split['"public"."moods"']?.rows, split['"public"."moods"']?.binary], [5000, false], JSON.stringify(db));
+    await assertSameData(src!, dst!, DB);
+    const [fk] = await dst!.query<{ v: boolean }>(`select convalidated as v from pg_constraint where conname = 'moods_parent_fkey'`, undefined, DB);
+    assert.equal(fk!.v, true);
+    assert.deepEqual(await migrateSessions(dst!), []);
+  });
+});
