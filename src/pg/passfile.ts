@@ -60,3 +60,9 @@ export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.Pr
 export function dbnameConninfo(database: string): string {
   return `dbname='${database.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
 }
+
+/** Connection arguments of a client program (the password comes from the passfile, never the command line). */
+export function connArgs(server: { endpoint: Endpoint }): string[] {
+  const e = server.endpoint;
+  return ['-h', e.host, '-p', String(e.port), '-U', e.user, '-w'];
+}

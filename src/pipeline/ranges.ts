@@ -1,9 +1,12 @@
-import { pipeline } from 'node:stream/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
 import PQueue from 'p-queue';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Context } from './context.ts';
 import type { SplitCopyResult } from '../events.ts';
-import { connect, importSnapshot, qualify, quoteIdent } from '../pg/connect.ts';
+import { MigrateError } from '../errors.ts';
+import { connect, importSnapshot, qualify, quoteIdent, quoteLiteral, type Server } from '../pg/connect.ts';
+import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
+import { runPiped, type PipeSide } from '../proc/run.ts';
 
 /**
  * The second data path of the design: a big table's rows copied straight from the source to the
@@ -73,6 +76,7 @@ export function rangePredicate(r: PageRange): string {
 
 /** Settings of a session that reads COPY data: the text pg_dump would write, never cut short. */
 const SOURCE_SETTINGS = [
+  "set client_encoding = 'UTF8'",
   "set datestyle = 'ISO'",
   "set intervalstyle = 'postgres'",
   'set extra_float_digits = 3',
@@ -85,7 +89,7 @@ const SOURCE_SETTINGS = [
  * Settings of a session that loads COPY data, as pg_restore sets them; triggers (and the checks of
  * foreign keys created NOT VALID before a deferred load) do not fire, as with --disable-triggers.
  */
-const TARGET_SETTINGS = ["set session_replication_role = 'replica'", "set datestyle = 'ISO, MDY'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
+const TARGET_SETTINGS = ["set client_encoding = 'UTF8'", "set session_replication_role = 'replica'", "set datestyle = 'ISO, MDY'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
 
 /**
  * Tables of a source database to copy in ranges, read in the dump's snapshot: ordinary tables of at
@@ -132,34 +136,58 @@ export async function splitCandidates(ctx: Context, db: string, snapshot: string
   }
 }
 
-/** Copies one range of one table; returns the rows the target took. */
-async function copyRange(ctx: Context, db: string, snapshot: string, table: SplitTable, range: PageRange, signal: AbortSignal): Promise<number> {
-  const [src, dst] = await Promise.all([connect(ctx.source, db), connect(ctx.target, db)]);
-  try {
-    await Promise.all([src.query(SOURCE_SETTINGS.join('; ')), dst.query(TARGET_SETTINGS.join('; '))]);
-    await importSnapshot(src, snapshot);
-    const cols = table.columns.map(quoteIdent).join(', ');
-    const rel = qualify(table.schema, table.name);
-    const format = table.binary ? ' (format binary)' : '';
-    const out = src.query(copyTo(`copy (select ${cols} from only ${rel} where ${rangePredicate(range)}) to stdout${format}`));
-    const into = dst.query(copyFrom(`copy ${rel} (${cols}) from stdin${format}`));
-    await pipeline(out, into, { signal });
-    if (out.rowCount !== into.rowCount) {
-      throw new Error(`copying ${rel} pages ${range.from}..${range.to ?? 'end'}: the source sent ${out.rowCount} rows, the target took ${into.rowCount}`);
-    }
-    await src.query('commit');
-    return into.rowCount;
-  } finally {
-    // Ending a session in the middle of a COPY makes its server roll the COPY back.
-    await Promise.all([src.end().catch(() => undefined), dst.end().catch(() => undefined)]);
+/** The rows a psql `\copy` reported (its `COPY n` line), or undefined if it printed none. */
+export function copiedRows(psqlStdout: string): number | undefined {
+  const all = [...psqlStdout.matchAll(/^COPY (\d+)$/gm)];
+  const last = all.at(-1);
+  return last === undefined ? undefined : Number(last[1]);
+}
+
+/**
+ * Copies one range of one table; returns the rows copied. Two psql processes do the copy, one
+ * `\copy (SELECT …) TO` a FIFO on the source, one `\copy … FROM` it on the target, so the rows
+ * never pass through this process (its memory stays the same whatever the tables' size). Both name
+ * the FIFO relative to their working directory (`dir`): no path is quoted into a command.
+ *
+ * The target commits its COPY when the FIFO ends, so a source that fails half-way leaves a partial
+ * range behind: the range then fails (psql's exit status, and the two sides' row counts must agree),
+ * which fails the database, and a later run re-creates it (or truncates the deferred tables first).
+ */
+async function copyRange(ctx: Context, db: string, snapshot: string, table: SplitTable, range: PageRange, dir: string, fifoName: string, signal: AbortSignal): Promise<number> {
+  const cols = table.columns.map(quoteIdent).join(', ');
+  const rel = qualify(table.schema, table.name);
+  const format = table.binary ? ' with (format binary)' : '';
+  const psql = (server: Server, commands: string[]): PipeSide => ({
+    file: ctx.tools.psql.path,
+    args: ['-X', '-v', 'ON_ERROR_STOP=1', ...connArgs(server), '-d', dbnameConninfo(db), ...commands.flatMap((c) => ['-c', c])],
+    cwd: dir,
+    captureStdout: true,
+  });
+  const [out, into] = await runPiped(
+    path.join(dir, fifoName),
+    psql(ctx.source, [
+      SOURCE_SETTINGS.join('; '),
+      'begin isolation level repeatable read read only',
+      `set transaction snapshot ${quoteLiteral(snapshot)}`,
+      `\\copy (select ${cols} from only ${rel} where ${rangePredicate(range)}) to '${fifoName}'${format}`,
+      'commit',
+    ]),
+    psql(ctx.target, [TARGET_SETTINGS.join('; '), `\\copy ${rel} (${cols}) from '${fifoName}'${format}`]),
+    { env: ctx.childEnv, signal },
+  );
+  const sent = copiedRows(out.stdout);
+  const took = copiedRows(into.stdout);
+  if (sent === undefined || sent !== took) {
+    throw new MigrateError(`copying ${rel} pages ${range.from}..${range.to ?? 'end'}: the source sent ${sent ?? 'no'} rows, the target took ${took ?? 'no'} rows`);
   }
+  return took;
 }
 
 /**
  * Copies the given tables, each in its ranges, `jobs` ranges at a time. The tables must exist on the
  * target and be empty, without indexes, constraints or triggers yet (the post-data section comes after).
  */
-export async function copyTablesInRanges(ctx: Context, db: string, snapshot: string, tables: SplitTable[], jobs: number): Promise<SplitCopyResult[]> {
+export async function copyTablesInRanges(ctx: Context, db: string, snapshot: string, tables: SplitTable[], jobs: number, dir: string): Promise<SplitCopyResult[]> {
   const queue = new PQueue({ concurrency: Math.max(1, jobs) });
   // One failing range stops the others (and Ctrl-C stops them all).
   const stop = new AbortController();
@@ -169,9 +197,9 @@ export async function copyTablesInRanges(ctx: Context, db: string, snapshot: str
   const tasks = tables.flatMap((t, i) => {
     const ranges = pageRanges(t.pages, rangeCount(t.bytes, jobs));
     results[i]!.ranges = ranges.length;
-    return ranges.map((r) => async () => {
+    return ranges.map((r, j) => async () => {
       try {
-        const rows = await copyRange(ctx, db, snapshot, t, r, signal);
+        const rows = await copyRange(ctx, db, snapshot, t, r, dir, `${i}-${j}.fifo`, signal);
         results[i]!.rows += rows;
         results[i]!.seconds = (performance.now() - t0) / 1000;
       } catch (err) {
@@ -182,7 +210,9 @@ export async function copyTablesInRanges(ctx: Context, db: string, snapshot: str
   });
   // Every task is awaited, so none is left running; the failure reported is the first one that was
   // not merely stopped because of another.
+  await mkdir(dir, { recursive: true });
   const settled = await Promise.allSettled(tasks.map((task) => queue.add(task, { signal })));
+  await rm(dir, { recursive: true, force: true });
   const failures = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
   if (failures.length > 0) throw failures.find((e) => e?.name !== 'AbortError') ?? failures[0];
   return results;

@@ -1,11 +1,10 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { execa } from 'execa';
 import path from 'node:path';
-import { runTool } from '../proc/run.ts';
-import { dbnameConninfo } from '../pg/passfile.ts';
+import { runPiped, runTool } from '../proc/run.ts';
+import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
 import { controlQuery, qualify, quoteIdent, type Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
-import { AbortError, MigrateError } from '../errors.ts';
+import { MigrateError } from '../errors.ts';
 import { jobsForDatabase } from '../options.ts';
 import { together, type Context } from './context.ts';
 import { copyTablesInRanges, splitCandidates } from './ranges.ts';
@@ -47,11 +46,6 @@ export interface DataPath {
   remove(db: string, part: 'regular' | 'delayed'): Promise<void>;
 }
 
-function connArgs(server: Server): string[] {
-  const e = server.endpoint;
-  return ['-h', e.host, '-p', String(e.port), '-U', e.user, '-w'];
-}
-
 /** `"schema"."table"`: a pg_dump pattern that matches this one table and nothing else. */
 export const exactPattern = (t: { schema: string; name: string }): string => qualify(t.schema, t.name);
 
@@ -69,36 +63,12 @@ export function fileDataPath(ctx: Context): DataPath {
       : jobsForDatabase(parallelism.restoreJobs, options.restoreJobs, ctx.sizes.get(db) ?? null);
   /** pg_dump -Fc into a FIFO that pg_restore reads; one failing side stops the other. */
   const pipe = async (fifo: string, dumpArgs: string[], restoreArgs: string[]): Promise<void> => {
-    await mkdir(options.dumpRoot, { recursive: true });
-    await rm(fifo, { force: true });
-    await execa('mkfifo', ['-m', '600', fifo]);
-    // A reader or a writer alone would wait forever: a failure on one side stops the other.
-    const both = new AbortController();
-    const onAbort = (): void => both.abort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    const side = async (tool: string, args: string[]): Promise<void> => {
-      try {
-        await runTool(tool, args, { env: childEnv, signal: both.signal });
-      } catch (err) {
-        both.abort();
-        throw err;
-      }
-    };
-    try {
-      const results = await Promise.allSettled([
-        side(tools.pgDump.path, ['-Fc', '-Z', '0', '--no-sync', '-f', fifo, ...connArgs(ctx.source), ...dumpArgs]),
-        side(tools.pgRestore.path, ['-Fc', ...connArgs(ctx.target), ...restoreArgs, fifo]),
-      ]);
-      if (signal.aborted) throw new AbortError();
-      // Report the side that failed on its own account (the other one was stopped for it).
-      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
-      const own = failed.find((e) => !(e instanceof AbortError));
-      if (own) throw own;
-      if (failed.length > 0) throw failed[0];
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-      await rm(fifo, { force: true });
-    }
+    await runPiped(
+      fifo,
+      { file: tools.pgDump.path, args: ['-Fc', '-Z', '0', '--no-sync', '-f', fifo, ...connArgs(ctx.source), ...dumpArgs] },
+      { file: tools.pgRestore.path, args: ['-Fc', ...connArgs(ctx.target), ...restoreArgs, fifo] },
+      { env: childEnv, signal },
+    );
   };
   /** Tables to copy in page ranges: none without a snapshot, with --split-table-size off, or with one job. */
   const rangeCandidates = async (db: string, snapshot: string | undefined, rangeJobs: number) =>
@@ -108,6 +78,7 @@ export function fileDataPath(ctx: Context): DataPath {
     async remove(db, part) {
       await rm(location(db, part), { recursive: true, force: true });
       await rm(`${location(db, part)}.post-data`, { force: true });
+      await rm(`${location(db, part)}.ranges`, { recursive: true, force: true });
     },
     async dumpDatabase(db, { snapshot, excludeData }) {
       const dir = location(db, 'regular');
@@ -160,7 +131,7 @@ export function fileDataPath(ctx: Context): DataPath {
         await together(
           () => pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', dbArg]),
           async () => {
-            copied = await copyTablesInRanges(ctx, db, snapshot!, split, rangeJobs);
+            copied = await copyTablesInRanges(ctx, db, snapshot!, split, rangeJobs, `${location(db, 'regular')}.ranges`);
           },
         );
       }
@@ -183,7 +154,7 @@ export function fileDataPath(ctx: Context): DataPath {
           await pipe(`${location(db, 'delayed')}.fifo`, dumpArgs, ['--data-only', '--disable-triggers', `--dbname=${dbnameConninfo(db)}`]);
         },
         async () => {
-          if (split.length > 0) copied = await copyTablesInRanges(ctx, db, snapshot!, split, rangeJobs);
+          if (split.length > 0) copied = await copyTablesInRanges(ctx, db, snapshot!, split, rangeJobs, `${location(db, 'delayed')}.ranges`);
         },
       );
       return copied;

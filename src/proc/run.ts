@@ -1,3 +1,5 @@
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { AbortError, MigrateError } from '../errors.ts';
 
@@ -8,6 +10,8 @@ export interface RunOptions {
   onStderrLine?: (line: string) => void;
   /** Keep stdout and return it (otherwise it is discarded). */
   captureStdout?: boolean;
+  /** Working directory of the program. */
+  cwd?: string;
 }
 
 export interface RunResult {
@@ -54,6 +58,7 @@ export async function runTool(file: string, args: string[], options: RunOptions)
   const child = execa(file, args, {
     env: options.env,
     extendEnv: false,
+    cwd: options.cwd,
     detached: true,
     stdin: 'ignore',
     stdout: options.captureStdout ? 'pipe' : 'ignore',
@@ -109,4 +114,49 @@ export class ToolError extends MigrateError {
 
 function shortName(file: string): string {
   return file.split('/').pop() ?? file;
+}
+
+export interface PipeSide {
+  file: string;
+  args: string[];
+  /** Working directory (a program that names the FIFO relative to it runs in the FIFO's directory). */
+  cwd?: string;
+  captureStdout?: boolean;
+}
+
+/**
+ * Runs a writer and a reader joined by a FIFO (`fifo`, created afresh, removed afterwards): the data
+ * goes from one program to the other through the kernel and never through this process. A reader or
+ * a writer alone would wait forever on the FIFO, so a failure on one side stops the other; the error
+ * reported is the one of the side that failed on its own account.
+ */
+export async function runPiped(fifo: string, writer: PipeSide, reader: PipeSide, options: { env: NodeJS.ProcessEnv; signal: AbortSignal }): Promise<[RunResult, RunResult]> {
+  const { signal } = options;
+  if (signal.aborted) throw new AbortError();
+  await mkdir(path.dirname(fifo), { recursive: true });
+  await rm(fifo, { force: true });
+  await execa('mkfifo', ['-m', '600', fifo]);
+  const both = new AbortController();
+  const onAbort = (): void => both.abort();
+  signal.addEventListener('abort', onAbort, { once: true });
+  const run = async (side: PipeSide): Promise<RunResult> => {
+    try {
+      return await runTool(side.file, side.args, { env: options.env, signal: both.signal, cwd: side.cwd, captureStdout: side.captureStdout });
+    } catch (err) {
+      both.abort();
+      throw err;
+    }
+  };
+  try {
+    const results = await Promise.allSettled([run(writer), run(reader)]);
+    if (signal.aborted) throw new AbortError();
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+    const own = failed.find((e) => !(e instanceof AbortError));
+    if (own) throw own;
+    if (failed.length > 0) throw failed[0];
+    return results.map((r) => (r as PromiseFulfilledResult<RunResult>).value) as [RunResult, RunResult];
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    await rm(fifo, { force: true });
+  }
 }

@@ -13,9 +13,11 @@ export interface Tools {
   pgDump: Tool;
   pgDumpall: Tool;
   pgRestore: Tool;
+  /** Runs the page-range copies (ranges.ts): `\copy` between a FIFO and a server, rows never pass through node. */
+  psql: Tool;
 }
 
-const NAMES = { pgDump: 'pg_dump', pgDumpall: 'pg_dumpall', pgRestore: 'pg_restore' } as const;
+const NAMES = { pgDump: 'pg_dump', pgDumpall: 'pg_dumpall', pgRestore: 'pg_restore', psql: 'psql' } as const;
 
 async function executable(p: string): Promise<boolean> {
   try {
@@ -57,7 +59,7 @@ export function parseToolVersion(output: string): { major: number; version: stri
   return { major: majorOf(first, Number(m[2] ?? 0)), version };
 }
 
-/** Finds pg_dump, pg_dumpall and pg_restore; returns the tools found and one problem per tool missing. */
+/** Finds pg_dump, pg_dumpall, pg_restore and psql; returns the tools found and one problem per tool missing. */
 export async function discoverTools(binDir: string | undefined, env: NodeJS.ProcessEnv): Promise<{ tools?: Tools; problems: string[] }> {
   const problems: string[] = [];
   const found: Partial<Record<keyof Tools, Tool>> = {};
@@ -86,10 +88,11 @@ export async function discoverTools(binDir: string | undefined, env: NodeJS.Proc
   }
   if (problems.length > 0) return { problems };
   const tools = found as Tools;
-  const majors = new Set([tools.pgDump.major, tools.pgDumpall.major, tools.pgRestore.major]);
+  const majors = new Set(Object.values(tools).map((t) => t.major));
   if (majors.size > 1) {
+    const list = Object.values(tools).map((t) => `${t.name} ${t.version}`);
     problems.push(
-      `pg_dump ${tools.pgDump.version}, pg_dumpall ${tools.pgDumpall.version} and pg_restore ${tools.pgRestore.version} come from different PostgreSQL versions; pass --pg-bin-dir with one installation's bin directory`,
+      `${list.slice(0, -1).join(', ')} and ${list.at(-1)} come from different PostgreSQL versions; pass --pg-bin-dir with one installation's bin directory`,
     );
   }
   return { tools, problems };

@@ -136,7 +136,7 @@ export interface ProcInfo {
   cmd: string;
 }
 
-/** Processes whose command line contains `needle` (from /proc, so no pgrep quoting issues). */
+/** Processes whose command line or working directory contains `needle` (from /proc, so no pgrep quoting issues). */
 export async function processesMatching(needle: string, namePattern?: RegExp): Promise<ProcInfo[]> {
   const out: ProcInfo[] = [];
   for (const ent of await fs.readdir('/proc')) {
@@ -149,15 +149,16 @@ export async function processesMatching(needle: string, namePattern?: RegExp): P
     } catch {
       continue;
     }
-    if (!cmd.includes(needle)) continue;
     if (namePattern && !namePattern.test(cmd)) continue;
+    const cwd = await fs.readlink(`/proc/${ent}/cwd`).catch(() => '');
+    if (!cmd.includes(needle) && !cwd.includes(needle)) continue;
     out.push({ pid, cmd });
   }
   return out;
 }
 
-/** pg_dump / pg_restore / pg_dumpall processes working under the given dump root. */
-export function clientPrograms(dirs: Dirs, which: RegExp = /\bpg_(dump|restore|dumpall)\b/): Promise<ProcInfo[]> {
+/** pg_dump / pg_restore / pg_dumpall / psql (range copies: run in a directory of the dump root) processes working under the given dump root. */
+export function clientPrograms(dirs: Dirs, which: RegExp = /\b(pg_(dump|restore|dumpall)|psql)\b/): Promise<ProcInfo[]> {
   return processesMatching(dirs.dumpRoot, which);
 }
 

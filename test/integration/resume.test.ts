@@ -164,7 +164,7 @@ describe('resume', () => {
             if (child.exitCode !== null) throw new Error(`pg-migrate exited early: ${describeRun(await done)}`);
             const rows = await dst.query<{ n: string }>(
               `select p.tuples_processed::text as n from pg_stat_progress_copy p join pg_stat_activity a on a.pid = p.pid
-                where a.application_name like 'pg-migrate/%' and a.query like 'copy "public"."t" (%) from stdin%' and p.tuples_processed > 0`,
+                where a.application_name like 'pg-migrate/%' and a.query ilike 'copy %"public"."t" (%) from stdin%' and p.tuples_processed > 0`,
             );
             return rows.length > 0 ? Number(rows[0]!.n) : undefined;
           },

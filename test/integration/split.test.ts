@@ -34,9 +34,9 @@ before(async () => {
      CREATE TABLE ${ODD} (
        id bigint PRIMARY KEY, gone int, ts timestamptz, d date, iv interval, f float8, r real, n numeric,
        b bytea, arr int[], j jsonb, t text, u uuid, ip inet,
-       g bigint GENERATED ALWAYS AS (id * 2) STORED);
+       g bigint GENERATED ALWAYS AS (id * 2) STORED, "it's ""q"", (x)" int);
      ALTER TABLE ${ODD} DROP COLUMN gone;
-     INSERT INTO ${ODD} (id, ts, d, iv, f, r, n, b, arr, j, t, u, ip)
+     INSERT INTO ${ODD} (id, ts, d, iv, f, r, n, b, arr, j, t, u, ip, "it's ""q"", (x)")
        SELECT g, timestamptz '2001-02-03 04:05:06.789+02' + g * interval '1 hour 7.25 seconds', date '1999-12-31' + g,
               make_interval(days => g, secs => g / 7.0),
               CASE WHEN g % 100 = 0 THEN 'NaN'::float8 WHEN g % 101 = 0 THEN '-Infinity' ELSE g / 3.0 END,
@@ -44,7 +44,7 @@ before(async () => {
               decode(md5(g::text), 'hex'), ARRAY[g, NULL, -g]::int[],
               jsonb_build_object('k', g, 's', E'x"\\\\' || g, 'nested', jsonb_build_array(g, 'ñ €')),
               CASE WHEN g % 10 = 0 THEN NULL ELSE E'tab\\there\\nnew line \\\\ back ñ € ' || g END,
-              md5(g::text)::uuid, ('10.0.' || (g % 256) || '.' || (g % 200))::inet
+              md5(g::text)::uuid, ('10.0.' || (g % 256) || '.' || (g % 200))::inet, g % 7
          FROM generate_series(1, 20000) g;
      CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
      CREATE TABLE moods (id int PRIMARY KEY, m mood, d date, iv interval, f float8, parent bigint REFERENCES ${ODD} (id));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { binaryCopy, pageRanges, RANGE_BYTES, rangeCount, rangePredicate } from '../../src/pipeline/ranges.ts';
+import { binaryCopy, copiedRows, pageRanges, RANGE_BYTES, rangeCount, rangePredicate } from '../../src/pipeline/ranges.ts';
 
 describe('pageRanges', () => {
   it('covers every page exactly once, in order, the last range open-ended', () => {
@@ -58,5 +58,16 @@ describe('binaryCopy', () => {
     assert.equal(binaryCopy(14, 18, true), true);
     assert.equal(binaryCopy(18, 15, true), false);
     assert.equal(binaryCopy(15, 15, false), false);
+  });
+});
+
+describe('copiedRows', () => {
+  it("reads the count of psql's COPY line among the other command tags", () => {
+    assert.equal(copiedRows('SET\nSET\nBEGIN\nSET\nCOPY 4000000\nCOMMIT\n'), 4000000);
+    assert.equal(copiedRows('SET\nCOPY 0\n'), 0);
+  });
+  it('is undefined when psql printed no COPY line (a copy that did not run)', () => {
+    assert.equal(copiedRows('SET\nBEGIN\nSET\n'), undefined);
+    assert.equal(copiedRows('ROLLBACK\nCOPY 12 extra\n'), undefined);
   });
 });
