@@ -172,6 +172,8 @@ describe('resume', () => {
           20,
         );
         console.log(`# range copy of big.t loading (${copied} rows)`);
+        // The copies are psql processes working in the dump root: the checks below that none is left must see them.
+        assert.ok((await clientPrograms(dirs, /\bpsql\b/)).length >= 2, 'the range copy runs as psql processes under the dump root');
         return { child, done };
       };
 

@@ -34,9 +34,9 @@ before(async () => {
      CREATE TABLE ${ODD} (
        id bigint PRIMARY KEY, gone int, ts timestamptz, d date, iv interval, f float8, r real, n numeric,
        b bytea, arr int[], j jsonb, t text, u uuid, ip inet,
-       g bigint GENERATED ALWAYS AS (id * 2) STORED, "it's ""q"", (x)" int);
+       g bigint GENERATED ALWAYS AS (id * 2) STORED, "it's ""q"",\n(x)" int);
      ALTER TABLE ${ODD} DROP COLUMN gone;
-     INSERT INTO ${ODD} (id, ts, d, iv, f, r, n, b, arr, j, t, u, ip, "it's ""q"", (x)")
+     INSERT INTO ${ODD} (id, ts, d, iv, f, r, n, b, arr, j, t, u, ip, "it's ""q"",\n(x)")
        SELECT g, timestamptz '2001-02-03 04:05:06.789+02' + g * interval '1 hour 7.25 seconds', date '1999-12-31' + g,
               make_interval(days => g, secs => g / 7.0),
               CASE WHEN g % 100 = 0 THEN 'NaN'::float8 WHEN g % 101 = 0 THEN '-Infinity' ELSE g / 3.0 END,
