@@ -65,7 +65,7 @@ function parseArgs(argv: string[]) {
     .option('fresh', { type: 'boolean', default: DEFAULTS.fresh, describe: 'discard the state of an earlier run and start over' })
     .option('redo-db', { type: 'string', array: true, describe: 'migrate databases matching this glob afresh: their state is discarded and their target copy recreated (repeatable)' })
     .option('remove-dumps', { type: 'boolean', default: DEFAULTS.removeDumps, describe: 'delete a database\'s dump once it verified' })
-    .option('pg-bin-dir', { type: 'string', describe: 'directory of pg_dump, pg_dumpall, pg_restore [default: PATH]' })
+    .option('pg-bin-dir', { type: 'string', describe: 'directory of pg_dump, pg_dumpall, pg_restore, psql [default: PATH]' })
     .option('data-path', { choices: DATA_PATHS, default: DEFAULTS.dataPath, describe: 'files: pg_dump -Fd -j to --dump-root, then pg_restore -j; stream: pg_dump piped into pg_restore, nothing on disk; auto: stream on a machine with up to 4 cores or for a database under 256 MB, files otherwise' })
     .option('split-table-size', { type: 'string', default: DEFAULTS.splitTableSize, describe: 'on the stream path, copy each table at least this big (on the source; B, kB, MB, GB, TB) in parallel page ranges straight from source to target under the dump\'s snapshot (source 14+, UTF8 databases); off: never' })
     .option('compression', { type: 'string', describe: 'pg_dump -Z value [default: zstd:5 with pg_dump 16+, else 1 (gzip)]' })

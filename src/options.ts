@@ -42,7 +42,7 @@ export interface MigrateOptions {
   fresh: boolean;
   /** Databases (globs) to migrate afresh: their state is discarded and the target copy recreated. */
   redoDb: string[];
-  /** Directory of pg_dump, pg_dumpall and pg_restore; PATH when undefined. */
+  /** Directory of pg_dump, pg_dumpall, pg_restore and psql; PATH when undefined. */
   pgBinDir: string | undefined;
   /** How data travels: dump files then restore (files), pg_dump piped into pg_restore (stream), or chosen per database (auto). */
   dataPath: DataPathKind;

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort, startCluster, type Cluster } from '../harness/cluster.ts';
@@ -14,6 +15,7 @@ import {
   makeDirs,
   markersDir,
   passwordEnv,
+  PG15_BIN,
   removeDirs,
   runCli,
   stopAll,
@@ -118,6 +120,14 @@ describe('preflight refuses, exit 3, nothing changed', () => {
       /max_connections 200/,
       /--dump-jobs/,
     ]);
+  });
+
+  test('a --pg-bin-dir without psql (the range copies run in it)', async () => {
+    const d = await dirs();
+    const bin = path.join(d.dumpRoot, 'bin-without-psql');
+    await fs.mkdir(bin, { recursive: true });
+    for (const tool of ['pg_dump', 'pg_dumpall', 'pg_restore']) await fs.symlink(path.join(PG15_BIN, tool), path.join(bin, tool));
+    await expectPreflightFailure(d, () => runCli(baseArgs(src!, dst!, d, { pgBinDir: bin })), [/psql is not in --pg-bin-dir/, /--pg-bin-dir/]);
   });
 });
 
