@@ -1,10 +1,9 @@
 import type pg from 'pg';
 import { quoteIdent, quoteLiteral } from '../pg/connect.ts';
-import { STREAM_MAX_CORES } from '../options.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
 
-/** What the target runs with during the migration, on any machine. */
-const BASE_TUNING: Record<string, string> = {
+/** What the target runs with during the migration. */
+export const TUNING: Record<string, string> = {
   fsync: 'off',
   synchronous_commit: 'off',
   full_page_writes: 'off',
@@ -12,19 +11,6 @@ const BASE_TUNING: Record<string, string> = {
   checkpoint_completion_target: '0.9',
   autovacuum: 'off',
 };
-
-/**
- * The tuning for a run from a machine with `cores` cores (the same measure the parallelism defaults
- * start from). On a small machine (at most STREAM_MAX_CORES cores) the tool's own parallel restore
- * jobs and databases in flight already keep every core busy, and the parallel workers of each CREATE
- * INDEX only add the cost of splitting and merging the sort: measured on 2 cores, 8 rounds of the
- * S=1 benchmark, the target used 3–4 CPU s less (of 27–30) and the run was faster in every round
- * (median 18.9 s instead of 21.4 s) with max_parallel_maintenance_workers = 0. Larger machines keep
- * the server's setting, where a big table's last index build may have idle cores to use.
- */
-export function tuningFor(cores: number): Record<string, string> {
-  return cores <= STREAM_MAX_CORES ? { ...BASE_TUNING, max_parallel_maintenance_workers: '0' } : { ...BASE_TUNING };
-}
 
 export const FSYNC_NOTICE =
   'The target ran with fsync=off. As the PostgreSQL documentation requires after turning fsync back on, ' +
@@ -70,10 +56,10 @@ export async function recoverTuning(client: pg.Client, store: StateStore, target
 }
 
 /** Saves what is there (durably, first), then applies the tuning. */
-export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity, tuning: Record<string, string>): Promise<void> {
-  const previous = await readAutoConf(client, Object.keys(tuning));
+export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity): Promise<void> {
+  const previous = await readAutoConf(client, Object.keys(TUNING));
   await store.writeDoc(store.docPath(BACKUP), { target, previous } satisfies TuningBackup);
-  await setAll(client, tuning);
+  await setAll(client, TUNING);
 }
 
 export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {
