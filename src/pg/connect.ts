@@ -50,10 +50,17 @@ export async function withClient<T>(server: Server, database: string, fn: (c: pg
   }
 }
 
+/**
+ * The statements that start a read-only repeatable-read transaction seeing exactly the exported
+ * `snapshot`, each sent on its own (SET TRANSACTION SNAPSHOT must come first in its transaction).
+ */
+export function snapshotImportStatements(snapshot: string): string[] {
+  return ['begin isolation level repeatable read read only', `set transaction snapshot ${quoteLiteral(snapshot)}`];
+}
+
 /** Starts a read-only repeatable-read transaction that sees exactly the exported `snapshot`. */
 export async function importSnapshot(client: pg.ClientBase, snapshot: string): Promise<void> {
-  await client.query('begin isolation level repeatable read read only');
-  await client.query(`set transaction snapshot ${quoteLiteral(snapshot)}`);
+  for (const sql of snapshotImportStatements(snapshot)) await client.query(sql);
 }
 
 export function createPool(server: Server, database: string, max: number): pg.Pool {

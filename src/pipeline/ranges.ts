@@ -4,7 +4,7 @@ import PQueue from 'p-queue';
 import type { Context } from './context.ts';
 import type { SplitCopyResult } from '../events.ts';
 import { MigrateError } from '../errors.ts';
-import { connect, importSnapshot, qualify, quoteIdent, quoteLiteral, type Server } from '../pg/connect.ts';
+import { connect, importSnapshot, qualify, quoteIdent, snapshotImportStatements, type Server } from '../pg/connect.ts';
 import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
 import { runPiped, type PipeSide } from '../proc/run.ts';
 
@@ -167,8 +167,7 @@ async function copyRange(ctx: Context, db: string, snapshot: string, table: Spli
     path.join(dir, fifoName),
     psql(ctx.source, [
       SOURCE_SETTINGS.join('; '),
-      'begin isolation level repeatable read read only',
-      `set transaction snapshot ${quoteLiteral(snapshot)}`,
+      ...snapshotImportStatements(snapshot),
       `\\copy (select ${cols} from only ${rel} where ${rangePredicate(range)}) to '${fifoName}'${format}`,
       'commit',
     ]),
