@@ -5,7 +5,7 @@ import { autoDataPath, type MigrateOptions } from '../options.ts';
 import { closeControlConnections, terminateRunSessions, withClient, type Server, describePgError } from '../pg/connect.ts';
 import { dbnameConninfo, prepareChildAuth } from '../pg/passfile.ts';
 import { runTool } from '../proc/run.ts';
-import { StateStore, isDirectory, type MarkerInfo, type PairIdentity } from '../state/store.ts';
+import { RUN_LOCK, StateStore, isDirectory, type MarkerInfo, type PairIdentity } from '../state/store.ts';
 import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import { together, type Context } from './context.ts';
@@ -180,7 +180,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     }
     await closeControlConnections();
     await auth.dispose();
-    if (ownsLock) await store.removeDoc(store.docPath(LOCK)).catch(() => undefined);
+    if (ownsLock) await store.removeDoc(store.docPath(RUN_LOCK)).catch(() => undefined);
   }
   summary.elapsedSeconds = seconds(started);
   if (summary.exitCode === ExitCode.ok) {
@@ -189,8 +189,6 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
   }
   return summary;
 }
-
-const LOCK = 'run.lock';
 
 interface RunLock {
   pid: number;
@@ -213,7 +211,7 @@ function processAlive(pid: number): boolean {
  * application_name) are terminated on both servers, which ends them, before anything is redone.
  */
 async function takeOverRun(store: StateStore, source: Server, target: Server, emit: EventSink): Promise<void> {
-  const file = store.docPath(LOCK);
+  const file = store.docPath(RUN_LOCK);
   const previous = await store.readDoc<RunLock>(file);
   if (previous && previous.pid !== process.pid && processAlive(previous.pid)) {
     throw new MigrateError(

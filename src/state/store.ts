@@ -27,6 +27,9 @@ export type TableCounts = Record<string, number>;
  * The durable state of one source/target pair: markers in `<stateDir>/pg_migrate_state`, counts in
  * `<stateDir>/pg_verify_state`. Every write is atomic; a marker exists only once its step succeeded.
  */
+/** The run lock (run.ts): one run per state directory; kept by wipe(). */
+export const RUN_LOCK = 'run.lock';
+
 export class StateStore {
   readonly markersDir: string;
   readonly countsDir: string;
@@ -50,7 +53,7 @@ export class StateStore {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
-      for (const name of names) if (name !== 'run.lock') await rm(path.join(dir, name), { recursive: true, force: true });
+      for (const name of names) if (name !== RUN_LOCK) await rm(path.join(dir, name), { recursive: true, force: true });
     }
   }
 
