@@ -20,6 +20,8 @@ let run: CliResult;
 let report: RunSummary;
 
 const DB = 'ranges';
+/** Stream path, every table of at least 16 kB in ranges, two at a time. */
+const IN_RANGES = ['--data-path', 'stream', '--split-table-size', '16kB', '--dump-jobs', '2', '--restore-jobs', '2'];
 const ODD = '"s p"."Odd ""t"", x"';
 
 before(async () => {
@@ -64,19 +66,7 @@ before(async () => {
     DB,
   );
   const reportFile = path.join(dirs.stateDir, 'report.json');
-  run = await runCli([
-    ...baseArgs(src, dst, dirs),
-    '--data-path',
-    'stream',
-    '--split-table-size',
-    '16kB',
-    '--dump-jobs',
-    '2',
-    '--restore-jobs',
-    '2',
-    '--report',
-    reportFile,
-  ]);
+  run = await runCli([...baseArgs(src, dst, dirs), ...IN_RANGES, '--report', reportFile]);
   report = JSON.parse(await fs.readFile(reportFile, 'utf8')) as RunSummary;
 });
 
@@ -148,14 +138,7 @@ describe('deferred tables copied in page ranges', () => {
       `${DB}."s p".*`,
       '--delay-table-data',
       `${DB}.public.moods`,
-      '--data-path',
-      'stream',
-      '--split-table-size',
-      '16kB',
-      '--dump-jobs',
-      '2',
-      '--restore-jobs',
-      '2',
+      ...IN_RANGES,
       '--report',
       reportFile,
     ]);
