@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import type { Context } from './context.ts';
@@ -209,7 +209,6 @@ export async function copyTablesInRanges(ctx: Context, db: string, snapshot: str
   });
   // Every task is awaited, so none is left running; the failure reported is the first one that was
   // not merely stopped because of another.
-  await mkdir(dir, { recursive: true });
   const settled = await Promise.allSettled(tasks.map((task) => queue.add(task, { signal })));
   await rm(dir, { recursive: true, force: true });
   const failures = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
