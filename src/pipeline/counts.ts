@@ -40,6 +40,8 @@ export interface CountRequest {
   snapshot?: string;
   /** Tables whose counts are wanted; undefined: all of listTables. */
   tables?: TableRef[];
+  /** Only the tables whose key this accepts are counted (the others are left out of the result). */
+  select?: (key: string) => boolean;
   /** Use reltuples instead of count(*) for tables not in `exact` whose estimate is known. */
   fast?: { exact: Set<string> };
   signal?: AbortSignal;
@@ -75,6 +77,7 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
     const counts: TableCounts = {};
     const estimated: string[] = [];
     const exactTables: TableRef[] = [];
+    if (req.select) tables = tables.filter((t) => req.select!(tableKey(t.schema, t.name)));
     for (const t of tables) {
       const key = tableKey(t.schema, t.name);
       if (req.fast && !req.fast.exact.has(key) && estimateUsable(t)) {
@@ -116,7 +119,7 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
   }
 }
 
-function sortKeys(c: TableCounts): TableCounts {
+export function sortKeys(c: TableCounts): TableCounts {
   return Object.fromEntries(Object.entries(c).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 

@@ -83,10 +83,25 @@ export async function addForeignKeysNotValid(c: pg.Client, fks: SavedForeignKey[
   return pending;
 }
 
-/** The source's counts for the delayed verify: every table, deferred ones exactly. */
+/**
+ * What the delayed verify counts: the deferred tables (always exactly) and the materialized views
+ * refreshed after their load. The other tables were verified when the database became usable, and
+ * from then on the target database is the applications' to change.
+ */
+const delayedSelection = (plan: DelayedPlan) => (key: string): boolean => plan.keys.has(key) || plan.matviewKeys.has(key);
+
+/** The source's counts for the delayed verify. */
 async function countDelayedSource(ctx: Context, db: string, plan: DelayedPlan, snapshot: string | undefined): Promise<void> {
   const variant = countsVariant(ctx.options.fastVerify, 'delayed');
-  const r = await countTables({ server: ctx.source, database: db, verifyQueue: ctx.verifyQueue, snapshot, fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined, signal: ctx.signal });
+  const r = await countTables({
+    server: ctx.source,
+    database: db,
+    verifyQueue: ctx.verifyQueue,
+    snapshot,
+    select: delayedSelection(plan),
+    fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined,
+    signal: ctx.signal,
+  });
   await ctx.store.writeDoc(ctx.store.dbDocPath(db, `src_estimated.${variant}.json`), r.estimated);
   await ctx.store.setCounts(db, 'src', variant, r.counts);
 }
@@ -250,7 +265,14 @@ export async function runDelayedTarget(
     let estimated: string[] = [];
     let aggregates: Set<string> | undefined;
     if (dst === undefined) {
-      const r = await countTables({ server: ctx.target, database: db, verifyQueue: ctx.verifyQueue, fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined, signal: ctx.signal });
+      const r = await countTables({
+        server: ctx.target,
+        database: db,
+        verifyQueue: ctx.verifyQueue,
+        select: delayedSelection(plan),
+        fast: ctx.options.fastVerify ? { exact: plan.keys } : undefined,
+        signal: ctx.signal,
+      });
       dst = r.counts;
       estimated = r.estimated;
       aggregates = r.aggregates;

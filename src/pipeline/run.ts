@@ -12,7 +12,7 @@ import { together, type Context } from './context.ts';
 import { preflight, type PreflightResult } from './preflight.ts';
 import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, TUNING } from './tune.ts';
 import { applyGlobals, filterGlobals, splitStatements } from './globals.ts';
-import { aggregateKeys, compareCounts, countTables } from './counts.ts';
+import { aggregateKeys, compareCounts, countTables, sortKeys } from './counts.ts';
 import { databaseExists, dropTargetDatabase, fileDataPath, type DataPath } from './transfer.ts';
 import type { SourceDatabase } from './discover.ts';
 import type { DelayedPlan } from './delayed-plan.ts';
@@ -310,9 +310,8 @@ async function migrateDatabases(
       const plan = delayed.get(db.name);
       if (plan) result.delayedTables = plan.tables.length;
       try {
-        // Deferred tables need a restore list (-L) in the regular phase, which a stream cannot give.
-        if (!plan && (await chooseDataPath(ctx, db, 'regular')) === 'stream') {
-          await sourceQueue.add(() => targetQueue.add(() => streamSteps(ctx, db.name, dataPath, result), { signal }), { signal });
+        if ((await chooseDataPath(ctx, db, 'regular')) === 'stream') {
+          await sourceQueue.add(() => targetQueue.add(() => streamSteps(ctx, db.name, plan, dataPath, result), { signal }), { signal });
           await targetQueue.add(() => verifyStep(ctx, db.name, plan, result), { signal });
         } else {
           await sourceQueue.add(() => sourceSteps(ctx, db.name, plan, dataPath, result), { signal });
@@ -367,16 +366,27 @@ async function chooseDataPath(ctx: Context, db: SourceDatabase, phase: 'regular'
   return chosen === 'auto' ? autoDataPath(ctx.cores, db.sizeBytes) : chosen;
 }
 
+/** The deferred tables' keys, sorted: what the `dumped` marker records of the regular phase. */
+const deferredKeys = (plan: DelayedPlan | undefined): string[] => [...(plan?.keys ?? [])].sort();
+
+/**
+ * The `dumped` marker, unless the regular phase it records left other tables empty than this run
+ * would fill (other --delay-table-data tables): then nothing of that phase can be kept.
+ */
+async function regularPhaseMarker(ctx: Context, db: string, plan: DelayedPlan | undefined): Promise<MarkerInfo | undefined> {
+  const dumped = await ctx.store.marker(db, 'dumped');
+  if (dumped && JSON.stringify(dumped.deferred ?? []) !== JSON.stringify(deferredKeys(plan))) {
+    ctx.emit({ type: 'warning', db, message: `the --delay-table-data tables of ${db} differ from those of the earlier run; migrating ${db} afresh` });
+    await ctx.store.forgetDatabase(db);
+    return undefined;
+  }
+  return dumped;
+}
+
 async function sourceSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
-  let dumped = await store.marker(db, 'dumped');
-  const deferred = [...(plan?.keys ?? [])].sort();
-  if (dumped && JSON.stringify(dumped.deferred ?? []) !== JSON.stringify(deferred)) {
-    // The regular phase left other tables empty than this run would fill: nothing of it can be kept.
-    emit({ type: 'warning', db, message: `the --delay-table-data tables of ${db} differ from those of the earlier run; migrating ${db} afresh` });
-    await store.forgetDatabase(db);
-    dumped = undefined;
-  }
+  let dumped = await regularPhaseMarker(ctx, db, plan);
+  const deferred = deferredKeys(plan);
   if (dumped && !(await store.marker(db, 'done')) && !(await isDirectory(dataPath.location(db, 'regular')))) {
     emit({ type: 'warning', db, message: `the dump of ${db} is gone from ${dataPath.location(db, 'regular')}; dumping it again` });
     dumped = undefined;
@@ -421,16 +431,13 @@ async function sourceCounts(
     database: db,
     verifyQueue: ctx.verifyQueue,
     snapshot,
+    // Deferred tables are empty after the regular phase (their counts belong to the delayed verify), and
+    // materialized views reading them are refreshed only after the load: neither is counted now.
+    select: plan ? (k) => !plan.keys.has(k) && !plan.matviewKeys.has(k) : undefined,
     fast: variant === 'fast' ? { exact: plan?.keys ?? new Set() } : undefined,
     signal: ctx.signal,
   });
-  // Deferred tables are empty after the regular phase (their counts belong to the delayed verify), and
-  // materialized views reading them are refreshed only after the load.
-  const expected = Object.fromEntries(
-    Object.entries(counts)
-      .filter(([k]) => !plan?.keys.has(k) && !plan?.matviewKeys.has(k))
-      .concat([...(plan?.keys ?? [])].map((k) => [k, 0])),
-  );
+  const expected = sortKeys({ ...counts, ...Object.fromEntries([...(plan?.keys ?? [])].map((k) => [k, 0])) });
   await ctx.store.setCounts(db, 'src', variant, expected);
   if (estimated.length) await ctx.store.writeDoc(ctx.store.dbDocPath(db, `src_estimated${variant ? `.${variant}` : ''}.json`), estimated);
   result.verifySeconds = (result.verifySeconds ?? 0) + seconds(t0);
@@ -464,35 +471,37 @@ async function restoreDone(ctx: Context, db: string): Promise<MarkerInfo | undef
 }
 
 /**
- * The stream path (--data-path stream) for a database without deferred tables: dump and restore run
- * at once through a FIFO, holding a source slot and a target slot; the source counts are taken in the
- * snapshot the dump used.
+ * The regular phase on the stream path: dump and restore run at once through a FIFO, holding a
+ * source slot and a target slot; the source counts are taken in the snapshot the dump used. Deferred
+ * tables get no data, and their foreign keys are left out of the restore and added NOT VALID after it.
  */
-async function streamSteps(ctx: Context, db: string, dataPath: DataPath, result: DbResult): Promise<void> {
+async function streamSteps(ctx: Context, db: string, plan: DelayedPlan | undefined, dataPath: DataPath, result: DbResult): Promise<void> {
   const { store, emit } = ctx;
   const variant = countsVariant(ctx.options.fastVerify, 'regular');
-  const done = await restoreDone(ctx, db);
+  const done = (await regularPhaseMarker(ctx, db, plan)) ? await restoreDone(ctx, db) : undefined;
   if (done) {
     result.restoreSeconds = done.seconds;
-    if ((await store.counts(db, 'src', variant)) === undefined) await sourceCounts(ctx, db, variant, undefined, undefined, result);
+    if ((await store.counts(db, 'src', variant)) === undefined) await sourceCounts(ctx, db, variant, plan, undefined, result);
     return;
   }
   await store.clearFrom(db, 'dumped');
   await clearCounts(store, db, 'src');
   await clearCounts(store, db, 'dst');
   await prepareTargetDatabase(ctx, db);
+  const fks = plan ? await deferredForeignKeys(ctx, db, plan) : [];
   await withExportedSnapshot(ctx.source, db, async (snapshot) => {
     emit({ type: 'phase', db, phase: 'streaming' });
     const t0 = performance.now();
     await together(
       async () => {
-        const split = await dataPath.streamDatabase(db, { snapshot });
+        const split = await dataPath.streamDatabase(db, { snapshot, excludeData: plan?.tables ?? [], skipConstraints: new Set(fks.map((f) => f.oid)) });
         if (split.length > 0) result.splitTables = split;
+        if (fks.length > 0) await withClient(ctx.target, db, (c) => addForeignKeysNotValid(c, fks));
         result.restoreSeconds = seconds(t0);
       },
-      () => sourceCounts(ctx, db, variant, undefined, snapshot, result, false),
+      () => sourceCounts(ctx, db, variant, plan, snapshot, result, false),
     );
-    await store.setMarker(db, 'dumped', { seconds: 0, deferred: [], streamed: true });
+    await store.setMarker(db, 'dumped', { seconds: 0, deferred: deferredKeys(plan), streamed: true });
     await store.setMarker(db, 'done', { seconds: result.restoreSeconds });
   });
 }

@@ -33,9 +33,10 @@ export interface DataPath {
    * parallel jobs on a stream, so for a database that gets more than one job the post-data section
    * (indexes, constraints) is dumped to a small file and restored with -j after the data. Tables of at
    * least --split-table-size are copied in parallel page ranges beside the stream (ranges.ts); what
-   * was copied so is returned.
+   * was copied so is returned. `excludeData` and `skipConstraints` as for dumpDatabase and
+   * restoreDatabase (the constraints are left out of the post-data file's restore list).
    */
-  streamDatabase(db: string, opts: { snapshot?: string }): Promise<SplitCopyResult[]>;
+  streamDatabase(db: string, opts: { snapshot?: string; excludeData?: { schema: string; name: string }[]; skipConstraints?: Set<string> }): Promise<SplitCopyResult[]>;
   /**
    * Data of the given tables, streamed the same way into the existing database (triggers disabled);
    * tables of at least --split-table-size in page ranges.
@@ -70,15 +71,26 @@ export function fileDataPath(ctx: Context): DataPath {
       { env: childEnv, signal },
     );
   };
+  /**
+   * `--use-list` arguments that restore an archive without the given constraints (none when there is
+   * nothing to leave out); the list is written beside the archive.
+   */
+  const restoreListSkipping = async (archive: string, skip: Set<string> | undefined): Promise<string[]> => {
+    if (!skip || skip.size === 0) return [];
+    const toc = await runTool(tools.pgRestore.path, ['-l', archive], { env: childEnv, signal, captureStdout: true });
+    const listFile = `${archive}.restore.list`;
+    await writeFile(listFile, filterTocList(toc.stdout, skip));
+    return [`--use-list=${listFile}`];
+  };
   /** Tables to copy in page ranges: none without a snapshot, with --split-table-size off, or with one job. */
   const rangeCandidates = async (db: string, snapshot: string | undefined, rangeJobs: number) =>
     snapshot !== undefined && options.splitTableBytes !== null && rangeJobs > 1 ? splitCandidates(ctx, db, snapshot, options.splitTableBytes) : [];
   return {
     location,
     async remove(db, part) {
-      await rm(location(db, part), { recursive: true, force: true });
-      await rm(`${location(db, part)}.post-data`, { force: true });
-      await rm(`${location(db, part)}.ranges`, { recursive: true, force: true });
+      for (const suffix of ['', '.restore.list', '.post-data', '.post-data.restore.list', '.ranges']) {
+        await rm(`${location(db, part)}${suffix}`, { recursive: true, force: true });
+      }
     },
     async dumpDatabase(db, { snapshot, excludeData }) {
       const dir = location(db, 'regular');
@@ -92,42 +104,39 @@ export function fileDataPath(ctx: Context): DataPath {
     async restoreDatabase(db, opts) {
       const dir = location(db, 'regular');
       const args = ['-j', String(jobs(db, 'restore')), '--disable-triggers', '--create', ...connArgs(ctx.target)];
-      if (opts?.skipConstraints && opts.skipConstraints.size > 0) {
-        const toc = await runTool(tools.pgRestore.path, ['-l', dir], { env: childEnv, signal, captureStdout: true });
-        const listFile = `${dir}.restore.list`;
-        await writeFile(listFile, filterTocList(toc.stdout, opts.skipConstraints));
-        args.push(`--use-list=${listFile}`);
-      }
+      args.push(...(await restoreListSkipping(dir, opts?.skipConstraints)));
       args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
       await run(tools.pgRestore.path, args);
     },
-    async streamDatabase(db, { snapshot }) {
+    async streamDatabase(db, { snapshot, excludeData = [], skipConstraints }) {
       const snap = snapshot ? [`--snapshot=${snapshot}`] : [];
+      const noData = excludeData.map((t) => `--exclude-table-data=${exactPattern(t)}`);
+      const deferred = new Set(excludeData.map(exactPattern));
       const dbArg = `--dbname=${dbnameConninfo(db)}`;
       const restoreArgs = ['--disable-triggers', '--create', `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`];
       const fifo = `${location(db, 'regular')}.fifo`;
       const postJobs = jobs(db, 'restore');
       const rangeJobs = Math.min(jobs(db, 'dump'), postJobs);
-      const split = await rangeCandidates(db, snapshot, rangeJobs);
-      if (postJobs <= 1 && split.length === 0) {
-        await pipe(fifo, ['--create', ...snap, dbArg], restoreArgs);
+      const split = (await rangeCandidates(db, snapshot, rangeJobs)).filter((t) => !deferred.has(exactPattern(t)));
+      if (postJobs <= 1 && split.length === 0 && (skipConstraints?.size ?? 0) === 0) {
+        await pipe(fifo, ['--create', ...noData, ...snap, dbArg], restoreArgs);
         return [];
       }
       // Indexes and constraints (post-data) are built by parallel jobs, which pg_restore cannot run
-      // from a stream: their definitions (a few kB) go to a file
-      // first, from the same snapshot.
+      // from a stream (nor leave entries out of it): their definitions (a few kB) go to a file first,
+      // from the same snapshot.
       const postFile = `${location(db, 'regular')}.post-data`;
       await mkdir(options.dumpRoot, { recursive: true });
       await run(tools.pgDump.path, ['-Fc', '--no-sync', '--section=post-data', ...snap, '-f', postFile, ...connArgs(ctx.source), dbArg]);
       let copied: SplitCopyResult[] = [];
       if (split.length === 0) {
-        await pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...snap, dbArg], restoreArgs);
+        await pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...noData, ...snap, dbArg], restoreArgs);
       } else {
         // The big tables' rows go in parallel page ranges beside the stream of the other tables' data,
         // once the tables exist (pre-data) and before any index or constraint does (post-data).
         ctx.emit({ type: 'phase', db, phase: 'streaming', detail: inRanges(split) });
         await pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
-        const dataArgs = ['--section=data', ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg];
+        const dataArgs = ['--section=data', ...noData, ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg];
         await together(
           () => pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', dbArg]),
           async () => {
@@ -135,8 +144,10 @@ export function fileDataPath(ctx: Context): DataPath {
           },
         );
       }
-      await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), dbArg, postFile]);
+      const list = await restoreListSkipping(postFile, skipConstraints);
+      await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), ...list, dbArg, postFile]);
       await rm(postFile, { force: true });
+      await rm(`${postFile}.restore.list`, { force: true });
       return copied;
     },
     async streamTableData(db, tables, { snapshot }) {
