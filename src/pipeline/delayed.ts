@@ -21,7 +21,19 @@ export interface SavedForeignKey {
   definition: string;
 }
 
-/** A secondary index of a deferred table, exactly as the source has it. */
+/**
+ * The PRIMARY KEY or UNIQUE constraint an index stands behind. Its index is rebuilt like any other and
+ * attached with `ADD CONSTRAINT … USING INDEX`, which takes no time of its own; that form exists for
+ * immediate PRIMARY KEY/UNIQUE constraints of ordinary tables only, so other constraints (EXCLUDE,
+ * deferrable ones, those of partitioned tables and partitions) stay during the load.
+ */
+export interface SavedConstraint {
+  name: string;
+  type: 'p' | 'u';
+  comment: string | null;
+}
+
+/** An index of a deferred table dropped for the load, exactly as the source has it. */
 export interface SavedIndex {
   schema: string;
   name: string;
@@ -36,6 +48,8 @@ export interface SavedIndex {
   replicaIdentity: boolean;
   clustered: boolean;
   comment: string | null;
+  /** The constraint it stands behind (absent in state written before constraints were dropped too). */
+  constraint?: SavedConstraint | null;
 }
 
 const SQLSTATE_FEATURE_NOT_SUPPORTED = '0A000';
@@ -62,8 +76,8 @@ export async function deferredForeignKeys(ctx: Context, db: string, plan: Delaye
   return fks;
 }
 
-async function constraintExists(c: pg.Client | pg.PoolClient, fk: SavedForeignKey): Promise<boolean> {
-  const r = await c.query('select 1 from pg_constraint where conrelid = to_regclass($1) and conname = $2', [qualify(fk.schema, fk.table), fk.name]);
+async function constraintExists(c: pg.Client | pg.PoolClient, k: { schema: string; table: string; name: string }): Promise<boolean> {
+  const r = await c.query('select 1 from pg_constraint where conrelid = to_regclass($1) and conname = $2', [qualify(k.schema, k.table), k.name]);
   return (r.rowCount ?? 0) > 0;
 }
 
@@ -132,28 +146,40 @@ export async function runDelayedDump(ctx: Context, db: string, plan: DelayedPlan
 async function readSourceIndexes(ctx: Context, db: string, plan: DelayedPlan): Promise<SavedIndex[]> {
   return withClient(ctx.source, db, async (c) => {
     await c.query("set search_path = ''");
-    const r = await c.query<Omit<SavedIndex, 'parent'> & { tablespace: string | null; parentSchema: string | null; parentName: string | null }>(
+    const r = await c.query<
+      Omit<SavedIndex, 'parent' | 'constraint'> & {
+        tablespace: string | null;
+        parentSchema: string | null;
+        parentName: string | null;
+        constraintName: string | null;
+        constraintType: 'p' | 'u' | null;
+        constraintComment: string | null;
+      }
+    >(
       `select n.nspname as schema, ic.relname as name, tn.nspname as "tableSchema", t.relname as "tableName",
               pg_get_indexdef(i.indexrelid) as definition, ts.spcname as tablespace,
               ic.relkind = 'I' as partitioned,
               pn.nspname as "parentSchema", pc.relname as "parentName",
               i.indisreplident as "replicaIdentity", i.indisclustered as clustered,
-              obj_description(i.indexrelid, 'pg_class') as comment
+              obj_description(i.indexrelid, 'pg_class') as comment,
+              k.conname as "constraintName", k.contype::text as "constraintType", obj_description(k.oid, 'pg_constraint') as "constraintComment"
          from pg_index i
          join pg_class ic on ic.oid = i.indexrelid join pg_namespace n on n.oid = ic.relnamespace
          join pg_class t on t.oid = i.indrelid join pg_namespace tn on tn.oid = t.relnamespace
          left join pg_tablespace ts on ts.oid = ic.reltablespace
          left join pg_inherits h on h.inhrelid = i.indexrelid
          left join pg_class pc on pc.oid = h.inhparent left join pg_namespace pn on pn.oid = pc.relnamespace
+         left join pg_constraint k on k.conindid = i.indexrelid and k.conrelid = i.indrelid and k.contype in ('p', 'u', 'x')
         where i.indrelid = any($1::oid[])
-          and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)
+          and (k.oid is null or (k.contype in ('p', 'u') and not k.condeferrable and t.relkind = 'r' and not t.relispartition))
         order by n.nspname, ic.relname`,
       [plan.tables.map((t) => t.oid)],
     );
-    return r.rows.map(({ tablespace, parentSchema, parentName, ...ix }) => ({
+    return r.rows.map(({ tablespace, parentSchema, parentName, constraintName, constraintType, constraintComment, ...ix }) => ({
       ...ix,
       definition: tablespace ? `${ix.definition} TABLESPACE ${quoteIdent(tablespace)}` : ix.definition,
       parent: parentSchema !== null && parentName !== null ? { schema: parentSchema, name: parentName } : null,
+      constraint: constraintName !== null && constraintType !== null ? { name: constraintName, type: constraintType, comment: constraintComment } : null,
     }));
   });
 }
@@ -175,7 +201,10 @@ export async function runDelayedTarget(
   const indexFile = store.dbDocPath(db, 'delayed_indexes.json');
   const fks = await deferredForeignKeys(ctx, db, plan);
 
-  // 8. Drop the secondary indexes, their exact definitions saved first.
+  // 8. Drop the indexes (and the PRIMARY KEY/UNIQUE constraints they stand behind), their exact
+  // definitions saved first: rows load faster into a table without indexes, which are then built
+  // sorted in one pass. The foreign keys from and to the tables go first (those to them depend on
+  // their unique indexes); all are added back, validated, after the load.
   if (!(await store.marker(db, 'delayed_indexes_dropped'))) {
     emit({ type: 'phase', db, phase: 'dropping indexes' });
     let saved = await store.readDoc<SavedIndex[]>(indexFile);
@@ -185,13 +214,15 @@ export async function runDelayedTarget(
     }
     const savedNames = new Set(saved.map((ix) => qualify(ix.schema, ix.name)));
     await withClient(ctx.target, db, async (c) => {
+      await dropForeignKeys(c, fks);
       for (const ix of saved) {
         // An index attached to a saved partitioned index goes with it.
         if (ix.parent && savedNames.has(qualify(ix.parent.schema, ix.parent.name))) continue;
         try {
-          await c.query(`drop index if exists ${qualify(ix.schema, ix.name)}`);
+          if (ix.constraint) await c.query(`alter table ${qualify(ix.tableSchema, ix.tableName)} drop constraint if exists ${quoteIdent(ix.constraint.name)}`);
+          else await c.query(`drop index if exists ${qualify(ix.schema, ix.name)}`);
         } catch (err) {
-          // On the target a foreign key may have chosen this unique index where the source's chose another.
+          // Something else depends on it (a view grouping by the primary key, say): it stays during the load.
           if ((err as { code?: string }).code !== SQLSTATE_DEPENDENT_OBJECTS) throw err;
           emit({ type: 'info', message: `${db}: kept index ${qualify(ix.schema, ix.name)} during the load: ${describePgError(err)}` });
         }
@@ -234,7 +265,8 @@ export async function runDelayedTarget(
     result.restoreSeconds = (result.restoreSeconds ?? 0) + Math.round((performance.now() - t0) / 10) / 100;
   }
 
-  // 10. Rebuild the indexes in parallel, then validate the foreign keys and refresh dependent materialized views.
+  // 10. Rebuild the indexes in parallel (and put their PRIMARY KEY/UNIQUE constraints back on them), then
+  // add the foreign keys back (or validate those that stayed) and refresh dependent materialized views.
   if (!(await store.marker(db, 'delayed_indexes_recreated'))) {
     emit({ type: 'phase', db, phase: 'recreating indexes', detail: `${indexes.length} indexes` });
     await recreateIndexes(ctx, db, indexes);
@@ -294,10 +326,15 @@ export async function runDelayedTarget(
   }
 }
 
+async function dropForeignKeys(c: pg.Client, fks: SavedForeignKey[]): Promise<void> {
+  for (const fk of fks) await c.query(`alter table ${qualify(fk.schema, fk.table)} drop constraint if exists ${quoteIdent(fk.name)}`);
+}
+
 /**
  * A load that did not finish is never appended to: deferred tables holding rows are emptied first.
- * TRUNCATE refuses tables that foreign keys point at, so those keys (ours, saved) are dropped for the
- * moment and put back NOT VALID. No user trigger fires (session_replication_role = replica).
+ * TRUNCATE refuses tables that foreign keys point at; those keys (ours, saved) were dropped with the
+ * indexes already (a state from before that still has them: dropped here too), and come back after
+ * the load. No user trigger fires (session_replication_role = replica).
  */
 async function emptyDeferredTables(ctx: Context, db: string, plan: DelayedPlan, fks: SavedForeignKey[]): Promise<void> {
   await withClient(ctx.target, db, async (c) => {
@@ -314,10 +351,9 @@ async function emptyDeferredTables(ctx: Context, db: string, plan: DelayedPlan, 
     ctx.emit({ type: 'info', message: `${db}: emptying the deferred tables left partly loaded by an interrupted run` });
     await c.query('begin');
     await c.query('set local session_replication_role = replica');
-    for (const fk of fks) await c.query(`alter table ${qualify(fk.schema, fk.table)} drop constraint if exists ${quoteIdent(fk.name)}`);
+    await dropForeignKeys(c, fks);
     await c.query(`truncate ${plan.tables.map((t) => qualify(t.schema, t.name)).join(', ')}`);
     await c.query('commit');
-    await addForeignKeysNotValid(c, fks);
   });
 }
 
@@ -331,8 +367,9 @@ function depthOf(ix: SavedIndex, byName: Map<string, SavedIndex>): number {
 /**
  * Recreates the saved indexes as pg_dump would: partitioned indexes ON ONLY first (no data to read),
  * then every other index, `--restore-jobs` at a time, then each partition's index attached to its
- * parent, deepest first, so every index keeps its own name. An index that exists and is valid is
- * kept (resume); one left invalid is rebuilt.
+ * parent, deepest first, so every index keeps its own name; then each PRIMARY KEY/UNIQUE constraint
+ * is put back on its rebuilt index (`USING INDEX`: no second build, the lock held only for the catalog
+ * change). An index that exists and is valid is kept (resume); one left invalid is rebuilt.
  */
 async function recreateIndexes(ctx: Context, db: string, indexes: SavedIndex[]): Promise<void> {
   const jobs = Math.max(1, ctx.parallelism.restoreJobs);
@@ -393,6 +430,13 @@ async function recreateIndexes(ctx: Context, db: string, indexes: SavedIndex[]):
       await withConn(ix, async (c, name) => {
         if ((await valid(c, name)) !== true) throw new MigrateError(`index ${name} is not valid after it was rebuilt`);
         const table = qualify(ix.tableSchema, ix.tableName);
+        const k = ix.constraint;
+        if (k) {
+          if (!(await constraintExists(c, { schema: ix.tableSchema, table: ix.tableName, name: k.name }))) {
+            await c.query(`alter table ${table} add constraint ${quoteIdent(k.name)} ${k.type === 'p' ? 'primary key' : 'unique'} using index ${quoteIdent(ix.name)}`);
+          }
+          if (k.comment !== null) await c.query(`comment on constraint ${quoteIdent(k.name)} on ${table} is ${quoteLiteral(k.comment)}`);
+        }
         if (ix.replicaIdentity) await c.query(`alter table ${table} replica identity using index ${quoteIdent(ix.name)}`);
         if (ix.clustered) await c.query(`alter table ${table} cluster on ${quoteIdent(ix.name)}`);
         if (ix.comment !== null) await c.query(`comment on index ${name} is ${quoteLiteral(ix.comment)}`);

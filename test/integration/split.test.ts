@@ -152,6 +152,13 @@ describe('deferred tables copied in page ranges', () => {
     await assertSameData(src!, dst!, DB);
     const [fk] = await dst!.query<{ v: boolean }>(`select convalidated as v from pg_constraint where conname = 'moods_parent_fkey'`, undefined, DB);
     assert.equal(fk!.v, true);
+    // The primary keys were dropped for the load and put back on their rebuilt indexes.
+    const keys = `select conrelid::regclass::text as t, conname, pg_get_constraintdef(oid) as def, conindid::regclass::text as ix
+                    from pg_constraint where contype in ('p', 'u') and connamespace <> 'pg_catalog'::regnamespace order by 1, 2`;
+    const srcKeys = await src!.query(keys, undefined, DB);
+    assert.ok(srcKeys.length >= 3, JSON.stringify(srcKeys));
+    assert.deepEqual(await dst!.query(keys, undefined, DB), srcKeys);
+    assert.match(r.stdout, /\[ranges\] recreating indexes/, describeRun(r));
     assert.deepEqual(await migrateSessions(dst!), []);
   });
 });
