@@ -34,7 +34,8 @@ export interface DataPath {
    * (indexes, constraints) is dumped to a small file and restored with -j after the data. Tables of at
    * least --split-table-size are copied in parallel page ranges beside the stream (ranges.ts); what
    * was copied so is returned. `excludeData` and `skipConstraints` as for dumpDatabase and
-   * restoreDatabase (the constraints are left out of the post-data file's restore list).
+   * restoreDatabase (the constraints are left out of the post-data file's restore list). The
+   * post-data file is restored in two passes (postDataPasses).
    */
   streamDatabase(db: string, opts: { snapshot?: string; excludeData?: { schema: string; name: string }[]; skipConstraints?: Set<string> }): Promise<SplitCopyResult[]>;
   /**
@@ -88,7 +89,7 @@ export function fileDataPath(ctx: Context): DataPath {
   return {
     location,
     async remove(db, part) {
-      for (const suffix of ['', '.restore.list', '.post-data', '.post-data.restore.list', '.ranges']) {
+      for (const suffix of ['', '.restore.list', '.post-data', '.post-data.keys.list', '.post-data.rest.list', '.ranges']) {
         await rm(`${location(db, part)}${suffix}`, { recursive: true, force: true });
       }
     },
@@ -144,10 +145,15 @@ export function fileDataPath(ctx: Context): DataPath {
           },
         );
       }
-      const list = await restoreListSkipping(postFile, skipConstraints);
-      await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), ...list, dbArg, postFile]);
-      await rm(postFile, { force: true });
-      await rm(`${postFile}.restore.list`, { force: true });
+      const toc = await runTool(tools.pgRestore.path, ['-l', postFile], { env: childEnv, signal, captureStdout: true });
+      const passes = postDataPasses(toc.stdout, skipConstraints ?? new Set());
+      for (const [suffix, list] of [['keys', passes.keys], ['rest', passes.rest]] as const) {
+        if (list === undefined) continue;
+        const listFile = `${postFile}.${suffix}.list`;
+        await writeFile(listFile, list);
+        await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), `--use-list=${listFile}`, dbArg, postFile]);
+      }
+      for (const suffix of ['', '.keys.list', '.rest.list']) await rm(`${postFile}${suffix}`, { force: true });
       return copied;
     },
     async streamTableData(db, tables, { snapshot }) {
@@ -201,16 +207,38 @@ export async function dropTargetDatabase(ctx: Context, db: string): Promise<void
   await controlQuery(ctx.target, `drop database if exists ${quoteIdent(db)}${ctx.targetMajor >= 13 ? ' with (force)' : ''}`);
 }
 
-/**
- * Comments out the TOC entries of the given pg_constraint rows (catalog oid 2606) in a `pg_restore -l`
- * listing. Lines are matched by the object's oid, never by its name.
- */
-export function filterTocList(listing: string, constraintOids: Set<string>): string {
+/** A `pg_restore -l` line of a pg_constraint row (catalog oid 2606): its oid and the entry's kind. */
+const TOC_CONSTRAINT = /^\d+; 2606 (\d+) (CONSTRAINT|FK CONSTRAINT|CHECK CONSTRAINT) /;
+
+/** A `pg_restore -l` listing with the lines for which `drop` is true commented out. */
+function commentOut(listing: string, drop: (line: string) => boolean): string {
   return listing
     .split('\n')
-    .map((line) => {
-      const m = /^\d+; 2606 (\d+) /.exec(line);
-      return m && constraintOids.has(m[1]!) ? `;${line}` : line;
-    })
+    .map((line) => (/^\d+;/.test(line) && drop(line) ? `;${line}` : line))
     .join('\n');
+}
+
+/**
+ * Comments out the TOC entries of the given pg_constraint rows in a `pg_restore -l` listing. Lines are
+ * matched by the object's oid, never by its name.
+ */
+export function filterTocList(listing: string, constraintOids: Set<string>): string {
+  return commentOut(listing, (line) => constraintOids.has(TOC_CONSTRAINT.exec(line)?.[1] ?? ''));
+}
+
+/**
+ * The post-data section as two restore lists, run one after the other: first the PRIMARY KEY, UNIQUE
+ * and EXCLUDE constraints (entries of kind CONSTRAINT), then everything else (indexes, foreign and
+ * check constraints, triggers, comments...), leaving out the constraints in `skip` as filterTocList
+ * does. pg_restore -j starts `ALTER TABLE … ADD PRIMARY KEY` (an ACCESS EXCLUSIVE lock) beside the
+ * CREATE INDEX of the same table and the job waits until that index is built; keys first, the indexes
+ * of one table then build side by side. `keys` is undefined when the section has no such constraint.
+ */
+export function postDataPasses(listing: string, skip: Set<string>): { keys: string | undefined; rest: string } {
+  const isKey = (line: string): boolean => TOC_CONSTRAINT.exec(line)?.[2] === 'CONSTRAINT';
+  const hasKeys = listing.split('\n').some(isKey);
+  return {
+    keys: hasKeys ? commentOut(listing, (line) => !isKey(line)) : undefined,
+    rest: commentOut(filterTocList(listing, skip), isKey),
+  };
 }
