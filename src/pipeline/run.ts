@@ -10,7 +10,7 @@ import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import { together, type Context } from './context.ts';
 import { preflight, type PreflightResult } from './preflight.ts';
-import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, TUNING } from './tune.ts';
+import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, targetTuning } from './tune.ts';
 import { applyGlobals, filterGlobals, splitStatements } from './globals.ts';
 import { aggregateKeys, compareCounts, countTables, sortKeys } from './counts.ts';
 import { databaseExists, dropTargetDatabase, fileDataPath, type DataPath } from './transfer.ts';
@@ -138,9 +138,11 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     };
 
     if (!options.disableDstOptimizations) {
-      emit({ type: 'stage', stage: 'tuning', status: 'start', message: Object.entries(TUNING).map(([k, v]) => `${k}=${v}`).join(' ') });
+      const builds = pre.parallelism.restoreJobs * pre.parallelism.restoreParallel;
+      const tuning = await withClient(target, options.to.database, (c) => targetTuning(c, builds));
+      emit({ type: 'stage', stage: 'tuning', status: 'start', message: Object.entries(tuning).map(([k, v]) => `${k}=${v}`).join(' ') });
       tuned = true; // the backup is written before the first ALTER SYSTEM: revert from here on
-      await withClient(target, options.to.database, (c) => applyTuning(c, store, pair.target));
+      await withClient(target, options.to.database, (c) => applyTuning(c, store, pair.target, tuning));
       summary.tuning.applied = true;
       emit({ type: 'stage', stage: 'tuning', status: 'done' });
     } else emit({ type: 'stage', stage: 'tuning', status: 'skipped' });

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { quoteIdent, quoteLiteral } from '../pg/connect.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
 
-/** What the target runs with during the migration. */
+/** What the target runs with during the migration (maintenance_work_mem: see maintenanceWorkMem). */
 export const TUNING: Record<string, string> = {
   fsync: 'off',
   synchronous_commit: 'off',
@@ -11,6 +11,25 @@ export const TUNING: Record<string, string> = {
   checkpoint_completion_target: '0.9',
   autovacuum: 'off',
 };
+
+const MB = 1024 ** 2;
+
+/**
+ * maintenance_work_mem for the load. Every index build (and foreign-key check) may use that much, and
+ * up to `builds` run at once on the target (restore jobs × databases in flight), so together they get
+ * at most the target's shared_buffers (which PostgreSQL's docs put at about a quarter of its RAM):
+ * shared_buffers ÷ builds, never below the server default of 64 MB nor above 2 GB.
+ */
+export function maintenanceWorkMem(sharedBuffersBytes: number, builds: number): string {
+  const each = Math.floor(sharedBuffersBytes / Math.max(1, builds) / MB);
+  return `${Math.max(64, Math.min(2048, each))}MB`;
+}
+
+/** The tuning for this target and this run's parallelism. */
+export async function targetTuning(client: pg.Client, builds: number): Promise<Record<string, string>> {
+  const r = await client.query<{ b: string }>("select pg_size_bytes(current_setting('shared_buffers'))::text as b");
+  return { ...TUNING, maintenance_work_mem: maintenanceWorkMem(Number(r.rows[0]!.b), builds) };
+}
 
 export const FSYNC_NOTICE =
   'The target ran with fsync=off. As the PostgreSQL documentation requires after turning fsync back on, ' +
@@ -55,11 +74,11 @@ export async function recoverTuning(client: pg.Client, store: StateStore, target
   return 'reverted';
 }
 
-/** Saves what is there (durably, first), then applies the tuning. */
-export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity): Promise<void> {
+/** Saves what is there (durably, first), then applies the tuning (the settings of TUNING). */
+export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity, values: Record<string, string>): Promise<void> {
   const previous = await readAutoConf(client, Object.keys(TUNING));
   await store.writeDoc(store.docPath(BACKUP), { target, previous } satisfies TuningBackup);
-  await setAll(client, TUNING);
+  await setAll(client, values);
 }
 
 export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {

@@ -226,6 +226,8 @@ describe('full migration with a database that refuses connections', () => {
   });
 
   test('the tuning is reverted exactly and nothing of the run is left', async () => {
+    // maintenance_work_mem during the run: the target's shared_buffers (64 MB) shared by the builds, at least 64 MB.
+    assert.match(first.stdout, /tuning: start — .*maintenance_work_mem=64MB/, first.stdout);
     assert.deepEqual(await autoConf(dst!), confBefore);
     const [s] = await dst!.query<{ fsync: string; mwm: string }>(`select current_setting('fsync') as fsync, current_setting('maintenance_work_mem') as mwm`);
     assert.deepEqual(s, { fsync: 'on', mwm: '77MB' });
