@@ -236,9 +236,10 @@ export function filterTocList(listing: string, constraintOids: Set<string>): str
  */
 export function postDataPasses(listing: string, skip: Set<string>): { keys: string | undefined; rest: string } {
   const isKey = (line: string): boolean => TOC_CONSTRAINT.exec(line)?.[2] === 'CONSTRAINT';
-  const hasKeys = listing.split('\n').some(isKey);
+  const wanted = filterTocList(listing, skip);
+  const hasKeys = wanted.split('\n').some(isKey);
   return {
-    keys: hasKeys ? commentOut(listing, (line) => !isKey(line)) : undefined,
-    rest: commentOut(filterTocList(listing, skip), isKey),
+    keys: hasKeys ? commentOut(wanted, (line) => !isKey(line)) : undefined,
+    rest: commentOut(wanted, isKey),
   };
 }

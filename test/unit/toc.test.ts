@@ -65,6 +65,13 @@ describe('postDataPasses', () => {
     assert.equal(kept(rest).length, 5);
   });
 
+  it('leaves a skipped key constraint out of the first pass, and has none when every key is skipped', () => {
+    const { keys, rest } = postDataPasses(LISTING, new Set(['16591']));
+    assert.deepEqual(kept(keys!).map((l) => l.split(' ').at(-2)), ['sessions_pkey', 'users_pkey']);
+    assert.ok(!kept(rest).some((l) => l.startsWith('3208;')), 'nor in the second');
+    assert.equal(postDataPasses(LISTING, new Set(['16591', '16601', '16589'])).keys, undefined);
+  });
+
   it('has no first pass when the section has no key constraint', () => {
     const listing = '3206; 1259 16599 INDEX public events_kind_idx postgres\n3213; 2606 16592 FK CONSTRAINT public events events_user_fk postgres\n';
     const { keys, rest } = postDataPasses(listing, new Set());
