@@ -51,6 +51,9 @@ export interface DataPath {
 /** `"schema"."table"`: a pg_dump pattern that matches this one table and nothing else. */
 export const exactPattern = (t: { schema: string; name: string }): string => qualify(t.schema, t.name);
 
+/** pg_dump arguments that leave the given tables' data out. */
+const excludeDataArgs = (tables: { schema: string; name: string }[]): string[] => tables.map((t) => `--exclude-table-data=${exactPattern(t)}`);
+
 /** Progress detail naming the tables copied in page ranges. */
 const inRanges = (tables: { schema: string; name: string }[]): string => tables.map((t) => `${exactPattern(t)} in ranges`).join(', ');
 
@@ -72,15 +75,17 @@ export function fileDataPath(ctx: Context): DataPath {
       { env: childEnv, signal },
     );
   };
+  /** An archive's table of contents (`pg_restore -l`), the input of a `--use-list` file. */
+  const tocListing = async (archive: string): Promise<string> =>
+    (await runTool(tools.pgRestore.path, ['-l', archive], { env: childEnv, signal, captureStdout: true })).stdout;
   /**
    * `--use-list` arguments that restore an archive without the given constraints (none when there is
    * nothing to leave out); the list is written beside the archive.
    */
   const restoreListSkipping = async (archive: string, skip: Set<string> | undefined): Promise<string[]> => {
     if (!skip || skip.size === 0) return [];
-    const toc = await runTool(tools.pgRestore.path, ['-l', archive], { env: childEnv, signal, captureStdout: true });
     const listFile = `${archive}.restore.list`;
-    await writeFile(listFile, filterTocList(toc.stdout, skip));
+    await writeFile(listFile, filterTocList(await tocListing(archive), skip));
     return [`--use-list=${listFile}`];
   };
   /** Tables to copy in page ranges: none without a snapshot, with --split-table-size off, or with one job. */
@@ -98,7 +103,7 @@ export function fileDataPath(ctx: Context): DataPath {
       await rm(dir, { recursive: true, force: true });
       const args = ['-Fd', '-j', String(jobs(db, 'dump')), '-Z', ctx.compression, '--create', '-f', dir, ...connArgs(ctx.source)];
       if (snapshot) args.push(`--snapshot=${snapshot}`);
-      for (const t of excludeData) args.push(`--exclude-table-data=${exactPattern(t)}`);
+      args.push(...excludeDataArgs(excludeData));
       args.push(`--dbname=${dbnameConninfo(db)}`);
       await run(tools.pgDump.path, args);
     },
@@ -111,7 +116,7 @@ export function fileDataPath(ctx: Context): DataPath {
     },
     async streamDatabase(db, { snapshot, excludeData = [], skipConstraints }) {
       const snap = snapshot ? [`--snapshot=${snapshot}`] : [];
-      const noData = excludeData.map((t) => `--exclude-table-data=${exactPattern(t)}`);
+      const noData = excludeDataArgs(excludeData);
       const deferred = new Set(excludeData.map(exactPattern));
       const dbArg = `--dbname=${dbnameConninfo(db)}`;
       const restoreArgs = ['--disable-triggers', '--create', `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`];
@@ -137,7 +142,7 @@ export function fileDataPath(ctx: Context): DataPath {
         // once the tables exist (pre-data) and before any index or constraint does (post-data).
         ctx.emit({ type: 'phase', db, phase: 'streaming', detail: inRanges(split) });
         await pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
-        const dataArgs = ['--section=data', ...noData, ...split.map((t) => `--exclude-table-data=${exactPattern(t)}`), ...snap, dbArg];
+        const dataArgs = ['--section=data', ...excludeDataArgs([...excludeData, ...split]), ...snap, dbArg];
         await together(
           () => pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', dbArg]),
           async () => {
@@ -145,8 +150,7 @@ export function fileDataPath(ctx: Context): DataPath {
           },
         );
       }
-      const toc = await runTool(tools.pgRestore.path, ['-l', postFile], { env: childEnv, signal, captureStdout: true });
-      const passes = postDataPasses(toc.stdout, skipConstraints ?? new Set());
+      const passes = postDataPasses(await tocListing(postFile), skipConstraints ?? new Set());
       for (const [suffix, list] of [['keys', passes.keys], ['rest', passes.rest]] as const) {
         if (list === undefined) continue;
         const listFile = `${postFile}.${suffix}.list`;

@@ -23,13 +23,13 @@ export interface MarkerInfo {
 
 export type TableCounts = Record<string, number>;
 
+/** The run lock (run.ts): one run per state directory; kept by wipe(). */
+export const RUN_LOCK = 'run.lock';
+
 /**
  * The durable state of one source/target pair: markers in `<stateDir>/pg_migrate_state`, counts in
  * `<stateDir>/pg_verify_state`. Every write is atomic; a marker exists only once its step succeeded.
  */
-/** The run lock (run.ts): one run per state directory; kept by wipe(). */
-export const RUN_LOCK = 'run.lock';
-
 export class StateStore {
   readonly markersDir: string;
   readonly countsDir: string;
