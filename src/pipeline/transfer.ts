@@ -2,7 +2,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runPiped, runTool } from '../proc/run.ts';
 import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
-import { controlQuery, qualify, quoteIdent, type Server } from '../pg/connect.ts';
+import { controlQuery, importSnapshot, qualify, quoteIdent, withClient, type Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
 import { MigrateError } from '../errors.ts';
 import { jobsForDatabase } from '../options.ts';
@@ -35,7 +35,7 @@ export interface DataPath {
    * least --split-table-size are copied in parallel page ranges beside the stream (ranges.ts); what
    * was copied so is returned. `excludeData` and `skipConstraints` as for dumpDatabase and
    * restoreDatabase (the constraints are left out of the post-data file's restore list). The
-   * post-data file is restored in two passes (postDataPasses).
+   * post-data file is restored in up to three passes (postDataPasses).
    */
   streamDatabase(db: string, opts: { snapshot?: string; excludeData?: { schema: string; name: string }[]; skipConstraints?: Set<string> }): Promise<SplitCopyResult[]>;
   /**
@@ -94,7 +94,7 @@ export function fileDataPath(ctx: Context): DataPath {
   return {
     location,
     async remove(db, part) {
-      for (const suffix of ['', '.restore.list', '.post-data', '.post-data.keys.list', '.post-data.rest.list', '.ranges']) {
+      for (const suffix of ['', '.restore.list', '.post-data', '.post-data.keys.list', '.post-data.fks.list', '.post-data.rest.list', '.ranges']) {
         await rm(`${location(db, part)}${suffix}`, { recursive: true, force: true });
       }
     },
@@ -150,14 +150,16 @@ export function fileDataPath(ctx: Context): DataPath {
           },
         );
       }
-      const passes = postDataPasses(await tocListing(postFile), skipConstraints ?? new Set());
-      for (const [suffix, list] of [['keys', passes.keys], ['rest', passes.rest]] as const) {
+      const listing = await tocListing(postFile);
+      const referenced = / FK CONSTRAINT /.test(listing) ? await referencedKeys(ctx.source, ctx.sourceMajor, db, snapshot) : new Map<string, string>();
+      const passes = postDataPasses(listing, skipConstraints ?? new Set(), referenced);
+      for (const [suffix, list] of [['keys', passes.keys], ['fks', passes.fks], ['rest', passes.rest]] as const) {
         if (list === undefined) continue;
         const listFile = `${postFile}.${suffix}.list`;
         await writeFile(listFile, list);
         await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), `--use-list=${listFile}`, dbArg, postFile]);
       }
-      for (const suffix of ['', '.keys.list', '.rest.list']) await rm(`${postFile}${suffix}`, { force: true });
+      for (const suffix of ['', '.keys.list', '.fks.list', '.rest.list']) await rm(`${postFile}${suffix}`, { force: true });
       return copied;
     },
     async streamTableData(db, tables, { snapshot }) {
@@ -231,19 +233,60 @@ export function filterTocList(listing: string, constraintOids: Set<string>): str
 }
 
 /**
- * The post-data section as two restore lists, run one after the other: first the PRIMARY KEY, UNIQUE
- * and EXCLUDE constraints (entries of kind CONSTRAINT), then everything else (indexes, foreign and
- * check constraints, triggers, comments...), leaving out the constraints in `skip` as filterTocList
- * does. pg_restore -j starts `ALTER TABLE … ADD PRIMARY KEY` (an ACCESS EXCLUSIVE lock) beside the
- * CREATE INDEX of the same table and the job waits until that index is built; keys first, the indexes
- * of one table then build side by side. `keys` is undefined when the section has no such constraint.
+ * The foreign keys between ordinary tables of a source database, each with the PRIMARY KEY or UNIQUE
+ * constraint whose index it references (pg_constraint oids), as the dump's snapshot sees them. A
+ * foreign key that references a unique index without a constraint, or a partitioned table, is not
+ * listed: what it needs is restored with the indexes. Nor are the foreign keys that the server clones
+ * for partitions (pg_dump does not dump them).
  */
-export function postDataPasses(listing: string, skip: Set<string>): { keys: string | undefined; rest: string } {
-  const isKey = (line: string): boolean => TOC_CONSTRAINT.exec(line)?.[2] === 'CONSTRAINT';
+export async function referencedKeys(source: Server, sourceMajor: number, db: string, snapshot: string | undefined): Promise<Map<string, string>> {
+  return withClient(source, db, async (client) => {
+    if (snapshot !== undefined) await importSnapshot(client, snapshot);
+    const r = await client.query<{ fk: string; key: string }>(
+      `select f.oid::text as fk, k.oid::text as key
+         from pg_constraint f
+         join pg_class fr on fr.oid = f.conrelid and fr.relkind = 'r'
+         join pg_class kr on kr.oid = f.confrelid and kr.relkind = 'r'
+         join pg_constraint k on k.conrelid = f.confrelid and k.conindid = f.conindid and k.contype in ('p', 'u')
+        where f.contype = 'f'${sourceMajor >= 11 ? ' and f.conparentid = 0' : ''}`,
+    );
+    if (snapshot !== undefined) await client.query('rollback');
+    return new Map(r.rows.map((row) => [row.fk, row.key]));
+  });
+}
+
+/**
+ * The post-data section as up to three restore lists, run one after the other (each with pg_restore
+ * -j), leaving out the constraints in `skip` as filterTocList does:
+ * 1. `keys`: the PRIMARY KEY, UNIQUE and EXCLUDE constraints (entries of kind CONSTRAINT). pg_restore
+ *    -j starts `ALTER TABLE … ADD PRIMARY KEY` (an ACCESS EXCLUSIVE lock) beside the CREATE INDEX of
+ *    the same table and the job waits until that index is built; keys first, the indexes of one
+ *    table then build side by side.
+ * 2. `fks`: the foreign keys whose referenced key (`referenced`: foreign key oid → key constraint oid)
+ *    was restored in the first pass. Checking a foreign key is one single-threaded scan of the
+ *    referencing table that needs only the referenced key; after the indexes (pg_dump's order) the
+ *    check of the biggest table ends the run on one core, after waiting for that table's index builds
+ *    (its lock conflicts with theirs). Here it runs beside the other databases' work instead.
+ * 3. `rest`: everything else (indexes, the other foreign keys, check constraints, triggers, comments...).
+ * `keys` and `fks` are undefined when they would be empty.
+ */
+export function postDataPasses(
+  listing: string,
+  skip: Set<string>,
+  referenced: Map<string, string> = new Map(),
+): { keys: string | undefined; fks: string | undefined; rest: string } {
+  const entry = (line: string) => TOC_CONSTRAINT.exec(line);
   const wanted = filterTocList(listing, skip);
-  const hasKeys = wanted.split('\n').some(isKey);
+  const lines = wanted.split('\n').filter((line) => /^\d+;/.test(line));
+  const isKey = (line: string): boolean => entry(line)?.[2] === 'CONSTRAINT';
+  const keyOids = new Set(lines.filter(isKey).map((line) => entry(line)![1]!));
+  const isEarlyFk = (line: string): boolean => {
+    const e = entry(line);
+    return e?.[2] === 'FK CONSTRAINT' && keyOids.has(referenced.get(e[1]!) ?? '');
+  };
   return {
-    keys: hasKeys ? commentOut(wanted, (line) => !isKey(line)) : undefined,
-    rest: commentOut(wanted, isKey),
+    keys: keyOids.size > 0 ? commentOut(wanted, (line) => !isKey(line)) : undefined,
+    fks: lines.some(isEarlyFk) ? commentOut(wanted, (line) => !isEarlyFk(line)) : undefined,
+    rest: commentOut(wanted, (line) => isKey(line) || isEarlyFk(line)),
   };
 }

@@ -72,6 +72,25 @@ describe('postDataPasses', () => {
     assert.equal(postDataPasses(LISTING, new Set(['16591', '16601', '16589'])).keys, undefined);
   });
 
+  it('restores the foreign keys whose referenced key is in the first pass right after it, the others with the indexes', () => {
+    // events_user_fk references users_pkey; a second foreign key references a unique index without a constraint.
+    const listing = `${LISTING}3217; 2606 16593 FK CONSTRAINT public sessions sessions_code_fk postgres\n`;
+    const referenced = new Map([['16592', '16589'], ['16593', '16700']]);
+    const { keys, fks, rest } = postDataPasses(listing, new Set(), referenced);
+    assert.ok(keys !== undefined && fks !== undefined);
+    assert.deepEqual(kept(keys).map((l) => l.split(' ').at(-2)), ['events_pkey', 'sessions_pkey', 'users_pkey']);
+    assert.deepEqual(kept(fks).map((l) => l.split(' ').at(-2)), ['events_user_fk']);
+    assert.deepEqual(kept(rest).map((l) => l.split(' ')[0]), ['3206;', '3209;', '3214;', '3215;', '3216;', '3217;']);
+    assert.deepEqual([...kept(keys), ...kept(fks), ...kept(rest)].sort(), kept(listing).sort(), 'every entry once');
+  });
+
+  it('keeps a foreign key with the indexes when its referenced key is skipped, and has no foreign-key pass then', () => {
+    const { keys, fks, rest } = postDataPasses(LISTING, new Set(['16589']), new Map([['16592', '16589']]));
+    assert.equal(fks, undefined);
+    assert.ok(!kept(keys!).some((l) => l.includes('users_pkey')));
+    assert.ok(kept(rest).some((l) => l.includes('events_user_fk')));
+  });
+
   it('has no first pass when the section has no key constraint', () => {
     const listing = '3206; 1259 16599 INDEX public events_kind_idx postgres\n3213; 2606 16592 FK CONSTRAINT public events events_user_fk postgres\n';
     const { keys, rest } = postDataPasses(listing, new Set());
