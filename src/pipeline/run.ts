@@ -139,10 +139,12 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
 
     if (!options.disableDstOptimizations) {
       const builds = pre.parallelism.restoreJobs * pre.parallelism.restoreParallel;
-      const tuning = await withClient(target, options.to.database, (c) => targetTuning(c, builds));
-      emit({ type: 'stage', stage: 'tuning', status: 'start', message: Object.entries(tuning).map(([k, v]) => `${k}=${v}`).join(' ') });
-      tuned = true; // the backup is written before the first ALTER SYSTEM: revert from here on
-      await withClient(target, options.to.database, (c) => applyTuning(c, store, pair.target, tuning));
+      await withClient(target, options.to.database, async (c) => {
+        const tuning = await targetTuning(c, builds);
+        emit({ type: 'stage', stage: 'tuning', status: 'start', message: Object.entries(tuning).map(([k, v]) => `${k}=${v}`).join(' ') });
+        tuned = true; // the backup is written before the first ALTER SYSTEM: revert from here on
+        await applyTuning(c, store, pair.target, tuning);
+      });
       summary.tuning.applied = true;
       emit({ type: 'stage', stage: 'tuning', status: 'done' });
     } else emit({ type: 'stage', stage: 'tuning', status: 'skipped' });

@@ -94,7 +94,7 @@ export function fileDataPath(ctx: Context): DataPath {
   return {
     location,
     async remove(db, part) {
-      for (const suffix of ['', '.restore.list', '.post-data', '.post-data.keys.list', '.post-data.fks.list', '.post-data.rest.list', '.ranges']) {
+      for (const suffix of ['', '.restore.list', '.post-data', ...POST_DATA_PASSES.map((p) => `.post-data.${p}.list`), '.ranges']) {
         await rm(`${location(db, part)}${suffix}`, { recursive: true, force: true });
       }
     },
@@ -153,13 +153,14 @@ export function fileDataPath(ctx: Context): DataPath {
       const listing = await tocListing(postFile);
       const referenced = / FK CONSTRAINT /.test(listing) ? await referencedKeys(ctx.source, ctx.sourceMajor, db, snapshot) : new Map<string, string>();
       const passes = postDataPasses(listing, skipConstraints ?? new Set(), referenced);
-      for (const [suffix, list] of [['keys', passes.keys], ['fks', passes.fks], ['rest', passes.rest]] as const) {
+      const listFile = (pass: PostDataPass): string => `${postFile}.${pass}.list`;
+      for (const pass of POST_DATA_PASSES) {
+        const list = passes[pass];
         if (list === undefined) continue;
-        const listFile = `${postFile}.${suffix}.list`;
-        await writeFile(listFile, list);
-        await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), `--use-list=${listFile}`, dbArg, postFile]);
+        await writeFile(listFile(pass), list);
+        await run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), `--use-list=${listFile(pass)}`, dbArg, postFile]);
       }
-      for (const suffix of ['', '.keys.list', '.fks.list', '.rest.list']) await rm(`${postFile}${suffix}`, { force: true });
+      for (const file of [postFile, ...POST_DATA_PASSES.map(listFile)]) await rm(file, { force: true });
       return copied;
     },
     async streamTableData(db, tables, { snapshot }) {
@@ -255,6 +256,10 @@ export async function referencedKeys(source: Server, sourceMajor: number, db: st
   });
 }
 
+/** The passes of postDataPasses, in the order they are restored. */
+const POST_DATA_PASSES = ['keys', 'fks', 'rest'] as const;
+type PostDataPass = (typeof POST_DATA_PASSES)[number];
+
 /**
  * The post-data section as up to three restore lists, run one after the other (each with pg_restore
  * -j), leaving out the constraints in `skip` as filterTocList does:
@@ -274,7 +279,7 @@ export function postDataPasses(
   listing: string,
   skip: Set<string>,
   referenced: Map<string, string> = new Map(),
-): { keys: string | undefined; fks: string | undefined; rest: string } {
+): Record<PostDataPass, string | undefined> & { rest: string } {
   const entry = (line: string) => TOC_CONSTRAINT.exec(line);
   const wanted = filterTocList(listing, skip);
   const lines = wanted.split('\n').filter((line) => /^\d+;/.test(line));

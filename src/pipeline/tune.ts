@@ -2,15 +2,17 @@ import type pg from 'pg';
 import { quoteIdent, quoteLiteral } from '../pg/connect.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
 
-/** What the target runs with during the migration (maintenance_work_mem: see maintenanceWorkMem). */
-export const TUNING: Record<string, string> = {
-  fsync: 'off',
-  synchronous_commit: 'off',
-  full_page_writes: 'off',
-  maintenance_work_mem: '2GB',
-  checkpoint_completion_target: '0.9',
-  autovacuum: 'off',
-};
+/** What the target runs with during the migration (`mwm`: see maintenanceWorkMem). */
+function tuningWith(mwm: string): Record<string, string> {
+  return {
+    fsync: 'off',
+    synchronous_commit: 'off',
+    full_page_writes: 'off',
+    maintenance_work_mem: mwm,
+    checkpoint_completion_target: '0.9',
+    autovacuum: 'off',
+  };
+}
 
 const MB = 1024 ** 2;
 
@@ -28,7 +30,7 @@ export function maintenanceWorkMem(sharedBuffersBytes: number, builds: number): 
 /** The tuning for this target and this run's parallelism. */
 export async function targetTuning(client: pg.Client, builds: number): Promise<Record<string, string>> {
   const r = await client.query<{ b: string }>("select pg_size_bytes(current_setting('shared_buffers'))::text as b");
-  return { ...TUNING, maintenance_work_mem: maintenanceWorkMem(Number(r.rows[0]!.b), builds) };
+  return tuningWith(maintenanceWorkMem(Number(r.rows[0]!.b), builds));
 }
 
 export const FSYNC_NOTICE =
@@ -74,9 +76,9 @@ export async function recoverTuning(client: pg.Client, store: StateStore, target
   return 'reverted';
 }
 
-/** Saves what is there (durably, first), then applies the tuning (the settings of TUNING). */
+/** Saves what is there (durably, first), then applies the tuning. */
 export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity, values: Record<string, string>): Promise<void> {
-  const previous = await readAutoConf(client, Object.keys(TUNING));
+  const previous = await readAutoConf(client, Object.keys(values));
   await store.writeDoc(store.docPath(BACKUP), { target, previous } satisfies TuningBackup);
   await setAll(client, values);
 }
