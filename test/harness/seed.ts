@@ -4,7 +4,12 @@
  * FKs, sequences, identity columns, views, grants, and a partitioned table.
  *
  * All data is deterministic (no random()), generated server-side with generate_series, and
- * works on PostgreSQL 12 and newer.
+ * works on PostgreSQL 12 and newer, and on 10 with one difference (see PG10_EVENTS):
+ * PostgreSQL 10 has no primary keys or indexes on a partitioned table and no DEFAULT
+ * partition (all three came in 11), so there analytics.events is a partitioned table without
+ * its own primary key and index, each partition carries them itself (same names as the ones
+ * 11+ derive), and events_default is the range partition FROM ('2024-04-01') TO (MAXVALUE),
+ * which holds exactly the rows the DEFAULT partition holds on 11+. Same tables, same rows.
  */
 import type { Cluster } from './cluster.ts';
 
@@ -39,6 +44,40 @@ export interface SeedOptions {
   /** Multiplies every row count (default 1: a few hundred to a few thousand rows per table). */
   scale?: number;
 }
+
+/** The rows of analytics.events (the same on every version). */
+function eventsInsert(nEvents: number): string {
+  return `
+    -- 120 days from 2024-01-01: January, February, March, and 29 days for the default partition.
+    INSERT INTO events (id, occurred_at, kind, payload)
+      SELECT g,
+             timestamptz '2024-01-01 00:00:00+00' + (g % 120) * interval '1 day' + (g % 86400) * interval '1 second',
+             (ARRAY['click', 'view', 'purchase'])[1 + g % 3],
+             CASE WHEN g % 7 = 0 THEN NULL ELSE jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 10)) END
+      FROM generate_series(1, ${nEvents}) g;`;
+}
+
+/**
+ * analytics.events on PostgreSQL 10 (no PK / index on a partitioned table, no DEFAULT partition):
+ * the keys and indexes live on the partitions, named as 11+ names the ones it derives, and
+ * events_default is a range partition from April on. All generated rows are >= 2024-01-01, so it
+ * holds what the DEFAULT partition holds on 11+.
+ */
+const PG10_EVENTS = `
+    CREATE TABLE events (
+      id bigint NOT NULL,
+      occurred_at timestamptz NOT NULL,
+      kind text NOT NULL,
+      payload jsonb
+    ) PARTITION BY RANGE (occurred_at);
+    CREATE TABLE events_2024_01 PARTITION OF events (PRIMARY KEY (id, occurred_at)) FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 00:00:00+00');
+    CREATE TABLE events_2024_02 PARTITION OF events (PRIMARY KEY (id, occurred_at)) FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00');
+    CREATE TABLE events_2024_03 PARTITION OF events (PRIMARY KEY (id, occurred_at)) FOR VALUES FROM ('2024-03-01 00:00:00+00') TO ('2024-04-01 00:00:00+00');
+    CREATE TABLE events_default PARTITION OF events (PRIMARY KEY (id, occurred_at)) FOR VALUES FROM ('2024-04-01 00:00:00+00') TO (MAXVALUE);
+    CREATE INDEX events_2024_01_kind_idx ON events_2024_01 (kind);
+    CREATE INDEX events_2024_02_kind_idx ON events_2024_02 (kind);
+    CREATE INDEX events_2024_03_kind_idx ON events_2024_03 (kind);
+    CREATE INDEX events_default_kind_idx ON events_default (kind);`;
 
 export async function seedSample(cluster: Cluster, opts: SeedOptions = {}): Promise<SeedResult> {
   const scale = opts.scale ?? 1;
@@ -112,8 +151,11 @@ export async function seedSample(cluster: Cluster, opts: SeedOptions = {}): Prom
   );
 
   // ---- analytics ---------------------------------------------------------------------------
-  await cluster.query(
-    `
+  if (cluster.major < 11) {
+    await cluster.query(`\n    SET ROLE app_owner;${PG10_EVENTS}${eventsInsert(nEvents)}\n    RESET ROLE;\n    ANALYZE;\n  `, undefined, 'analytics');
+  } else {
+    await cluster.query(
+      `
     SET ROLE app_owner;
     CREATE TABLE events (
       id bigint NOT NULL,
@@ -126,20 +168,14 @@ export async function seedSample(cluster: Cluster, opts: SeedOptions = {}): Prom
     CREATE TABLE events_2024_02 PARTITION OF events FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00');
     CREATE TABLE events_2024_03 PARTITION OF events FOR VALUES FROM ('2024-03-01 00:00:00+00') TO ('2024-04-01 00:00:00+00');
     CREATE TABLE events_default PARTITION OF events DEFAULT;
-    CREATE INDEX events_kind_idx ON events (kind);
-    -- 120 days from 2024-01-01: January, February, March, and 29 days for the default partition.
-    INSERT INTO events (id, occurred_at, kind, payload)
-      SELECT g,
-             timestamptz '2024-01-01 00:00:00+00' + (g % 120) * interval '1 day' + (g % 86400) * interval '1 second',
-             (ARRAY['click', 'view', 'purchase'])[1 + g % 3],
-             CASE WHEN g % 7 = 0 THEN NULL ELSE jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g % 10)) END
-      FROM generate_series(1, ${nEvents}) g;
+    CREATE INDEX events_kind_idx ON events (kind);${eventsInsert(nEvents)}
     RESET ROLE;
     ANALYZE;
   `,
-    undefined,
-    'analytics',
-  );
+      undefined,
+      'analytics',
+    );
+  }
 
   // ---- the database with the odd name --------------------------------------------------------
   await cluster.query(
@@ -195,7 +231,7 @@ export async function tableCounts(cluster: Cluster, database: string): Promise<M
       WHERE c.relkind IN ('r', 'p')
         AND n.nspname NOT IN ('pg_catalog', 'information_schema')
         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-      ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`);
+      ORDER BY n.nspname::text COLLATE "C", c.relname::text COLLATE "C"`); // ::text: PG 10 and 11 cannot collate type name
     const out = new Map<string, number>();
     for (const { name } of rows) {
       const r = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${name}`);
