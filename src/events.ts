@@ -1,4 +1,4 @@
-import type { Parallelism } from './options.ts';
+import type { Parallelism } from './plan.ts';
 
 export type Phase =
   | 'queued'
@@ -9,11 +9,11 @@ export type Phase =
   | 'restoring'
   | 'counting target'
   | 'verifying'
-  | 'delayed dumping'
+  | 'deferred dumping'
   | 'dropping indexes'
-  | 'delayed restoring'
-  | 'recreating indexes'
-  | 'delayed verifying'
+  | 'deferred loading'
+  | 'rebuilding indexes'
+  | 'deferred verifying'
   | 'verified'
   | 'failed';
 
@@ -42,9 +42,10 @@ export interface DbResult {
   verifySeconds?: number;
   /** Seconds from the start of the run until the regular phase verified (the database was usable). */
   regularSeconds?: number;
-  /** Seconds from the start of the run until the database was complete (delayed phase included). */
+  /** Seconds from the start of the run until the database was complete (deferred phase included). */
   totalSeconds?: number;
-  delayedTables?: number;
+  /** Tables whose data was loaded after the regular phase (--delay-table-data). */
+  deferredTables?: number;
   /** Tables whose rows were copied in parallel page ranges (--split-table-size). */
   splitTables?: SplitCopyResult[];
   rows?: number;
@@ -65,7 +66,7 @@ export interface RunSummary {
 }
 
 export type MigrateEvent =
-  | { type: 'plan'; databases: { name: string; sizeBytes: number | null; delayed: number }[]; notMigrated: { name: string; reason: string }[]; parallelism: Parallelism; compression: string; toolsVersion: string }
+  | { type: 'plan'; databases: { name: string; sizeBytes: number | null; deferred: number }[]; notMigrated: { name: string; reason: string }[]; parallelism: Parallelism; compression: string; toolsVersion: string }
   | { type: 'stage'; stage: 'preflight' | 'tuning' | 'globals' | 'reverting'; status: 'start' | 'done' | 'failed' | 'skipped'; message?: string }
   | { type: 'phase'; db: string; phase: Phase; detail?: string }
   | { type: 'warning'; db?: string; message: string }

@@ -6,6 +6,7 @@ import type { RunSummary } from './events.ts';
 export type { MigrateOptions, RawOptions, RunHooks, RunSummary };
 export type { MigrateEvent, DbResult, Phase } from './events.ts';
 export { ExitCode, MigrateError } from './errors.ts';
+export { ChildRegistry } from './proc/run.ts';
 export { resolveOptions };
 
 export function migrate(options: MigrateOptions, hooks: RunHooks = {}): Promise<RunSummary> {

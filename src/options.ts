@@ -14,7 +14,7 @@ export interface Endpoint {
   database: string;
 }
 
-/** Fully validated options of one run. Parallelism left undefined is derived in preflight (see `planParallelism`). */
+/** Fully validated options of one run. Parallelism left undefined is derived once, in the run plan (plan.ts). */
 export interface MigrateOptions {
   from: Endpoint;
   to: Endpoint;
@@ -22,7 +22,7 @@ export interface MigrateOptions {
   dumpJobs: number | undefined;
   /** pg_restore -j per database. @default auto: min(12, cores), fitted to max_connections */
   restoreJobs: number | undefined;
-  /** Databases in flight on each side unless the side is set. @default auto: min(6, cores), fitted */
+  /** Databases in flight on each side unless the side is set. @default auto: min(6, max(2, cores)), fitted */
   maxParallel: number | undefined;
   dumpParallel: number | undefined;
   restoreParallel: number | undefined;
@@ -61,11 +61,6 @@ export interface MigrateOptions {
 
 export type DataPathKind = 'auto' | 'files' | 'stream';
 export const DATA_PATHS: readonly DataPathKind[] = ['auto', 'files', 'stream'];
-
-/** Below this size a database gains nothing from parallel jobs: auto picks one job, and the stream path. */
-export const SMALL_DATABASE_BYTES = 256 * 1024 * 1024;
-/** Up to this many cores, overlapping dump and restore beats parallel jobs: auto picks the stream path. */
-export const STREAM_MAX_CORES = 4;
 
 const SIZE_UNITS: Record<string, number> = { B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 };
 
@@ -140,9 +135,6 @@ export const DEFAULTS = {
   dataPath: 'auto' as DataPathKind,
   splitTableSize: '256MB',
 } as const;
-
-/** The seed's fixed values; auto-derived values never exceed them. */
-export const CEILINGS = { dumpJobs: 24, restoreJobs: 12, maxParallel: 6 } as const;
 
 function checkInt(problems: string[], name: string, value: number | undefined, min: number, max: number): void {
   if (value === undefined) return;
@@ -248,79 +240,4 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     removeDumps: raw.removeDumps ?? DEFAULTS.removeDumps,
     report: raw.report === undefined ? undefined : path.resolve(raw.report),
   };
-}
-
-/** Parallelism actually used by a run. */
-export interface Parallelism {
-  dumpJobs: number;
-  restoreJobs: number;
-  dumpParallel: number;
-  restoreParallel: number;
-  verifyConcurrency: number;
-}
-
-export interface ServerLimits {
-  /** Connections this run may open on the server: max_connections less reserved slots and those in use. */
-  available: number;
-}
-
-/**
- * Connections one side of a run needs: parallel × (2 + jobs) + verify + 2 of the tool's own. Per
- * database in flight: a program with N jobs (pg_dump -j, pg_restore -j, or N range copies beside one
- * pg_dump | pg_restore stream) opens up to N + 1, and one more session holds the exported snapshot.
- */
-export function connectionsNeeded(parallel: number, jobs: number, verify: number): number {
-  return parallel * (2 + jobs) + verify + 2;
-}
-
-/**
- * Explicit values are kept as they are. Values left unset start from the machine's cores (never above
- * the seed's 24 dump jobs, 12 restore jobs, 6 databases in flight) and are then lowered, jobs first,
- * until each side fits the connections its server has free.
- */
-export function planParallelism(
-  o: Pick<MigrateOptions, 'dumpJobs' | 'restoreJobs' | 'maxParallel' | 'dumpParallel' | 'restoreParallel' | 'verifyConcurrency'>,
-  cores: number,
-  source: ServerLimits,
-  target: ServerLimits,
-): Parallelism {
-  const c = Math.max(1, cores);
-  const side = (
-    jobsSet: number | undefined,
-    parallelSet: number | undefined,
-    jobsCeiling: number,
-    limits: ServerLimits,
-  ): { jobs: number; parallel: number } => {
-    let jobs = jobsSet ?? Math.min(jobsCeiling, c);
-    let parallel = parallelSet ?? o.maxParallel ?? Math.min(CEILINGS.maxParallel, Math.max(2, c));
-    const verify = o.verifyConcurrency;
-    while (connectionsNeeded(parallel, jobs, verify) > limits.available) {
-      if (jobsSet === undefined && jobs > 1 && (jobs >= parallel || parallelSet !== undefined || o.maxParallel !== undefined)) jobs--;
-      else if (parallelSet === undefined && o.maxParallel === undefined && parallel > 1) parallel--;
-      else if (jobsSet === undefined && jobs > 1) jobs--;
-      else break;
-    }
-    return { jobs, parallel };
-  };
-  const d = side(o.dumpJobs, o.dumpParallel, CEILINGS.dumpJobs, source);
-  const r = side(o.restoreJobs, o.restoreParallel, CEILINGS.restoreJobs, target);
-  return { dumpJobs: d.jobs, dumpParallel: d.parallel, restoreJobs: r.jobs, restoreParallel: r.parallel, verifyConcurrency: o.verifyConcurrency };
-}
-
-/**
- * Jobs for one database: explicit values as they are; auto values scaled down for a small database
- * (one job per 256 MiB), since every job is a process and a connection that a small database cannot use.
- */
-export function jobsForDatabase(planned: number, explicit: number | undefined, sizeBytes: number | null): number {
-  if (explicit !== undefined || sizeBytes === null) return planned;
-  return Math.max(1, Math.min(planned, Math.ceil(sizeBytes / SMALL_DATABASE_BYTES)));
-}
-
-/**
- * The data path of one database under `--data-path auto`: stream (dump and restore at once, nothing on
- * disk) on a machine with few cores or for a small database, where parallel jobs gain little; files
- * (parallel jobs) otherwise.
- */
-export function autoDataPath(cores: number, sizeBytes: number | null): 'files' | 'stream' {
-  return cores <= STREAM_MAX_CORES || (sizeBytes ?? 0) < SMALL_DATABASE_BYTES ? 'stream' : 'files';
 }

@@ -2,10 +2,6 @@ import pg from 'pg';
 import type { Endpoint } from '../options.ts';
 import { MigrateError } from '../errors.ts';
 
-export const quoteIdent = pg.escapeIdentifier;
-export const quoteLiteral = pg.escapeLiteral;
-export const qualify = (schema: string, name: string): string => `${quoteIdent(schema)}.${quoteIdent(name)}`;
-
 export type Side = 'source' | 'target';
 
 /** A server as the pipeline talks to it. */
@@ -16,6 +12,9 @@ export interface Server {
   appName: string;
 }
 
+/** How long a connection attempt may take, for node-postgres and (PGCONNECT_TIMEOUT) the client programs. */
+export const CONNECT_TIMEOUT_SECONDS = 30;
+
 export function clientConfig(server: Server, database: string): pg.ClientConfig {
   return {
     host: server.endpoint.host,
@@ -24,7 +23,7 @@ export function clientConfig(server: Server, database: string): pg.ClientConfig 
     password: server.endpoint.password,
     database,
     application_name: server.appName,
-    connectionTimeoutMillis: 30_000,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_SECONDS * 1000,
     keepAlive: true,
   };
 }
@@ -50,19 +49,6 @@ export async function withClient<T>(server: Server, database: string, fn: (c: pg
   }
 }
 
-/**
- * The statements that start a read-only repeatable-read transaction seeing exactly the exported
- * `snapshot`, each sent on its own (SET TRANSACTION SNAPSHOT must come first in its transaction).
- */
-export function snapshotImportStatements(snapshot: string): string[] {
-  return ['begin isolation level repeatable read read only', `set transaction snapshot ${quoteLiteral(snapshot)}`];
-}
-
-/** Starts a read-only repeatable-read transaction that sees exactly the exported `snapshot`. */
-export async function importSnapshot(client: pg.ClientBase, snapshot: string): Promise<void> {
-  for (const sql of snapshotImportStatements(snapshot)) await client.query(sql);
-}
-
 export function createPool(server: Server, database: string, max: number): pg.Pool {
   const pool = new pg.Pool({ ...clientConfig(server, database), max, idleTimeoutMillis: 250 });
   pool.on('error', () => undefined); // idle client lost: the pool replaces it
@@ -75,8 +61,9 @@ const envName = (side: Side, what: string): string => `PG_MIGRATE_${side === 'so
 /** Turns a connection failure into one sentence that names the server and the fix. */
 export function describeConnectError(err: unknown, server: Server, database: string): MigrateError {
   const e = err as { code?: string; message?: string };
+  const message = e.message ?? String(err);
   const { host, port, user } = server.endpoint;
-  const where = `the ${server.side} server ${host}:${port}`;
+  const where = `the ${server.side} server ${host}:${String(port)}`;
   switch (e.code) {
     case 'ECONNREFUSED':
       return new MigrateError(`${where} refused the connection: is PostgreSQL running there, and are ${flag(server.side, 'host')}/${flag(server.side, 'port')} right?`);
@@ -92,40 +79,45 @@ export function describeConnectError(err: unknown, server: Server, database: str
         `${where} rejected the password of user "${user}": pass the right one with ${flag(server.side, 'pass')} or ${envName(server.side, 'pass')}, or put it in ~/.pgpass`,
       );
     case '28000':
-      return new MigrateError(`${where} does not let user "${user}" in (${e.message}): add a pg_hba.conf entry for this client, or use another ${flag(server.side, 'user')}`);
+      return new MigrateError(`${where} does not let user "${user}" in (${message}): add a pg_hba.conf entry for this client, or use another ${flag(server.side, 'user')}`);
     case '3D000':
-      return new MigrateError(`${where} has no database "${database}" (${e.message})${database === server.endpoint.database ? `: pass an existing one with ${flag(server.side, 'db')}` : ''}`);
+      return new MigrateError(`${where} has no database "${database}" (${message})${database === server.endpoint.database ? `: pass an existing one with ${flag(server.side, 'db')}` : ''}`);
     default:
-      if (/timeout/i.test(e.message ?? '')) return new MigrateError(`${where} did not answer within 30 s: check ${flag(server.side, 'host')}/${flag(server.side, 'port')}`);
-      if (/password/i.test(e.message ?? '') && /SASL|client password must be a string/i.test(e.message ?? '')) {
+      if (/timeout/i.test(message)) {
+        return new MigrateError(`${where} did not answer within ${String(CONNECT_TIMEOUT_SECONDS)} s: check ${flag(server.side, 'host')}/${flag(server.side, 'port')}`);
+      }
+      if (/password/i.test(message) && /SASL|client password must be a string/i.test(message)) {
         return new MigrateError(
           `${where} asks for a password for user "${user}" and none was given: pass ${flag(server.side, 'pass')}, set ${envName(server.side, 'pass')} or PGPASSWORD, or use ~/.pgpass`,
         );
       }
-      return new MigrateError(`cannot connect to ${where} as "${user}" (database "${database}"): ${e.message ?? String(err)}`);
+      return new MigrateError(`cannot connect to ${where} as "${user}" (database "${database}"): ${message}`);
   }
 }
 
 /** Decorates a server error with the parts PostgreSQL gives beside the message. */
 export function describePgError(err: unknown): string {
-  const e = err as { message?: string; detail?: string; hint?: string; code?: string };
+  const e = err as { message?: string; detail?: string; hint?: string };
   let text = e.message ?? String(err);
   if (e.detail) text += ` (detail: ${e.detail})`;
   if (e.hint) text += ` (hint: ${e.hint})`;
   return text;
 }
 
+/** The SQLSTATE of a server error, if it is one. */
+export const sqlState = (err: unknown): string | undefined => (err as { code?: unknown }).code as string | undefined;
+
 /**
- * Ends every session of this run on a server (queries and children's connections alike), except the
- * one asking. Used on cancellation, so that nothing keeps running on either server.
+ * Ends every session with the given application_name on a server (queries and children's connections
+ * alike), except the one asking. Used on cancellation and to end what a killed run left behind.
  */
-export async function terminateRunSessions(server: Server): Promise<number> {
+export async function terminateSessions(server: Server, appName: string = server.appName): Promise<number> {
   try {
     return await withClient(server, server.endpoint.database, async (c) => {
-      await c.query('select pg_cancel_backend(pid) from pg_stat_activity where application_name = $1 and pid <> pg_backend_pid()', [server.appName]);
+      await c.query('select pg_cancel_backend(pid) from pg_stat_activity where application_name = $1 and pid <> pg_backend_pid()', [appName]);
       const r = await c.query<{ n: string }>(
         'select count(pg_terminate_backend(pid))::text as n from pg_stat_activity where application_name = $1 and pid <> pg_backend_pid()',
-        [server.appName],
+        [appName],
       );
       return Number(r.rows[0]?.n ?? 0);
     });
@@ -134,30 +126,33 @@ export async function terminateRunSessions(server: Server): Promise<number> {
   }
 }
 
-const controls = new Map<Server, Promise<pg.Client>>();
-
 /**
- * A query on the server's maintenance database (--from-db / --to-db) through one connection kept for
- * the run: cheap checks per database cost no new session. pg.Client queues concurrent queries.
+ * Queries on a server's maintenance database (--from-db / --to-db) through one connection kept per
+ * server for the run: cheap checks per database cost no new session. pg.Client queues concurrent
+ * queries. One instance per run (the run context holds it).
  */
-export async function controlQuery<R extends pg.QueryResultRow>(server: Server, sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
-  let client = controls.get(server);
-  if (!client) {
-    client = connect(server, server.endpoint.database);
-    controls.set(server, client);
-    client.catch(() => controls.delete(server));
-  }
-  try {
-    return await (await client).query<R>(sql, params);
-  } catch (err) {
-    // A broken control connection is replaced on the next call.
-    if (!(err as { code?: string }).code) controls.delete(server);
-    throw err;
-  }
-}
+export class ControlConnections {
+  private readonly clients = new Map<Server, Promise<pg.Client>>();
 
-export async function closeControlConnections(): Promise<void> {
-  const all = [...controls.values()];
-  controls.clear();
-  await Promise.all(all.map((p) => p.then((c) => c.end()).catch(() => undefined)));
+  async query<R extends pg.QueryResultRow>(server: Server, sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+    let client = this.clients.get(server);
+    if (!client) {
+      client = connect(server, server.endpoint.database);
+      this.clients.set(server, client);
+      client.catch(() => this.clients.delete(server));
+    }
+    try {
+      return await (await client).query<R>(sql, params);
+    } catch (err) {
+      // A broken control connection is replaced on the next call.
+      if (sqlState(err) === undefined) this.clients.delete(server);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.clients.values()];
+    this.clients.clear();
+    await Promise.all(all.map((p) => p.then((c) => c.end()).catch(() => undefined)));
+  }
 }

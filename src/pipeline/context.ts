@@ -1,11 +1,13 @@
 import type PQueue from 'p-queue';
-import type { MigrateOptions, Parallelism } from '../options.ts';
-import type { Server } from '../pg/connect.ts';
-import type { StateStore } from '../state/store.ts';
+import type { MigrateOptions } from '../options.ts';
+import type { DatabasePlan, RunPlan } from '../plan.ts';
+import type { ControlConnections, Server } from '../pg/connect.ts';
+import type { DatabaseState, StateStore } from '../state/store.ts';
+import type { ChildRegistry } from '../proc/run.ts';
 import type { Tools } from '../proc/tools.ts';
-import type { EventSink } from '../events.ts';
+import type { DbResult, EventSink } from '../events.ts';
 
-/** Everything a stage needs, built once by the run. */
+/** Everything a stage needs, built once per run: no stage keeps state of its own between runs. */
 export interface Context {
   options: MigrateOptions;
   source: Server;
@@ -14,18 +16,31 @@ export interface Context {
   targetMajor: number;
   store: StateStore;
   tools: Tools;
-  compression: string;
-  parallelism: Parallelism;
+  plan: RunPlan;
   /** Environment for client programs (passfile, application_name). */
   childEnv: NodeJS.ProcessEnv;
+  /** The client programs this run started. */
+  children: ChildRegistry;
+  /** One connection per server to its maintenance database, for cheap checks. */
+  control: ControlConnections;
+  /** One cap on count queries over both servers. */
   verifyQueue: PQueue;
-  /** Source size of each database being migrated (bytes). */
-  sizes: Map<string, number | null>;
-  /** Cores of the machine the tool runs on. */
-  cores: number;
   signal: AbortSignal;
   emit: EventSink;
 }
+
+/** One database on its way through the pipeline: its plan, its state, and the result being built. */
+export interface DatabaseJob {
+  plan: DatabasePlan;
+  state: DatabaseState;
+  result: DbResult;
+}
+
+/** The name of a job's database. */
+export const dbName = (job: DatabaseJob): string => job.plan.name;
+
+/** Seconds since a performance.now() reading, rounded to hundredths. */
+export const secondsSince = (startMs: number): number => Math.round((performance.now() - startMs) / 10) / 100;
 
 /**
  * Runs two tasks at once and waits for both to end (neither is left running unobserved); the main

@@ -1,35 +1,10 @@
-import type pg from 'pg';
 import type PQueue from 'p-queue';
-import { createPool, importSnapshot, qualify, withClient, type Server } from '../pg/connect.ts';
+import { createPool, withClient, type Server } from '../pg/connect.ts';
+import { listTables, type TableRef } from '../pg/catalog.ts';
+import { inSnapshot } from '../pg/snapshot.ts';
+import { qualify, tableKey } from '../pg/sql.ts';
 import type { TableCounts } from '../state/store.ts';
 import { AbortError } from '../errors.ts';
-
-export interface TableRef {
-  schema: string;
-  name: string;
-  /** r: table, p: partitioned table, m: materialized view */
-  kind: 'r' | 'p' | 'm';
-  /** pg_class.reltuples (-1: never analyzed on PostgreSQL 14+). */
-  reltuples: number;
-  relpages: number;
-}
-
-/** The key of a table in a counts map: schema and name, each quoted as SQL would. */
-export const tableKey = (schema: string, name: string): string => qualify(schema, name);
-
-/** Every table, partitioned table and populated materialized view in every user schema. */
-export async function listTables(client: pg.Client | pg.PoolClient): Promise<TableRef[]> {
-  const r = await client.query<{ schema: string; name: string; kind: 'r' | 'p' | 'm'; reltuples: number; relpages: number }>(
-    `select n.nspname as schema, c.relname as name, c.relkind::text as kind, c.reltuples::float8 as reltuples, c.relpages as relpages
-       from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where c.relkind in ('r', 'p', 'm')
-        and (c.relkind <> 'm' or c.relispopulated)
-        and n.nspname not in ('pg_catalog', 'information_schema')
-        and n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-      order by n.nspname, c.relname`,
-  );
-  return r.rows.map((row) => ({ ...row, reltuples: Number(row.reltuples), relpages: Number(row.relpages) }));
-}
 
 export interface CountRequest {
   server: Server;
@@ -38,8 +13,6 @@ export interface CountRequest {
   verifyQueue: PQueue;
   /** Count inside this exported snapshot (the dump's), when given. */
   snapshot?: string;
-  /** Tables whose counts are wanted; undefined: all of listTables. */
-  tables?: TableRef[];
   /** Only the tables whose key this accepts are counted (the others are left out of the result). */
   select?: (key: string) => boolean;
   /** Use reltuples instead of count(*) for tables not in `exact` whose estimate is known. */
@@ -60,24 +33,22 @@ export function estimateUsable(t: TableRef): boolean {
   return t.kind !== 'p' && t.reltuples > 0;
 }
 
+/** Counts the tables of a database, `verifyQueue.concurrency` at a time at most. */
 export async function countTables(req: CountRequest): Promise<CountResult> {
   const pool = createPool(req.server, req.database, Math.max(1, req.verifyQueue.concurrency));
   try {
-    let tables = req.tables;
-    if (tables === undefined) {
-      const c = await pool.connect();
-      try {
-        if (req.snapshot) await importSnapshot(c, req.snapshot);
-        tables = await listTables(c);
-        if (req.snapshot) await c.query('commit');
-      } finally {
-        c.release();
-      }
+    const first = await pool.connect();
+    let tables: TableRef[];
+    try {
+      tables = await inSnapshot(first, req.snapshot, () => listTables(first));
+    } finally {
+      first.release();
     }
+    const select = req.select;
+    if (select) tables = tables.filter((t) => select(tableKey(t.schema, t.name)));
     const counts: TableCounts = {};
     const estimated: string[] = [];
     const exactTables: TableRef[] = [];
-    if (req.select) tables = tables.filter((t) => req.select!(tableKey(t.schema, t.name)));
     for (const t of tables) {
       const key = tableKey(t.schema, t.name);
       if (req.fast && !req.fast.exact.has(key) && estimateUsable(t)) {
@@ -94,15 +65,7 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
             try {
               const only = t.kind === 'p' ? '' : 'only ';
               const sql = `select count(*)::text as n from ${only}${qualify(t.schema, t.name)}`;
-              let n: string;
-              if (req.snapshot) {
-                try {
-                  await importSnapshot(c, req.snapshot);
-                  n = (await c.query<{ n: string }>(sql)).rows[0]!.n;
-                } finally {
-                  await c.query('rollback').catch(() => undefined);
-                }
-              } else n = (await c.query<{ n: string }>(sql)).rows[0]!.n;
+              const n = await inSnapshot(c, req.snapshot, async () => (await c.query<{ n: string }>(sql)).rows[0]?.n);
               counts[tableKey(t.schema, t.name)] = Number(n);
             } finally {
               c.release();
@@ -149,9 +112,9 @@ export function compareCounts(src: TableCounts, dst: TableCounts, estimated: Set
   for (const [key, n] of Object.entries(src)) {
     if (!notRows.has(key)) rows += n;
     const m = dst[key];
-    if (m === undefined) errors.push(`table ${key} is missing on the target (${n} rows on the source)`);
+    if (m === undefined) errors.push(`table ${key} is missing on the target (${String(n)} rows on the source)`);
     else if (m !== n) {
-      const text = `table ${key}: ${n} rows on the source, ${m} on the target`;
+      const text = `table ${key}: ${String(n)} rows on the source, ${String(m)} on the target`;
       if (estimated.has(key)) warnings.push(`${text} (estimates from pg_class.reltuples, not checked exactly)`);
       else errors.push(text);
     }

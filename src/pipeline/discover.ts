@@ -1,24 +1,12 @@
 import type pg from 'pg';
+import { listDatabases as listDatabaseRows, type DatabaseRow } from '../pg/catalog.ts';
 import { matchesAny } from '../patterns.ts';
 
-export interface SourceDatabase {
-  name: string;
-  /** null when the source user may not connect to it. */
-  sizeBytes: number | null;
-  allowConnections: boolean;
-}
+export type SourceDatabase = DatabaseRow;
 
 /** User databases of the source (no templates, not `postgres`), smallest first. */
 export async function listDatabases(client: pg.Client): Promise<SourceDatabase[]> {
-  const r = await client.query<{ datname: string; size: string | null; datallowconn: boolean }>(
-    `select datname, datallowconn,
-            case when datallowconn and has_database_privilege(oid, 'CONNECT') then pg_database_size(oid)::text end as size
-       from pg_database
-      where not datistemplate and datname <> 'postgres'`,
-  );
-  return r.rows
-    .map((row) => ({ name: row.datname, sizeBytes: row.size === null ? null : Number(row.size), allowConnections: row.datallowconn }))
-    .sort((a, b) => (a.sizeBytes ?? 0) - (b.sizeBytes ?? 0) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return (await listDatabaseRows(client)).sort((a, b) => (a.sizeBytes ?? 0) - (b.sizeBytes ?? 0) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 export interface Selection {

@@ -1,15 +1,15 @@
 import { access, constants, mkdir } from 'node:fs/promises';
-import os from 'node:os';
 import type pg from 'pg';
-import type { MigrateOptions, Parallelism } from '../options.ts';
-import { connectionsNeeded, planParallelism } from '../options.ts';
+import type { MigrateOptions } from '../options.ts';
+import { connectionsNeeded, planDatabase, planParallelism, type RunPlan } from '../plan.ts';
 import { connect, type Server } from '../pg/connect.ts';
 import { chooseCompression, discoverTools, majorOfVersionNum, type Tools } from '../proc/tools.ts';
 import { MigrateError, PreflightError } from '../errors.ts';
+import { Marker } from '../state/names.ts';
 import type { ServerIdentity, StateStore } from '../state/store.ts';
 import { globMatch } from '../patterns.ts';
-import { listDatabases, selectDatabases, type Selection } from './discover.ts';
-import { planDelayed, type DelayedPlan } from './delayed-plan.ts';
+import { listDatabases, selectDatabases } from './discover.ts';
+import { planDeferred } from './deferred-plan.ts';
 
 export interface ServerFacts {
   identity: ServerIdentity;
@@ -26,10 +26,9 @@ export interface PreflightResult {
   sourceFacts: ServerFacts;
   targetFacts: ServerFacts;
   tools: Tools;
-  compression: string;
-  parallelism: Parallelism;
-  selection: Selection;
-  delayed: Map<string, DelayedPlan>;
+  plan: RunPlan;
+  /** Databases of the selection that cannot be migrated, each with its reason. */
+  notMigrated: { name: string; reason: string }[];
   warnings: string[];
 }
 
@@ -71,7 +70,14 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
  * Everything that can be checked before anything changes. Every problem found is reported at once,
  * each with its fix; nothing on either server is changed here.
  */
-export async function preflight(options: MigrateOptions, source: Server, target: Server, store: StateStore | undefined, env: NodeJS.ProcessEnv): Promise<PreflightResult> {
+export async function preflight(
+  options: MigrateOptions,
+  source: Server,
+  target: Server,
+  store: StateStore | undefined,
+  env: NodeJS.ProcessEnv,
+  cores: number,
+): Promise<PreflightResult> {
   const problems: string[] = [];
   const warnings: string[] = [];
   const clients: pg.Client[] = [];
@@ -127,7 +133,7 @@ export async function preflight(options: MigrateOptions, source: Server, target:
     }
     const onTarget = new Set((await dst.query<{ datname: string }>('select datname from pg_database')).rows.map((r) => r.datname));
     for (const db of selection.migrate) {
-      if (onTarget.has(db.name) && (await store?.marker(db.name, 'restore_started')) === undefined) {
+      if (onTarget.has(db.name) && (await store?.database(db.name).marker(Marker.restoreStarted)) === undefined) {
         problems.push(
           `database ${JSON.stringify(db.name)} already exists on the target and was not created by this migration; drop it there (DROP DATABASE ${JSON.stringify(db.name)}) or leave it out with --exclude-db`,
         );
@@ -135,10 +141,10 @@ export async function preflight(options: MigrateOptions, source: Server, target:
     }
 
     // Deferred tables.
-    const delayed = await planDelayed(options.delayTableData, selection.migrate, source, problems);
+    const deferred = await planDeferred(options.delayTableData, selection.migrate, source, problems);
 
     // Connections.
-    const parallelism = planParallelism(options, os.availableParallelism(), sourceFacts, targetFacts);
+    const parallelism = planParallelism(options, cores, sourceFacts, targetFacts);
     const needSrc = connectionsNeeded(parallelism.dumpParallel, parallelism.dumpJobs, parallelism.verifyConcurrency);
     const needDst = connectionsNeeded(parallelism.restoreParallel, parallelism.restoreJobs, parallelism.verifyConcurrency);
     if (needSrc > sourceFacts.available) {
@@ -163,16 +169,13 @@ export async function preflight(options: MigrateOptions, source: Server, target:
     }
 
     if (problems.length > 0 || !tools) throw new PreflightError(problems);
-    return {
-      sourceFacts,
-      targetFacts,
-      tools,
-      compression: options.compression ?? chooseCompression(tools.pgDump.major),
+    const plan: RunPlan = {
+      cores,
       parallelism,
-      selection,
-      delayed,
-      warnings,
+      compression: options.compression ?? chooseCompression(tools.pgDump.major),
+      databases: selection.migrate.map((db) => planDatabase(db, options, parallelism, cores, deferred.get(db.name))),
     };
+    return { sourceFacts, targetFacts, tools, plan, notMigrated: selection.notMigrated, warnings };
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { quoteIdent, quoteLiteral } from '../pg/connect.ts';
+import { quoteIdent, quoteLiteral } from '../pg/sql.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
 
 /** What the target runs with during the migration (`mwm`: see maintenanceWorkMem). */
@@ -44,8 +44,6 @@ interface TuningBackup {
   previous: Record<string, string | null>;
 }
 
-const BACKUP = 'tuning.json';
-
 /** Values of the given settings as written in postgresql.auto.conf (the last line for a name wins). */
 export async function readAutoConf(client: pg.Client, names: string[]): Promise<Record<string, string | null>> {
   const r = await client.query<{ name: string; setting: string }>(
@@ -68,27 +66,27 @@ async function setAll(client: pg.Client, values: Record<string, string | null>):
 
 /** Puts back what a crashed or interrupted run left applied. Returns true when it reverted something. */
 export async function recoverTuning(client: pg.Client, store: StateStore, target: ServerIdentity): Promise<'none' | 'reverted' | 'other-server'> {
-  const backup = await store.readDoc<TuningBackup>(store.docPath(BACKUP));
+  const backup = await store.readDoc<TuningBackup>(store.tuningPath);
   if (backup === undefined) return 'none';
   if (backup.target.systemIdentifier !== target.systemIdentifier) return 'other-server';
   await setAll(client, backup.previous);
-  await store.removeDoc(store.docPath(BACKUP));
+  await store.removeDoc(store.tuningPath);
   return 'reverted';
 }
 
 /** Saves what is there (durably, first), then applies the tuning. */
 export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity, values: Record<string, string>): Promise<void> {
   const previous = await readAutoConf(client, Object.keys(values));
-  await store.writeDoc(store.docPath(BACKUP), { target, previous } satisfies TuningBackup);
+  await store.writeDoc(store.tuningPath, { target, previous } satisfies TuningBackup);
   await setAll(client, values);
 }
 
 export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {
-  const backup = await store.readDoc<TuningBackup>(store.docPath(BACKUP));
+  const backup = await store.readDoc<TuningBackup>(store.tuningPath);
   if (backup === undefined) return false;
   // No CHECKPOINT: with fsync off PostgreSQL did not track the files it wrote, so a checkpoint would
   // not make them durable; only an OS-level sync does (FSYNC_NOTICE).
   await setAll(client, backup.previous);
-  await store.removeDoc(store.docPath(BACKUP));
+  await store.removeDoc(store.tuningPath);
   return true;
 }

@@ -3,8 +3,36 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { AbortError, MigrateError } from '../errors.ts';
 
+/**
+ * The client programs one run has started (one instance per run, held by its context). Every child
+ * runs in its own process group, so cancelling reaches pg_dump/pg_restore -j workers too.
+ */
+export class ChildRegistry {
+  private readonly running = new Set<ResultPromise>();
+
+  add(child: ResultPromise): void {
+    this.running.add(child);
+  }
+
+  delete(child: ResultPromise): void {
+    this.running.delete(child);
+  }
+
+  /** Process groups of children still running. */
+  pids(): number[] {
+    return [...this.running].map((c) => c.pid).filter((p): p is number => typeof p === 'number');
+  }
+
+  /** Sends SIGKILL to every child's whole process group at once (used when the operator insists). */
+  killAllNow(): void {
+    for (const pid of this.pids()) killGroup(pid, 'SIGKILL');
+  }
+}
+
 export interface RunOptions {
   env: NodeJS.ProcessEnv;
+  /** Where the child is registered (so that a second Ctrl-C can kill it). */
+  children: ChildRegistry;
   signal?: AbortSignal;
   /** Called with each stderr line as it arrives. */
   onStderrLine?: (line: string) => void;
@@ -23,13 +51,6 @@ export interface RunResult {
   exitCode: number;
 }
 
-const running = new Set<ResultPromise>();
-
-/** Process groups of children still running: the CLI kills them on a second Ctrl-C. */
-export function runningChildPids(): number[] {
-  return [...running].map((c) => c.pid).filter((p): p is number => typeof p === 'number');
-}
-
 function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
@@ -38,17 +59,14 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** Sends SIGKILL to every child's whole process group at once (used when the operator insists). */
-export function killAllNow(): void {
-  for (const pid of runningChildPids()) killGroup(pid, 'SIGKILL');
-}
-
 const ERROR_LINE = /(^|\s)(error|ERROR|FATAL|PANIC):/;
+/** How long a cancelled child may take to exit after SIGTERM before its group gets SIGKILL. */
+const KILL_GRACE_MS = 5000;
 
 /**
  * Runs a PostgreSQL client program in its own process group. Cancelling (signal) sends SIGTERM to the
  * whole group (pg_dump/pg_restore -j workers included), SIGKILL after 5 s, and waits for the exit.
- * A non-zero exit becomes a MigrateError carrying the error lines and the tail of stderr.
+ * A non-zero exit becomes a ToolError carrying the error lines and the tail of stderr.
  */
 export async function runTool(file: string, args: string[], options: RunOptions): Promise<RunResult> {
   const { signal } = options;
@@ -70,16 +88,20 @@ export async function runTool(file: string, args: string[], options: RunOptions)
         if (stderrTail.length > 200) stderrTail.shift();
         if (ERROR_LINE.test(text) && errorLines.length < 1000) errorLines.push(text);
         options.onStderrLine?.(text);
+        yield* [];
       },
     ],
     reject: false,
   });
-  running.add(child);
+  options.children.add(child);
   let killTimer: NodeJS.Timeout | undefined;
   const onAbort = (): void => {
     if (child.pid === undefined) return;
-    killGroup(child.pid, 'SIGTERM');
-    killTimer = setTimeout(() => child.pid !== undefined && killGroup(child.pid, 'SIGKILL'), 5000);
+    const pid = child.pid;
+    killGroup(pid, 'SIGTERM');
+    killTimer = setTimeout(() => {
+      killGroup(pid, 'SIGKILL');
+    }, KILL_GRACE_MS);
     killTimer.unref();
   };
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -91,15 +113,15 @@ export async function runTool(file: string, args: string[], options: RunOptions)
     const out: RunResult = { stdout: typeof result.stdout === 'string' ? result.stdout : '', stderrTail, errorLines, exitCode };
     if (result.failed) {
       const shown = (errorLines.length > 0 ? errorLines : stderrTail).slice(0, 30);
-      const more = errorLines.length > 30 ? `\n    ... and ${errorLines.length - 30} more error lines` : '';
-      const why = result.signal ? `was killed by ${result.signal}` : exitCode === -1 ? `could not run (${result.shortMessage})` : `exited with status ${exitCode}`;
+      const more = errorLines.length > 30 ? `\n    ... and ${String(errorLines.length - 30)} more error lines` : '';
+      const why = result.signal ? `was killed by ${result.signal}` : exitCode === -1 ? `could not run (${result.shortMessage})` : `exited with status ${String(exitCode)}`;
       throw new ToolError(`${shortName(file)} ${why}${shown.length ? `:\n    ${shown.join('\n    ')}${more}` : ''}`, out);
     }
     return out;
   } finally {
     signal?.removeEventListener('abort', onAbort);
     if (killTimer) clearTimeout(killTimer);
-    running.delete(child);
+    options.children.delete(child);
   }
 }
 
@@ -130,31 +152,39 @@ export interface PipeSide {
  * a writer alone would wait forever on the FIFO, so a failure on one side stops the other; the error
  * reported is the one of the side that failed on its own account.
  */
-export async function runPiped(fifo: string, writer: PipeSide, reader: PipeSide, options: { env: NodeJS.ProcessEnv; signal: AbortSignal }): Promise<[RunResult, RunResult]> {
+export async function runPiped(
+  fifo: string,
+  writer: PipeSide,
+  reader: PipeSide,
+  options: { env: NodeJS.ProcessEnv; children: ChildRegistry; signal: AbortSignal },
+): Promise<[RunResult, RunResult]> {
   const { signal } = options;
   if (signal.aborted) throw new AbortError();
   await mkdir(path.dirname(fifo), { recursive: true });
   await rm(fifo, { force: true });
   await execa('mkfifo', ['-m', '600', fifo]);
   const both = new AbortController();
-  const onAbort = (): void => both.abort();
+  const onAbort = (): void => {
+    both.abort();
+  };
   signal.addEventListener('abort', onAbort, { once: true });
   const run = async (side: PipeSide): Promise<RunResult> => {
     try {
-      return await runTool(side.file, side.args, { env: options.env, signal: both.signal, cwd: side.cwd, captureStdout: side.captureStdout });
+      return await runTool(side.file, side.args, { env: options.env, children: options.children, signal: both.signal, cwd: side.cwd, captureStdout: side.captureStdout });
     } catch (err) {
       both.abort();
       throw err;
     }
   };
   try {
-    const results = await Promise.allSettled([run(writer), run(reader)]);
+    const [w, r] = await Promise.allSettled([run(writer), run(reader)]);
     if (signal.aborted) throw new AbortError();
-    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+    const failed = [w, r].filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
     const own = failed.find((e) => !(e instanceof AbortError));
     if (own) throw own;
-    if (failed.length > 0) throw failed[0];
-    return results.map((r) => (r as PromiseFulfilledResult<RunResult>).value) as [RunResult, RunResult];
+    if (failed[0]) throw failed[0];
+    if (w.status !== 'fulfilled' || r.status !== 'fulfilled') throw new MigrateError('a piped program ended without a result');
+    return [w.value, r.value];
   } finally {
     signal.removeEventListener('abort', onAbort);
     await rm(fifo, { force: true });

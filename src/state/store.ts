@@ -1,7 +1,17 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { MigrateError, ExitCode } from '../errors.ts';
-import { countsFile, encodeName, markerFile, MARKERS, type CountsKind, type CountsVariant, type MarkerName } from './names.ts';
+import {
+  countsFile,
+  encodeName,
+  estimatesFile,
+  markerFile,
+  MARKERS,
+  type CountsKind,
+  type CountsVariant,
+  type DatabaseDoc,
+  type MarkerName,
+} from './names.ts';
 import { readJson, removeAtomic, writeFileAtomic } from './files.ts';
 
 export interface ServerIdentity {
@@ -23,12 +33,15 @@ export interface MarkerInfo {
 
 export type TableCounts = Record<string, number>;
 
-/** The run lock (run.ts): one run per state directory; kept by wipe(). */
-export const RUN_LOCK = 'run.lock';
+/** The run's own files in the markers directory (never a database's: see DatabaseState). */
+const RUN_FILES = { pair: 'pair.json', lock: 'run.lock', tuning: 'tuning.json', globals: 'globals.done' } as const;
+
+const describeServer = (s: ServerIdentity): string => `${s.host}:${String(s.port)} (system identifier ${s.systemIdentifier})`;
 
 /**
  * The durable state of one source/target pair: markers in `<stateDir>/pg_migrate_state`, counts in
  * `<stateDir>/pg_verify_state`. Every write is atomic; a marker exists only once its step succeeded.
+ * The only place that builds a state file's name.
  */
 export class StateStore {
   readonly markersDir: string;
@@ -47,115 +60,21 @@ export class StateStore {
   /** Removes every file of an earlier run but the run lock (both directories are emptied, not removed). */
   async wipe(): Promise<void> {
     for (const dir of [this.markersDir, this.countsDir]) {
-      let names: string[] = [];
-      try {
-        names = await readdir(dir);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-      for (const name of names) if (name !== RUN_LOCK) await rm(path.join(dir, name), { recursive: true, force: true });
+      for (const name of await listDir(dir)) if (name !== RUN_FILES.lock) await rm(path.join(dir, name), { recursive: true, force: true });
     }
   }
 
-  async hasAnyState(): Promise<boolean> {
-    for (const dir of [this.markersDir, this.countsDir]) {
-      try {
-        if ((await readdir(dir)).some((n) => !n.startsWith('.'))) return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
-    return false;
+  /** The file of the run lock (pipeline/lock.ts). */
+  get lockPath(): string {
+    return path.join(this.markersDir, RUN_FILES.lock);
   }
 
-  private pairFile(): string {
-    return path.join(this.markersDir, 'pair.json');
+  /** The file of the tuning backup (pipeline/tune.ts). */
+  get tuningPath(): string {
+    return path.join(this.markersDir, RUN_FILES.tuning);
   }
 
-  /** Binds the state to this pair, or refuses when it belongs to another one. */
-  async claim(pair: PairIdentity): Promise<void> {
-    const existing = await readJson<PairIdentity>(this.pairFile());
-    if (existing === undefined) {
-      await writeFileAtomic(this.pairFile(), JSON.stringify(pair, null, 2));
-      return;
-    }
-    const describe = (s: ServerIdentity): string => `${s.host}:${s.port} (system identifier ${s.systemIdentifier})`;
-    const same = (a: ServerIdentity, b: ServerIdentity): boolean =>
-      a.host === b.host && a.port === b.port && a.systemIdentifier === b.systemIdentifier;
-    if (!same(existing.source, pair.source) || !same(existing.target, pair.target)) {
-      throw new MigrateError(
-        `the state in ${this.markersDir} belongs to another migration: source ${describe(existing.source)} → target ${describe(existing.target)}, ` +
-          `but this run is source ${describe(pair.source)} → target ${describe(pair.target)}. ` +
-          `Run again with --fresh to discard that state (and its dumps), or point --state-dir elsewhere.`,
-        ExitCode.stateMismatch,
-      );
-    }
-  }
-
-  markerPath(db: string, marker: MarkerName): string {
-    return path.join(this.markersDir, markerFile(db, marker));
-  }
-
-  async marker(db: string, marker: MarkerName): Promise<MarkerInfo | undefined> {
-    return readJson<MarkerInfo>(this.markerPath(db, marker));
-  }
-
-  async setMarker(db: string, marker: MarkerName, info: Omit<MarkerInfo, 'at'> = {}): Promise<void> {
-    await writeFileAtomic(this.markerPath(db, marker), JSON.stringify({ at: new Date().toISOString(), ...info }));
-  }
-
-  async clearMarker(db: string, marker: MarkerName): Promise<void> {
-    await removeAtomic(this.markerPath(db, marker));
-  }
-
-  /** Removes this marker and every later one of the database (a step redone invalidates what followed). */
-  async clearFrom(db: string, marker: MarkerName): Promise<void> {
-    for (const m of MARKERS.slice(MARKERS.indexOf(marker)).reverse()) await this.clearMarker(db, m);
-  }
-
-  countsPath(db: string, kind: CountsKind, variant: CountsVariant): string {
-    return path.join(this.countsDir, countsFile(db, kind, variant));
-  }
-
-  async counts(db: string, kind: CountsKind, variant: CountsVariant): Promise<TableCounts | undefined> {
-    return readJson<TableCounts>(this.countsPath(db, kind, variant));
-  }
-
-  async setCounts(db: string, kind: CountsKind, variant: CountsVariant, counts: TableCounts): Promise<void> {
-    await writeFileAtomic(this.countsPath(db, kind, variant), JSON.stringify(counts, null, 1));
-  }
-
-  async clearCounts(db: string, kind: CountsKind, variant: CountsVariant): Promise<void> {
-    await removeAtomic(this.countsPath(db, kind, variant));
-  }
-
-  /** Forgets everything done for one database except that its target copy is this run's to drop. */
-  async forgetDatabase(db: string): Promise<void> {
-    await this.clearFrom(db, MARKERS[1]!);
-    const prefix = `${encodeName(db)}.`;
-    for (const dir of [this.markersDir, this.countsDir]) {
-      let names: string[] = [];
-      try {
-        names = await readdir(dir);
-      } catch {
-        continue;
-      }
-      for (const name of names) {
-        if (name.startsWith(prefix) && name !== markerFile(db, 'restore_started')) await removeAtomic(path.join(dir, name));
-      }
-    }
-  }
-
-  /** A named JSON document of the run (tuning backup, saved index definitions, ...). */
-  docPath(name: string): string {
-    return path.join(this.markersDir, name);
-  }
-
-  dbDocPath(db: string, suffix: string): string {
-    return path.join(this.markersDir, `${encodeName(db)}.${suffix}`);
-  }
-
-  async readDoc<T>(file: string): Promise<T | undefined> {
+  readDoc<T>(file: string): Promise<T | undefined> {
     return readJson<T>(file);
   }
 
@@ -165,6 +84,143 @@ export class StateStore {
 
   async removeDoc(file: string): Promise<void> {
     await removeAtomic(file);
+  }
+
+  pair(): Promise<PairIdentity | undefined> {
+    return readJson<PairIdentity>(path.join(this.markersDir, RUN_FILES.pair));
+  }
+
+  /**
+   * Refuses state that names another pair. `identifiers`: compare the system identifiers too (known
+   * once both servers answered); without them, host and port alone (before connecting anywhere).
+   */
+  async checkPair(pair: PairIdentity, identifiers: boolean): Promise<void> {
+    const existing = await this.pair();
+    if (existing === undefined) return;
+    const same = (a: ServerIdentity, b: ServerIdentity): boolean =>
+      a.host === b.host && a.port === b.port && (!identifiers || a.systemIdentifier === b.systemIdentifier);
+    if (same(existing.source, pair.source) && same(existing.target, pair.target)) return;
+    const theirs = `source ${describeServer(existing.source)} → target ${describeServer(existing.target)}`;
+    throw new MigrateError(
+      identifiers
+        ? `the state in ${this.markersDir} belongs to another migration: ${theirs}, but this run is source ${describeServer(pair.source)} → target ${describeServer(pair.target)}. ` +
+            'Run again with --fresh to discard that state (and its dumps), or point --state-dir elsewhere.'
+        : `the state in ${this.markersDir} belongs to another migration: source ${existing.source.host}:${String(existing.source.port)} → target ${existing.target.host}:${String(existing.target.port)}; ` +
+            'run again with --fresh to discard it, or point --state-dir elsewhere',
+      ExitCode.stateMismatch,
+    );
+  }
+
+  /** Binds the state to this pair, or refuses when it belongs to another one. */
+  async claim(pair: PairIdentity): Promise<void> {
+    if ((await this.pair()) === undefined) await writeFileAtomic(path.join(this.markersDir, RUN_FILES.pair), JSON.stringify(pair, null, 2));
+    else await this.checkPair(pair, true);
+  }
+
+  globalsDone(): Promise<MarkerInfo | undefined> {
+    return readJson<MarkerInfo>(path.join(this.markersDir, RUN_FILES.globals));
+  }
+
+  async setGlobalsDone(info: Omit<MarkerInfo, 'at'>): Promise<void> {
+    await this.writeDoc(path.join(this.markersDir, RUN_FILES.globals), { at: new Date().toISOString(), ...info });
+  }
+
+  /** The state of one database. */
+  database(name: string): DatabaseState {
+    return new DatabaseState(this, name);
+  }
+}
+
+/** The markers, counts and saved documents of one database. */
+export class DatabaseState {
+  readonly name: string;
+  private readonly store: StateStore;
+
+  constructor(store: StateStore, name: string) {
+    this.store = store;
+    this.name = name;
+  }
+
+  private markerPath(marker: MarkerName): string {
+    return path.join(this.store.markersDir, markerFile(this.name, marker));
+  }
+
+  marker(marker: MarkerName): Promise<MarkerInfo | undefined> {
+    return readJson<MarkerInfo>(this.markerPath(marker));
+  }
+
+  async setMarker(marker: MarkerName, info: Omit<MarkerInfo, 'at'> = {}): Promise<void> {
+    await writeFileAtomic(this.markerPath(marker), JSON.stringify({ at: new Date().toISOString(), ...info }));
+  }
+
+  /** Removes this marker and every later one (a step redone invalidates what followed). */
+  async clearFrom(marker: MarkerName): Promise<void> {
+    for (const m of MARKERS.slice(MARKERS.indexOf(marker)).reverse()) await removeAtomic(this.markerPath(m));
+  }
+
+  private countsPath(kind: CountsKind, variant: CountsVariant): string {
+    return path.join(this.store.countsDir, countsFile(this.name, kind, variant));
+  }
+
+  private estimatesPath(variant: CountsVariant): string {
+    return path.join(this.store.markersDir, estimatesFile(this.name, variant));
+  }
+
+  counts(kind: CountsKind, variant: CountsVariant): Promise<TableCounts | undefined> {
+    return readJson<TableCounts>(this.countsPath(kind, variant));
+  }
+
+  async setCounts(kind: CountsKind, variant: CountsVariant, counts: TableCounts): Promise<void> {
+    await writeFileAtomic(this.countsPath(kind, variant), JSON.stringify(counts, null, 1));
+  }
+
+  /** Removes the counts of the given variants (the source's with the list of its estimated keys). */
+  async clearCounts(kind: CountsKind, variants: readonly CountsVariant[]): Promise<void> {
+    for (const v of variants) {
+      await removeAtomic(this.countsPath(kind, v));
+      if (kind === 'src') await removeAtomic(this.estimatesPath(v));
+    }
+  }
+
+  /** Keys of the source's counts that are estimates (fast verify). */
+  async estimated(variant: CountsVariant): Promise<string[]> {
+    return (await readJson<string[]>(this.estimatesPath(variant))) ?? [];
+  }
+
+  async setEstimated(variant: CountsVariant, keys: string[]): Promise<void> {
+    await this.store.writeDoc(this.estimatesPath(variant), keys);
+  }
+
+  docPath(doc: DatabaseDoc): string {
+    return path.join(this.store.markersDir, `${encodeName(this.name)}.${doc}`);
+  }
+
+  doc<T>(doc: DatabaseDoc): Promise<T | undefined> {
+    return readJson<T>(this.docPath(doc));
+  }
+
+  async setDoc(doc: DatabaseDoc, value: unknown): Promise<void> {
+    await this.store.writeDoc(this.docPath(doc), value);
+  }
+
+  /** Forgets everything done for the database except that its target copy is this migration's to drop. */
+  async forget(): Promise<void> {
+    await this.clearFrom(MARKERS[1]);
+    const prefix = `${encodeName(this.name)}.`;
+    for (const dir of [this.store.markersDir, this.store.countsDir]) {
+      for (const name of await listDir(dir)) {
+        if (name.startsWith(prefix) && name !== markerFile(this.name, 'restore_started')) await removeAtomic(path.join(dir, name));
+      }
+    }
+  }
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
   }
 }
 

@@ -22,7 +22,7 @@ export function plainReporter(out: Out): Reporter {
           break;
         case 'plan':
           line(
-            `plan: ${e.databases.length} databases (${e.databases.map((d) => `${d.name} ${formatBytes(d.sizeBytes)}${d.delayed ? `, ${d.delayed} deferred tables` : ''}`).join('; ')}); ` +
+            `plan: ${e.databases.length} databases (${e.databases.map((d) => `${d.name} ${formatBytes(d.sizeBytes)}${d.deferred ? `, ${d.deferred} deferred tables` : ''}`).join('; ')}); ` +
               `dump ${e.parallelism.dumpParallel}×${e.parallelism.dumpJobs} jobs, restore ${e.parallelism.restoreParallel}×${e.parallelism.restoreJobs} jobs, verify ${e.parallelism.verifyConcurrency}, compression ${e.compression}, client programs ${e.toolsVersion}`,
           );
           for (const nm of e.notMigrated) line(`not migrated: ${nm.name}: ${nm.reason}`);
@@ -129,9 +129,4 @@ export function ttyReporter(out: Out): Reporter {
       await running;
     },
   };
-}
-
-export function createReporter(out: NodeJS.WriteStream, mode: 'auto' | 'tty' | 'plain'): Reporter {
-  const tty = mode === 'tty' || (mode === 'auto' && out.isTTY === true && process.env.CI === undefined && process.env.TERM !== 'dumb');
-  return tty ? ttyReporter(out) : plainReporter(out);
 }

@@ -5,8 +5,8 @@ import { ExitCode } from '../errors.ts';
 
 /** The closing report: one row per database, then totals, failures and what the operator must do. */
 export function renderSummary(s: RunSummary, color: boolean): string {
-  const hasDelayed = s.databases.some((d) => (d.delayedTables ?? 0) > 0);
-  const head = ['Database', 'Size', 'Dump', 'Restore', 'Verify', 'Rows', ...(hasDelayed ? ['Regular', 'Total'] : []), 'Result'];
+  const hasDeferred = s.databases.some((d) => (d.deferredTables ?? 0) > 0);
+  const head = ['Database', 'Size', 'Dump', 'Restore', 'Verify', 'Rows', ...(hasDeferred ? ['Regular', 'Total'] : []), 'Result'];
   const table = new Table({ head, style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [] } });
   for (const d of s.databases) {
     table.push([
@@ -16,7 +16,7 @@ export function renderSummary(s: RunSummary, color: boolean): string {
       formatSeconds(d.restoreSeconds),
       formatSeconds(d.verifySeconds),
       formatCount(d.rows),
-      ...(hasDelayed ? [formatSeconds(d.regularSeconds), formatSeconds(d.totalSeconds)] : []),
+      ...(hasDeferred ? [formatSeconds(d.regularSeconds), formatSeconds(d.totalSeconds)] : []),
       d.status,
     ]);
   }
@@ -24,7 +24,7 @@ export function renderSummary(s: RunSummary, color: boolean): string {
   if (s.databases.length > 0) lines.push(table.toString());
   const verified = s.databases.filter((d) => d.status === 'verified').length;
   lines.push(`${verified} of ${s.databases.length} databases verified; globals: ${s.globals.status}${s.globals.skippedExisting ? ` (${s.globals.skippedExisting} already existed)` : ''}`);
-  if (hasDelayed) lines.push(`regular phase: ${formatSeconds(s.regularElapsedSeconds)} (databases usable), total: ${formatSeconds(s.elapsedSeconds)}`);
+  if (hasDeferred) lines.push(`regular phase: ${formatSeconds(s.regularElapsedSeconds)} (databases usable), total: ${formatSeconds(s.elapsedSeconds)}`);
   else lines.push(`total elapsed: ${formatSeconds(s.elapsedSeconds)}`);
   if (s.parallelism) {
     const p = s.parallelism;

@@ -136,11 +136,11 @@ test('deferred table: indexes, constraints, triggers, matviews and sequence come
   assert.match(r.stdout, /\[ana\] streaming/);
   const dumped = readJson<{ streamed?: boolean; deferred?: string[] }>(path.join(ws.markers, 'ana.dumped'));
   assert.deepEqual([dumped.streamed, dumped.deferred], [true, ['"public"."events"']]);
-  assert.match(r.stdout, /\[ana\] delayed restoring/);
+  assert.match(r.stdout, /\[ana\] deferred loading/);
   assert.match(r.stdout, /\[ana\] dropping indexes/);
-  assert.match(r.stdout, /\[ana\] delayed restoring/);
-  assert.match(r.stdout, /\[ana\] recreating indexes.*8 indexes/);
-  assert.match(r.stdout, /\[ana\] delayed verifying/);
+  assert.match(r.stdout, /\[ana\] deferred loading/);
+  assert.match(r.stdout, /\[ana\] rebuilding indexes.*8 indexes/);
+  assert.match(r.stdout, /\[ana\] deferred verifying/);
   const header = r.stdout.split('\n').find((l) => /Database/.test(l) && /Result/.test(l));
   assert.ok(header, `summary header in:\n${r.stdout}`);
   assert.match(header, /Regular/);

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { assertSameData, baseArgs, describeRun, makeDirs, migrateSessions, removeDirs, runCli, stopAll, type CliResult, type Dirs } from './cli.ts';
 import type { RunSummary } from '../../src/events.ts';
-import { referencedKeys } from '../../src/pipeline/transfer.ts';
+import { referencedKeys } from '../../src/pg/catalog.ts';
 
 let src: Cluster | undefined;
 let dst: Cluster | undefined;
@@ -134,10 +134,9 @@ describe('tables copied in page ranges (15 → 18)', () => {
   });
 
   test('only the foreign keys that reference a PRIMARY KEY/UNIQUE constraint of an ordinary table are restored right after the keys', async () => {
-    const server = { side: 'source' as const, endpoint: { host: src!.host, port: src!.port, user: src!.user, password: src!.password, database: 'postgres' }, appName: 'split-test' };
     const oid = async (name: string): Promise<string> =>
       (await src!.query<{ o: string }>(`select oid::text as o from pg_constraint where conname = $1`, [name], DB))[0]!.o;
-    const early = await referencedKeys(server, src!.major, DB, undefined);
+    const early = await src!.withClient((c) => referencedKeys(c, src!.major), DB);
     assert.deepEqual([...early], [[await oid('moods_parent_fkey'), await oid('Odd "t", x_pkey')]]);
     assert.ok(!early.has(await oid('notes_code_fkey')), 'a unique index without a constraint: with the indexes');
     assert.ok(!early.has(await oid('notes_m_id_m_at_fkey')), 'the key of a partitioned table: with the indexes');
@@ -165,9 +164,9 @@ describe('deferred tables copied in page ranges', () => {
       reportFile,
     ]);
     assert.equal(r.exitCode, 0, describeRun(r));
-    assert.match(r.stdout, /\[ranges\] delayed restoring .*in ranges/, describeRun(r));
+    assert.match(r.stdout, /\[ranges\] deferred loading .*in ranges/, describeRun(r));
     const db = (JSON.parse(await fs.readFile(reportFile, 'utf8')) as RunSummary).databases.find((d) => d.name === DB)!;
-    assert.equal(db.delayedTables, 2, JSON.stringify(db));
+    assert.equal(db.deferredTables, 2, JSON.stringify(db));
     const split = Object.fromEntries((db.splitTables ?? []).map((t) => [t.table, t]));
     assert.deepEqual([split[ODD]?.rows, split[ODD]?.binary], [20000, true], JSON.stringify(db));
     assert.deepEqual([split['"public"."moods"']?.rows, split['"public"."moods"']?.binary], [5000, false], JSON.stringify(db));
@@ -180,7 +179,7 @@ describe('deferred tables copied in page ranges', () => {
     const srcKeys = await src!.query(keys, undefined, DB);
     assert.ok(srcKeys.length >= 3, JSON.stringify(srcKeys));
     assert.deepEqual(await dst!.query(keys, undefined, DB), srcKeys);
-    assert.match(r.stdout, /\[ranges\] recreating indexes/, describeRun(r));
+    assert.match(r.stdout, /\[ranges\] rebuilding indexes/, describeRun(r));
     assert.deepEqual(await migrateSessions(dst!), []);
   });
 });

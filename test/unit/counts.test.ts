@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compareCounts, estimateUsable, tableKey, type TableRef } from '../../src/pipeline/counts.ts';
+import { compareCounts, estimateUsable } from '../../src/pipeline/counts.ts';
+import { tableKey } from '../../src/pg/sql.ts';
+import type { TableRef } from '../../src/pg/catalog.ts';
 
 const t = (kind: TableRef['kind'], reltuples: number): TableRef => ({ schema: 'public', name: 't', kind, reltuples, relpages: 10 });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { filterGlobals, roleStatementTarget, splitStatements } from '../../src/pipeline/globals.ts';
+import { filterGlobals, roleStatementTarget, splitStatements } from '../../src/pipeline/globals-script.ts';
 
 /**
  * Modelled on `pg_dumpall --globals-only` of PostgreSQL 15.14+ (which brackets the script with

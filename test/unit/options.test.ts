@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ExitCode, UsageError } from '../../src/errors.ts';
-import { CEILINGS, connectionsNeeded, parseSize, planParallelism, resolveOptions, type MigrateOptions, type Parallelism } from '../../src/options.ts';
+import { parseSize, resolveOptions, type MigrateOptions } from '../../src/options.ts';
+import { CEILINGS, connectionsNeeded, planParallelism, type Parallelism } from '../../src/plan.ts';
 
 const ENV = { HOME: '/home/operator' } as NodeJS.ProcessEnv;
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { binaryCopy, copiedRows, pageRanges, RANGE_BYTES, rangeCount, rangePredicate } from '../../src/pipeline/ranges.ts';
+import { binaryCopy, copiedRows, pageRanges, RANGE_BYTES, rangeCount, rangePredicate } from '../../src/transfer/ranges.ts';
 
 describe('pageRanges', () => {
   it('covers every page exactly once, in order, the last range open-ended', () => {

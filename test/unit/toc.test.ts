@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { filterTocList, postDataPasses } from '../../src/pipeline/transfer.ts';
+import { filterTocList, postDataPasses } from '../../src/pg/toc.ts';
 
 /** `pg_restore -l` of a post-data section (as pg_dump 15 lists the benchmark's analytics database), plus a CHECK constraint, a comment and a trigger. */
 const LISTING = `;

@@ -1,11 +1,14 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import PQueue from 'p-queue';
-import type { Context } from './context.ts';
+import type { Context } from '../pipeline/context.ts';
 import type { SplitCopyResult } from '../events.ts';
 import { MigrateError } from '../errors.ts';
-import { connect, importSnapshot, qualify, quoteIdent, snapshotImportStatements, type Server } from '../pg/connect.ts';
+import { withClient, type Server } from '../pg/connect.ts';
+import { splitCandidateTables } from '../pg/catalog.ts';
 import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
+import { inSnapshot, snapshotImportStatements } from '../pg/snapshot.ts';
+import { qualify, quoteIdent } from '../pg/sql.ts';
 import { runPiped, type PipeSide } from '../proc/run.ts';
 
 /**
@@ -98,42 +101,8 @@ const TARGET_SETTINGS = ["set client_encoding = 'UTF8'", "set session_replicatio
  */
 export async function splitCandidates(ctx: Context, db: string, snapshot: string, minBytes: number): Promise<SplitTable[]> {
   if (ctx.sourceMajor < SPLIT_MIN_SOURCE_MAJOR) return [];
-  const client = await connect(ctx.source, db);
-  try {
-    await importSnapshot(client, snapshot);
-    const enc = await client.query<{ enc: string }>('select pg_encoding_to_char(encoding) as enc from pg_database where datname = current_database()');
-    if (enc.rows[0]?.enc !== 'UTF8') return [];
-    const r = await client.query<{ schema: string; name: string; bytes: string; pages: string; columns: string[]; builtin: boolean }>(
-      `select n.nspname as schema, c.relname as name, pg_relation_size(c.oid) as bytes,
-              pg_relation_size(c.oid) / current_setting('block_size')::int as pages,
-              array(select a.attname::text from pg_attribute a
-                     where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
-                     order by a.attnum) as columns,
-              coalesce((select bool_and(t.oid < 16384 and t.typsend <> 0 and t.typreceive <> 0)
-                          from pg_attribute a join pg_type t on t.oid = a.atttypid
-                         where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''), false) as builtin
-         from pg_class c join pg_namespace n on n.oid = c.relnamespace
-        where c.relkind = 'r' and c.relpersistence <> 't'
-          and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_)'
-          and pg_relation_size(c.oid) >= $1
-          and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
-        order by pg_relation_size(c.oid) desc, n.nspname, c.relname`,
-      [minBytes],
-    );
-    await client.query('rollback');
-    return r.rows
-      .filter((t) => t.columns.length > 0)
-      .map((t) => ({
-        schema: t.schema,
-        name: t.name,
-        bytes: Number(t.bytes),
-        pages: Number(t.pages),
-        columns: t.columns,
-        binary: binaryCopy(ctx.sourceMajor, ctx.targetMajor, t.builtin),
-      }));
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  const rows = await withClient(ctx.source, db, (c) => inSnapshot(c, snapshot, () => splitCandidateTables(c, ctx.sourceMajor, minBytes)));
+  return rows.map(({ builtin, ...t }) => ({ ...t, binary: binaryCopy(ctx.sourceMajor, ctx.targetMajor, builtin) }));
 }
 
 /** The rows a psql `\copy` reported (its `COPY n` line), or undefined if it printed none. */
@@ -172,12 +141,13 @@ async function copyRange(ctx: Context, db: string, snapshot: string, table: Spli
       'commit',
     ]),
     psql(ctx.target, [TARGET_SETTINGS.join('; '), `\\copy ${rel} (${cols}) from '${fifoName}'${format}`]),
-    { env: ctx.childEnv, signal },
+    { env: ctx.childEnv, children: ctx.children, signal },
   );
   const sent = copiedRows(out.stdout);
   const took = copiedRows(into.stdout);
   if (sent === undefined || sent !== took) {
-    throw new MigrateError(`copying ${rel} pages ${range.from}..${range.to ?? 'end'}: the source sent ${sent ?? 'no'} rows, the target took ${took ?? 'no'} rows`);
+    const to = range.to === null ? 'end' : String(range.to);
+    throw new MigrateError(`copying ${rel} pages ${String(range.from)}..${to}: the source sent ${sent === undefined ? 'no' : String(sent)} rows, the target took ${took === undefined ? 'no' : String(took)} rows`);
   }
   return took;
 }
@@ -191,16 +161,18 @@ export async function copyTablesInRanges(ctx: Context, db: string, snapshot: str
   // One failing range stops the others (and Ctrl-C stops them all).
   const stop = new AbortController();
   const signal = AbortSignal.any([ctx.signal, stop.signal]);
-  const results: SplitCopyResult[] = tables.map((t) => ({ table: qualify(t.schema, t.name), ranges: 0, binary: t.binary, rows: 0, seconds: 0 }));
   const t0 = performance.now();
+  const results: SplitCopyResult[] = [];
   const tasks = tables.flatMap((t, i) => {
     const ranges = pageRanges(t.pages, rangeCount(t.bytes, jobs));
-    results[i]!.ranges = ranges.length;
+    const result: SplitCopyResult = { table: qualify(t.schema, t.name), ranges: ranges.length, binary: t.binary, rows: 0, seconds: 0 };
+    results.push(result);
     return ranges.map((r, j) => async () => {
       try {
-        const rows = await copyRange(ctx, db, snapshot, t, r, dir, `${i}-${j}.fifo`, signal);
-        results[i]!.rows += rows;
-        results[i]!.seconds = (performance.now() - t0) / 1000;
+        // Read the rows first: `result.rows += await …` would read result.rows before the await and lose the other ranges' rows.
+        const rows = await copyRange(ctx, db, snapshot, t, r, dir, `${String(i)}-${String(j)}.fifo`, signal);
+        result.rows += rows;
+        result.seconds = (performance.now() - t0) / 1000;
       } catch (err) {
         stop.abort();
         throw err;
@@ -212,6 +184,7 @@ export async function copyTablesInRanges(ctx: Context, db: string, snapshot: str
   const settled = await Promise.allSettled(tasks.map((task) => queue.add(task, { signal })));
   await rm(dir, { recursive: true, force: true });
   const failures = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
-  if (failures.length > 0) throw failures.find((e) => e?.name !== 'AbortError') ?? failures[0];
+  const reported = failures.find((e) => e.name !== 'AbortError') ?? failures[0];
+  if (reported) throw reported;
   return results;
 }

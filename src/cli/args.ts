@@ -1,0 +1,89 @@
+/** The command-line options (yargs), grouped as --help shows them; defaults come from options.ts. */
+import type { Argv } from 'yargs';
+import { DATA_PATHS, DEFAULTS } from '../options.ts';
+import { PROGRESS_MODES } from './renderer.ts';
+
+/** Connection options of both servers. */
+export function connectionOptions<T>(y: Argv<T>) {
+  return y
+    .group(['from-host', 'from-port', 'from-user', 'from-pass', 'from-db'], 'Source server:')
+    .option('from-host', { type: 'string', default: DEFAULTS.fromHost, describe: 'source host name or socket directory' })
+    .option('from-port', { type: 'number', default: DEFAULTS.fromPort, describe: 'source port' })
+    .option('from-user', { type: 'string', default: DEFAULTS.fromUser, describe: 'source user (a superuser to copy role passwords)' })
+    .option('from-pass', { type: 'string', describe: 'source password (else PG_MIGRATE_FROM_PASS, PGPASSWORD or ~/.pgpass)' })
+    .option('from-db', { type: 'string', default: DEFAULTS.fromDb, describe: 'source database used for discovery and globals' })
+    .group(['to-host', 'to-port', 'to-user', 'to-pass', 'to-db'], 'Target server:')
+    .option('to-host', { type: 'string', describe: 'target host name or socket directory (required)' })
+    .option('to-port', { type: 'number', default: DEFAULTS.toPort, describe: 'target port' })
+    .option('to-user', { type: 'string', default: DEFAULTS.toUser, describe: 'target user; must be a superuser' })
+    .option('to-pass', { type: 'string', describe: 'target password (else PG_MIGRATE_TO_PASS, PGPASSWORD or ~/.pgpass)' })
+    .option('to-db', { type: 'string', default: DEFAULTS.toDb, describe: 'target database used for ALTER SYSTEM and globals' });
+}
+
+/** Every option of `migrate`. */
+export function migrateOptions<T>(y: Argv<T>) {
+  return connectionOptions(y)
+    .group(['dump-jobs', 'restore-jobs', 'max-parallel', 'dump-parallel', 'restore-parallel', 'verify-concurrency'], 'Parallelism:')
+    .option('dump-jobs', { type: 'number', describe: 'pg_dump -j per database [default: auto: min(24, cores), fitted to max_connections]' })
+    .option('restore-jobs', { type: 'number', describe: 'pg_restore -j per database [default: auto: min(12, cores), fitted to max_connections]' })
+    .option('max-parallel', { alias: 'p', type: 'number', describe: 'databases in flight on each side [default: auto: min(6, max(2, cores)), fitted]' })
+    .option('dump-parallel', { type: 'number', describe: 'databases dumping at once [default: --max-parallel]' })
+    .option('restore-parallel', { type: 'number', describe: 'databases restoring at once [default: --max-parallel]' })
+    .option('verify-concurrency', { type: 'number', default: DEFAULTS.verifyConcurrency, describe: 'count(*) queries at once, both servers together' })
+    .group(['include-db', 'exclude-db', 'delay-table-data', 'migrate-globals', 'disable-dst-optimizations', 'fast-verify'], 'What to migrate:')
+    .option('include-db', { type: 'string', array: true, describe: 'only databases matching this glob (repeatable)' })
+    .option('exclude-db', { type: 'string', array: true, describe: 'leave out databases matching this glob (repeatable)' })
+    .option('delay-table-data', {
+      type: 'string',
+      array: true,
+      describe: "DATABASE.[SCHEMA.]TABLE glob: load this table's data after the regular phase, indexes rebuilt afterwards (repeatable)",
+    })
+    .option('migrate-globals', { type: 'boolean', default: DEFAULTS.migrateGlobals, describe: 'copy roles and tablespaces (pg_dumpall --globals-only)' })
+    .option('disable-dst-optimizations', { type: 'boolean', default: DEFAULTS.disableDstOptimizations, describe: 'do not tune the target (fsync=off, ...) during the run' })
+    .option('fast-verify', {
+      type: 'boolean',
+      default: DEFAULTS.fastVerify,
+      describe: 'compare pg_class.reltuples instead of count(*) (deferred and never-analyzed tables are still counted)',
+    })
+    .group(['dump-root', 'state-dir', 'fresh', 'redo-db', 'remove-dumps', 'pg-bin-dir', 'data-path', 'split-table-size', 'compression', 'report', 'progress'], 'Files and output:')
+    .option('dump-root', { type: 'string', default: DEFAULTS.dumpRoot, describe: 'directory for the dumps' })
+    .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ and pg_verify_state/ [default: $HOME]' })
+    .option('fresh', { type: 'boolean', default: DEFAULTS.fresh, describe: 'discard the state of an earlier run and start over' })
+    .option('redo-db', {
+      type: 'string',
+      array: true,
+      describe: 'migrate databases matching this glob afresh: their state is discarded and their target copy recreated (repeatable)',
+    })
+    .option('remove-dumps', { type: 'boolean', default: DEFAULTS.removeDumps, describe: "delete a database's dump once it verified" })
+    .option('pg-bin-dir', { type: 'string', describe: 'directory of pg_dump, pg_dumpall, pg_restore, psql [default: PATH]' })
+    .option('data-path', {
+      choices: DATA_PATHS,
+      default: DEFAULTS.dataPath,
+      describe:
+        'files: pg_dump -Fd -j to --dump-root, then pg_restore -j; stream: pg_dump piped into pg_restore, nothing on disk; auto: stream on a machine with up to 4 cores or for a database under 256 MB, files otherwise',
+    })
+    .option('split-table-size', {
+      type: 'string',
+      default: DEFAULTS.splitTableSize,
+      describe:
+        "on the stream path, copy each table at least this big (on the source; B, kB, MB, GB, TB) in parallel page ranges straight from source to target under the dump's snapshot (source 14+, UTF8 databases); off: never",
+    })
+    .option('compression', { type: 'string', describe: 'pg_dump -Z value [default: zstd:5 with pg_dump 16+, else 1 (gzip)]' })
+    .option('report', { type: 'string', describe: 'also write the summary as JSON to this file' })
+    .option('progress', { choices: PROGRESS_MODES, default: 'auto' as const, describe: 'live display on a terminal, timestamped lines otherwise' });
+}
+
+/** yargs names unknown keys in camel case; one that came from a PG_MIGRATE_* variable is named as such. */
+export function explainUnknown(msg: string, argv: string[], env: NodeJS.ProcessEnv = process.env): string {
+  const m = /^Unknown arguments?: (.+)$/.exec(msg);
+  if (!m?.[1]) return msg;
+  return m[1]
+    .split(', ')
+    .map((key) => {
+      const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      const envName = `PG_MIGRATE_${flag.replaceAll('-', '_').toUpperCase()}`;
+      const fromArgv = argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`) || a === `--${key}` || a.startsWith(`--${key}=`));
+      return fromArgv || env[envName] === undefined ? `unknown option --${flag}` : `unknown option from the environment variable ${envName}`;
+    })
+    .join('; ');
+}

@@ -1,0 +1,41 @@
+/**
+ * The command line: yargs with one module per command (commands/), usage errors mapped to exit code 2.
+ * The only place that reads the arguments; the commands set the exit code.
+ */
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+import { ExitCode, UsageError } from '../errors.ts';
+import { explainUnknown } from './args.ts';
+import * as migrateCommand from './commands/migrate.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+const EXIT_CODES =
+  'Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted.';
+
+/** Parses the arguments and runs the command they name; resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  process.exitCode = undefined;
+  try {
+    await yargs(args)
+      .scriptName('pg-migrate')
+      .usage('$0 [command] [options]\n\nMigrate every user database, the roles and tablespaces of a PostgreSQL server onto another server, verify every table, and resume after an interruption.')
+      .env('PG_MIGRATE')
+      .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true })
+      .command(migrateCommand)
+      .strict()
+      .version(pkg.version)
+      .help()
+      .alias('help', 'h')
+      .wrap(Math.min(120, process.stdout.columns || 100))
+      .epilogue(EXIT_CODES)
+      .fail((msg: string | null, err: Error | undefined) => {
+        throw err ?? new UsageError([`${explainUnknown(msg ?? 'invalid arguments', args)}; see pg-migrate --help`]);
+      })
+      .parseAsync();
+  } catch (err) {
+    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
+    return err instanceof UsageError ? ExitCode.usage : ExitCode.internal;
+  }
+  return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
+}

@@ -1,0 +1,30 @@
+import { ExitCode } from '../errors.ts';
+import type { ChildRegistry } from '../proc/run.ts';
+
+const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+
+/**
+ * Turns SIGINT and SIGTERM into an AbortSignal for the duration of `fn`: the first stops the run
+ * cleanly, a second kills the children at once and exits.
+ */
+export async function withSignals<T>(children: ChildRegistry, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write(`\npg-migrate: ${sig}: stopping cleanly (stopping children, cancelling queries, reverting the target tuning); press Ctrl-C again to stop at once\n`);
+      controller.abort();
+    } else {
+      process.stderr.write('\npg-migrate: stopping now; the next run reverts the tuning and resumes\n');
+      children.killAllNow();
+      process.exit(ExitCode.interrupted);
+    }
+  };
+  for (const s of SIGNALS) process.on(s, onSignal);
+  try {
+    return await fn(controller.signal);
+  } finally {
+    for (const s of SIGNALS) process.off(s, onSignal);
+  }
+}

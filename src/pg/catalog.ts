@@ -1,0 +1,248 @@
+/**
+ * Catalog queries, each guarded by the server's major version where a column or feature is newer than
+ * the oldest server supported (see the README's versions): the only place that knows which catalog
+ * column exists since when.
+ */
+import type pg from 'pg';
+
+type Client = pg.ClientBase;
+
+/** User schemas: not the system's, not TOAST or temporary ones. */
+const USER_SCHEMA = `n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_(toast|temp_|toast_temp_)'`;
+
+/** `and <column> = 0` from the version that has the column (conparentid: 11), nothing before. */
+const since = (major: number, first: number, sql: string): string => (major >= first ? sql : '');
+
+export interface DatabaseRow {
+  name: string;
+  /** null when the user may not connect to it. */
+  sizeBytes: number | null;
+  allowConnections: boolean;
+}
+
+/** The user databases of a server (no templates, not `postgres`). */
+export async function listDatabases(client: Client): Promise<DatabaseRow[]> {
+  const r = await client.query<{ datname: string; size: string | null; datallowconn: boolean }>(
+    `select datname, datallowconn,
+            case when datallowconn and has_database_privilege(oid, 'CONNECT') then pg_database_size(oid)::text end as size
+       from pg_database
+      where not datistemplate and datname <> 'postgres'`,
+  );
+  return r.rows.map((row) => ({ name: row.datname, sizeBytes: row.size === null ? null : Number(row.size), allowConnections: row.datallowconn }));
+}
+
+export interface TableRef {
+  schema: string;
+  name: string;
+  /** r: table, p: partitioned table, m: materialized view */
+  kind: 'r' | 'p' | 'm';
+  /** pg_class.reltuples (-1: never analyzed on PostgreSQL 14+). */
+  reltuples: number;
+  relpages: number;
+}
+
+/** Every table, partitioned table and populated materialized view in every user schema. */
+export async function listTables(client: Client): Promise<TableRef[]> {
+  const r = await client.query<{ schema: string; name: string; kind: 'r' | 'p' | 'm'; reltuples: number; relpages: number }>(
+    `select n.nspname as schema, c.relname as name, c.relkind::text as kind, c.reltuples::float8 as reltuples, c.relpages as relpages
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p', 'm')
+        and (c.relkind <> 'm' or c.relispopulated)
+        and ${USER_SCHEMA}
+      order by n.nspname, c.relname`,
+  );
+  return r.rows.map((row) => ({ ...row, reltuples: Number(row.reltuples), relpages: Number(row.relpages) }));
+}
+
+/**
+ * The foreign keys between ordinary tables, each with the PRIMARY KEY or UNIQUE constraint whose index
+ * it references (pg_constraint oids). A foreign key that references a unique index without a
+ * constraint, or a partitioned table, is not listed; nor are the foreign keys that the server clones
+ * for partitions (pg_dump does not dump them).
+ */
+export async function referencedKeys(client: Client, major: number): Promise<Map<string, string>> {
+  const r = await client.query<{ fk: string; key: string }>(
+    `select f.oid::text as fk, k.oid::text as key
+       from pg_constraint f
+       join pg_class fr on fr.oid = f.conrelid and fr.relkind = 'r'
+       join pg_class kr on kr.oid = f.confrelid and kr.relkind = 'r'
+       join pg_constraint k on k.conrelid = f.confrelid and k.conindid = f.conindid and k.contype in ('p', 'u')
+      where f.contype = 'f'${since(major, 11, ' and f.conparentid = 0')}`,
+  );
+  return new Map(r.rows.map((row) => [row.fk, row.key]));
+}
+
+/** A foreign key as the source defines it. */
+export interface ForeignKeyDef {
+  /** pg_constraint oid on the source (to find its TOC entry). */
+  oid: string;
+  schema: string;
+  table: string;
+  name: string;
+  /** pg_get_constraintdef with an empty search_path (schema-qualified). */
+  definition: string;
+}
+
+/** The foreign keys from or to the given tables (pg_class oids), not those cloned for partitions. */
+export async function foreignKeysTouching(client: Client, major: number, tableOids: string[]): Promise<ForeignKeyDef[]> {
+  await client.query("set search_path = ''");
+  try {
+    const r = await client.query<ForeignKeyDef>(
+      `select k.oid::text as oid, n.nspname as schema, t.relname as "table", k.conname as name, pg_get_constraintdef(k.oid) as definition
+         from pg_constraint k join pg_class t on t.oid = k.conrelid join pg_namespace n on n.oid = t.relnamespace
+        where k.contype = 'f'${since(major, 11, ' and k.conparentid = 0')}
+          and (k.conrelid = any($1::oid[]) or k.confrelid = any($1::oid[]))
+        order by n.nspname, t.relname, k.conname`,
+      [tableOids],
+    );
+    return r.rows;
+  } finally {
+    await client.query('reset search_path');
+  }
+}
+
+/** An index of a table as the source defines it. */
+export interface IndexRow {
+  schema: string;
+  name: string;
+  tableSchema: string;
+  tableName: string;
+  /** pg_get_indexdef with an empty search_path (schema-qualified); ON ONLY for a partitioned index. */
+  definition: string;
+  tablespace: string | null;
+  /** An index of a partitioned table. */
+  partitioned: boolean;
+  parentSchema: string | null;
+  parentName: string | null;
+  replicaIdentity: boolean;
+  clustered: boolean;
+  comment: string | null;
+  constraintName: string | null;
+  constraintType: 'p' | 'u' | null;
+  constraintComment: string | null;
+}
+
+/**
+ * The indexes of the given tables, with the PRIMARY KEY or UNIQUE constraint each stands behind.
+ * `withKeys`: also the indexes of immediate PRIMARY KEY/UNIQUE constraints of ordinary tables (the
+ * only ones `ADD CONSTRAINT … USING INDEX` can put back); otherwise only indexes behind no constraint.
+ * Indexes of EXCLUDE constraints are never listed.
+ */
+export async function indexesOf(client: Client, major: number, tableOids: string[], withKeys: boolean): Promise<IndexRow[]> {
+  await client.query("set search_path = ''");
+  try {
+    const keyCondition = withKeys ? `(k.contype in ('p', 'u') and not k.condeferrable and t.relkind = 'r'${since(major, 10, ' and not t.relispartition')})` : 'false';
+    const r = await client.query<IndexRow>(
+      `select n.nspname as schema, ic.relname as name, tn.nspname as "tableSchema", t.relname as "tableName",
+              pg_get_indexdef(i.indexrelid) as definition, ts.spcname as tablespace,
+              ic.relkind = 'I' as partitioned,
+              pn.nspname as "parentSchema", pc.relname as "parentName",
+              i.indisreplident as "replicaIdentity", i.indisclustered as clustered,
+              obj_description(i.indexrelid, 'pg_class') as comment,
+              k.conname as "constraintName", k.contype::text as "constraintType", obj_description(k.oid, 'pg_constraint') as "constraintComment"
+         from pg_index i
+         join pg_class ic on ic.oid = i.indexrelid join pg_namespace n on n.oid = ic.relnamespace
+         join pg_class t on t.oid = i.indrelid join pg_namespace tn on tn.oid = t.relnamespace
+         left join pg_tablespace ts on ts.oid = ic.reltablespace
+         left join pg_inherits h on h.inhrelid = i.indexrelid
+         left join pg_class pc on pc.oid = h.inhparent left join pg_namespace pn on pn.oid = pc.relnamespace
+         left join pg_constraint k on k.conindid = i.indexrelid and k.conrelid = i.indrelid and k.contype in ('p', 'u', 'x')
+        where i.indrelid = any($1::oid[])
+          and (k.oid is null or ${keyCondition})
+        order by n.nspname, ic.relname`,
+      [tableOids],
+    );
+    return r.rows;
+  } finally {
+    await client.query('reset search_path');
+  }
+}
+
+export interface RelationRow {
+  oid: string;
+  schema: string;
+  name: string;
+  kind: 'r' | 'p';
+  /** oids of the partitioned tables above it (every level). */
+  ancestors: string[];
+}
+
+/** Every table and partitioned table in user schemas, with its partitioned ancestors. */
+export async function tablesWithAncestors(client: Client): Promise<RelationRow[]> {
+  const r = await client.query<RelationRow>(
+    `with recursive anc(child, parent) as (
+       select i.inhrelid, i.inhparent from pg_inherits i join pg_class p on p.oid = i.inhparent and p.relkind = 'p'
+       union all
+       select a.child, i.inhparent from anc a join pg_inherits i on i.inhrelid = a.parent
+         join pg_class p on p.oid = i.inhparent and p.relkind = 'p'
+     )
+     select c.oid::text as oid, n.nspname as schema, c.relname as name, c.relkind::text as kind,
+            coalesce((select array_agg(a.parent::text) from anc a where a.child = c.oid), '{}') as ancestors
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p') and ${USER_SCHEMA}`,
+  );
+  return r.rows;
+}
+
+/** Materialized views reading the given tables, through any chain of views: deepest last. */
+export async function matviewsReading(client: Client, tableOids: string[]): Promise<{ schema: string; name: string }[]> {
+  const r = await client.query<{ schema: string; name: string }>(
+    `with recursive reader(oid, depth) as (
+       select r.ev_class, 1 from pg_depend d join pg_rewrite r on r.oid = d.objid
+        where d.classid = 'pg_rewrite'::regclass and d.refclassid = 'pg_class'::regclass
+          and d.refobjid = any($1::oid[]) and r.ev_class <> d.refobjid
+       union
+       select r.ev_class, reader.depth + 1 from reader
+         join pg_depend d on d.refclassid = 'pg_class'::regclass and d.refobjid = reader.oid and d.classid = 'pg_rewrite'::regclass
+         join pg_rewrite r on r.oid = d.objid and r.ev_class <> reader.oid
+        where reader.depth < 50
+     )
+     select n.nspname as schema, c.relname as name
+       from reader join pg_class c on c.oid = reader.oid join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind = 'm'
+      group by n.nspname, c.relname
+      order by max(reader.depth), n.nspname, c.relname`,
+    [tableOids],
+  );
+  return r.rows;
+}
+
+export interface SplitCandidateRow {
+  schema: string;
+  name: string;
+  bytes: number;
+  pages: number;
+  /** Columns as COPY lists them: not dropped, not generated. */
+  columns: string[];
+  /** Every column has a built-in type with binary send and receive functions. */
+  builtin: boolean;
+}
+
+/**
+ * Ordinary tables of at least `minBytes` heap, not members of an extension (pg_dump decides about
+ * those), biggest first; none when the database is not UTF8 (rows copied in ranges pass through a UTF8
+ * client encoding).
+ */
+export async function splitCandidateTables(client: Client, major: number, minBytes: number): Promise<SplitCandidateRow[]> {
+  const enc = await client.query<{ enc: string }>('select pg_encoding_to_char(encoding) as enc from pg_database where datname = current_database()');
+  if (enc.rows[0]?.enc !== 'UTF8') return [];
+  const copyable = `a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped${since(major, 12, " and a.attgenerated = ''")}`;
+  const r = await client.query<{ schema: string; name: string; bytes: string; pages: string; columns: string[]; builtin: boolean }>(
+    `select n.nspname as schema, c.relname as name, pg_relation_size(c.oid) as bytes,
+            pg_relation_size(c.oid) / current_setting('block_size')::int as pages,
+            array(select a.attname::text from pg_attribute a where ${copyable} order by a.attnum) as columns,
+            coalesce((select bool_and(t.oid < 16384 and t.typsend <> 0 and t.typreceive <> 0)
+                        from pg_attribute a join pg_type t on t.oid = a.atttypid
+                       where ${copyable}), false) as builtin
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind = 'r' and c.relpersistence <> 't'
+        and ${USER_SCHEMA}
+        and pg_relation_size(c.oid) >= $1
+        and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
+      order by pg_relation_size(c.oid) desc, n.nspname, c.relname`,
+    [minBytes],
+  );
+  return r.rows
+    .filter((t) => t.columns.length > 0)
+    .map((t) => ({ schema: t.schema, name: t.name, bytes: Number(t.bytes), pages: Number(t.pages), columns: t.columns, builtin: t.builtin }));
+}

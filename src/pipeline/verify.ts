@@ -1,0 +1,119 @@
+/**
+ * Verification of a database, one for both of its phases: the regular phase (every table but the
+ * deferred ones, which must still be empty) and the deferred phase (the deferred tables and the
+ * materialized views refreshed after their load). The source is counted in the snapshot its data was
+ * read in; the target once its data is in.
+ */
+import { MigrateError } from '../errors.ts';
+import { countsVariant, Marker, type VerifyPhase } from '../state/names.ts';
+import type { DeferredPlan } from './deferred-plan.ts';
+import { aggregateKeys, compareCounts, countTables, sortKeys } from './counts.ts';
+import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
+
+interface Scope {
+  /** The tables counted on both sides (all when undefined). */
+  select?: (key: string) => boolean;
+  /** Tables expected empty: not counted on the source, 0 there. */
+  emptyOnSource: Set<string>;
+  /** Tables always counted exactly, even with --fast-verify. */
+  exact: Set<string>;
+}
+
+/**
+ * What a phase compares. Regular: everything but the materialized views that read deferred tables
+ * (refreshed only after the deferred load); deferred tables must be empty on the target. Deferred: the
+ * deferred tables and those materialized views; the other tables were verified when the database
+ * became usable, and from then on the target database is the applications' to change.
+ */
+function scope(plan: DeferredPlan | undefined, phase: VerifyPhase): Scope {
+  if (!plan) return { emptyOnSource: new Set(), exact: new Set() };
+  if (phase === 'regular') return { select: (k) => !plan.matviewKeys.has(k), emptyOnSource: plan.keys, exact: plan.keys };
+  return { select: (k) => plan.keys.has(k) || plan.matviewKeys.has(k), emptyOnSource: new Set(), exact: plan.keys };
+}
+
+/** Counts the source for a phase (in `snapshot`, the one its data was read in) and keeps the counts. */
+export async function countSource(ctx: Context, job: DatabaseJob, phase: VerifyPhase, snapshot: string | undefined): Promise<void> {
+  const variant = countsVariant(ctx.options.fastVerify, phase);
+  const s = scope(job.plan.deferred, phase);
+  const t0 = performance.now();
+  const { counts, estimated } = await countTables({
+    server: ctx.source,
+    database: dbName(job),
+    verifyQueue: ctx.verifyQueue,
+    snapshot,
+    select: (k) => (s.select?.(k) ?? true) && !s.emptyOnSource.has(k),
+    fast: ctx.options.fastVerify ? { exact: s.exact } : undefined,
+    signal: ctx.signal,
+  });
+  for (const k of s.emptyOnSource) counts[k] = 0;
+  await job.state.setEstimated(variant, estimated);
+  await job.state.setCounts('src', variant, sortKeys(counts));
+  job.result.verifySeconds = (job.result.verifySeconds ?? 0) + secondsSince(t0);
+}
+
+/** Source counts of a phase that a run stopped before taking: counted now (no snapshot is left to read). */
+export async function ensureSourceCounts(ctx: Context, job: DatabaseJob, phase: VerifyPhase): Promise<void> {
+  if ((await job.state.counts('src', countsVariant(ctx.options.fastVerify, phase))) === undefined) await countSource(ctx, job, phase, undefined);
+}
+
+/** Forgets the counts a redone step makes stale: of both phases, exact and fast. */
+export async function clearCounts(job: DatabaseJob, kind: 'src' | 'dst', phase: VerifyPhase | 'both'): Promise<void> {
+  const phases: VerifyPhase[] = phase === 'both' ? ['regular', 'deferred'] : [phase];
+  await job.state.clearCounts(
+    kind,
+    phases.flatMap((p) => [countsVariant(false, p), countsVariant(true, p)]),
+  );
+}
+
+/** Counts the target for a phase (unless an earlier run did) and compares; a difference fails the database. */
+export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyPhase): Promise<void> {
+  const db = dbName(job);
+  const marker = phase === 'regular' ? Marker.verified : Marker.deferredVerified;
+  const verified = await job.state.marker(marker);
+  if (verified) {
+    job.result.rows = (verified.rows as number | undefined) ?? job.result.rows;
+    if (phase === 'regular') job.result.verifySeconds = (verified.seconds as number | undefined) ?? job.result.verifySeconds;
+    return;
+  }
+  const variant = countsVariant(ctx.options.fastVerify, phase);
+  await ensureSourceCounts(ctx, job, phase);
+  const src = await job.state.counts('src', variant);
+  if (src === undefined) throw new MigrateError(`${db}: the source counts could not be kept in the state directory; run again`);
+  ctx.emit({ type: 'phase', db, phase: phase === 'regular' ? 'counting target' : 'deferred verifying' });
+  const t0 = performance.now();
+  const s = scope(job.plan.deferred, phase);
+  let dst = await job.state.counts('dst', variant);
+  let estimatedDst: string[] = [];
+  let aggregates: Set<string> | undefined;
+  if (dst === undefined) {
+    const r = await countTables({
+      server: ctx.target,
+      database: db,
+      verifyQueue: ctx.verifyQueue,
+      select: s.select,
+      fast: ctx.options.fastVerify ? { exact: s.exact } : undefined,
+      signal: ctx.signal,
+    });
+    dst = r.counts;
+    estimatedDst = r.estimated;
+    aggregates = r.aggregates;
+    await job.state.setCounts('dst', variant, dst);
+  }
+  if (phase === 'regular') ctx.emit({ type: 'phase', db, phase: 'verifying' });
+  const estimated = new Set([...(await job.state.estimated(variant)), ...estimatedDst].filter((k) => !s.exact.has(k)));
+  const cmp = compareCounts(src, dst, estimated, aggregates ?? (await aggregateKeys(ctx.target, db)));
+  const seconds = secondsSince(t0);
+  job.result.verifySeconds = (job.result.verifySeconds ?? 0) + seconds;
+  job.result.rows = cmp.rows;
+  for (const w of cmp.warnings) {
+    job.result.warnings.push(w);
+    ctx.emit({ type: 'warning', db, message: w });
+  }
+  if (!cmp.ok) {
+    await job.state.clearCounts('dst', [variant]); // recount on the next run
+    const shown = cmp.errors.slice(0, 20).join('; ');
+    const more = cmp.errors.length > 20 ? `; and ${String(cmp.errors.length - 20)} more` : '';
+    throw new MigrateError(`verification${phase === 'deferred' ? ' of the deferred phase' : ''} failed: ${shown}${more}`);
+  }
+  await job.state.setMarker(marker, { seconds: phase === 'regular' ? job.result.verifySeconds : seconds, rows: cmp.rows });
+}

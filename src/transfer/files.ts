@@ -1,0 +1,45 @@
+/**
+ * The file path: `pg_dump -Fd -j` into the dump root (source queue), then `pg_restore -j` from there
+ * (target queue). The next database dumps while this one restores, and a finished dump is kept, so a
+ * failed restore is redone without dumping again.
+ */
+import { rm } from 'node:fs/promises';
+import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
+import type { Context } from '../pipeline/context.ts';
+import { excludeDataArgs, exactPattern, type DataPath, type TransferIo } from './data-path.ts';
+
+export function fileDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'dumpDatabase' | 'restoreDatabase' | 'dumpTableData' | 'restoreTableData'> {
+  const { tools, plan } = ctx;
+  return {
+    async dumpDatabase(db, { snapshot, excludeData }) {
+      const dir = io.location(db.name, 'regular');
+      await rm(dir, { recursive: true, force: true });
+      const args = ['-Fd', '-j', String(db.dumpJobs), '-Z', plan.compression, '--create', '-f', dir, ...connArgs(ctx.source)];
+      if (snapshot) args.push(`--snapshot=${snapshot}`);
+      args.push(...excludeDataArgs(excludeData));
+      args.push(`--dbname=${dbnameConninfo(db.name)}`);
+      await io.run(tools.pgDump.path, args);
+    },
+    async restoreDatabase(db, opts) {
+      const dir = io.location(db.name, 'regular');
+      const args = ['-j', String(db.restoreJobs), '--disable-triggers', '--create', ...connArgs(ctx.target)];
+      args.push(...(await io.restoreListSkipping(dir, opts?.skipConstraints)));
+      args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
+      await io.run(tools.pgRestore.path, args);
+    },
+    async dumpTableData(db, tables, { snapshot }) {
+      const dir = io.location(db.name, 'deferred');
+      await rm(dir, { recursive: true, force: true });
+      const args = ['-Fd', '-j', String(plan.parallelism.dumpJobs), '-Z', plan.compression, '--data-only', '-f', dir, ...connArgs(ctx.source)];
+      if (snapshot) args.push(`--snapshot=${snapshot}`);
+      for (const t of tables) args.push(`--table=${exactPattern(t)}`);
+      args.push(`--dbname=${dbnameConninfo(db.name)}`);
+      await io.run(tools.pgDump.path, args);
+    },
+    async restoreTableData(db) {
+      const args = ['-j', String(plan.parallelism.restoreJobs), '--data-only', '--disable-triggers', ...connArgs(ctx.target)];
+      args.push(`--dbname=${dbnameConninfo(db.name)}`, io.location(db.name, 'deferred'));
+      await io.run(tools.pgRestore.path, args);
+    },
+  };
+}
