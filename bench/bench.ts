@@ -67,7 +67,11 @@ async function ensurePgcopydb(): Promise<string | undefined> {
   const has = async (): Promise<boolean> => (await sh('sh', ['-c', 'command -v pgcopydb'])).code === 0;
   if (!(await has())) {
     log('pgcopydb missing: apt-get install -y pgcopydb');
-    const r = await sh('sh', ['-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y pgcopydb || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y pgcopydb)'], { timeoutMs: 600_000 });
+    const r = await sh(
+      'sh',
+      ['-c', 'DEBIAN_FRONTEND=noninteractive apt-get install -y pgcopydb || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y pgcopydb)'],
+      { timeoutMs: 600_000 },
+    );
     if (r.code !== 0 || !(await has())) return `could not install pgcopydb: ${r.stderr.trim().split('\n').slice(-2).join(' ')}`;
   }
   const v = await sh('pgcopydb', ['--version']);
@@ -179,14 +183,19 @@ async function runOne(
   else log(`  ${label} round ${round}: FAILED (${m.wallSeconds.toFixed(1)} s): ${record.error}`);
   if (record.pgMigrate) {
     const p = record.pgMigrate;
-    log(`    pg-migrate report: elapsed ${p.elapsedSeconds.toFixed(1)} s, Σdump ${p.dumpSecondsSum.toFixed(1)} s, Σrestore ${p.restoreSecondsSum.toFixed(1)} s, Σverify ${p.verifySecondsSum.toFixed(1)} s, parallelism ${JSON.stringify(p.parallelism)}, compression ${String(p.compression)}`);
+    log(
+      `    pg-migrate report: elapsed ${p.elapsedSeconds.toFixed(1)} s, Σdump ${p.dumpSecondsSum.toFixed(1)} s, Σrestore ${p.restoreSecondsSum.toFixed(1)} s, Σverify ${p.verifySecondsSum.toFixed(1)} s, parallelism ${JSON.stringify(p.parallelism)}, compression ${String(p.compression)}`,
+    );
   }
   return { record, startedNs, endedNs };
 }
 
 /** Sum of the union of intervals [a, b] (ns), clipped to [lo, hi]. */
 function unionLength(intervals: [bigint, bigint][], lo: bigint, hi: bigint): bigint {
-  const xs = intervals.map(([a, b]): [bigint, bigint] => [a < lo ? lo : a, b > hi ? hi : b]).filter(([a, b]) => b > a).sort((p, q) => (p[0] < q[0] ? -1 : p[0] > q[0] ? 1 : 0));
+  const xs = intervals
+    .map(([a, b]): [bigint, bigint] => [a < lo ? lo : a, b > hi ? hi : b])
+    .filter(([a, b]) => b > a)
+    .sort((p, q) => (p[0] < q[0] ? -1 : p[0] > q[0] ? 1 : 0));
   let total = 0n;
   let cur: [bigint, bigint] | undefined;
   for (const iv of xs) {
@@ -204,7 +213,13 @@ function unionLength(intervals: [bigint, bigint][], lo: bigint, hi: bigint): big
  * that log each call's start and end. Overhead = wall time during which none of those tools was
  * running (startup, preflight, tuning, createdb, counting, verification, bookkeeping), per database.
  */
-async function tracedOverhead(servers: BenchServers, shape: Shape, srcCounts: Record<string, Record<string, number>>, logDir: string, ndb: number): Promise<Record<string, unknown>> {
+async function tracedOverhead(
+  servers: BenchServers,
+  shape: Shape,
+  srcCounts: Record<string, Record<string, number>>,
+  logDir: string,
+  ndb: number,
+): Promise<Record<string, unknown>> {
   const traceDir = await fs.mkdtemp(path.join(os.tmpdir(), 'pgm-bench-trace-'));
   const traceLog = path.join(traceDir, 'calls.log');
   for (const tool of ['pg_dump', 'pg_restore', 'pg_dumpall', 'psql']) {
@@ -220,7 +235,11 @@ async function tracedOverhead(servers: BenchServers, shape: Shape, srcCounts: Re
     .map(([tool, a, b]) => ({ tool: tool!, start: BigInt(a!), end: BigInt(b!) }));
   await fs.rm(traceDir, { recursive: true, force: true });
   const wallNs = run.endedNs - run.startedNs;
-  const busy = unionLength(calls.map((c) => [c.start, c.end]), run.startedNs, run.endedNs);
+  const busy = unionLength(
+    calls.map((c) => [c.start, c.end]),
+    run.startedNs,
+    run.endedNs,
+  );
   const dumpRestore = calls.filter((c) => c.tool === 'pg_dump' || c.tool === 'pg_restore');
   const firstStart = calls.length ? calls.reduce((m, c) => (c.start < m ? c.start : m), calls[0]!.start) : run.endedNs;
   const lastEnd = calls.length ? calls.reduce((m, c) => (c.end > m ? c.end : m), calls[0]!.end) : run.startedNs;
@@ -234,7 +253,13 @@ async function tracedOverhead(servers: BenchServers, shape: Shape, srcCounts: Re
     wallSeconds: run.record.wallSeconds,
     toolBusySeconds: s(busy),
     calls: { total: calls.length, pgDump: calls.filter((c) => c.tool === 'pg_dump').length, pgRestore: calls.filter((c) => c.tool === 'pg_restore').length },
-    dumpRestoreCpuPathSeconds: s(unionLength(dumpRestore.map((c) => [c.start, c.end]), run.startedNs, run.endedNs)),
+    dumpRestoreCpuPathSeconds: s(
+      unionLength(
+        dumpRestore.map((c) => [c.start, c.end]),
+        run.startedNs,
+        run.endedNs,
+      ),
+    ),
     beforeFirstToolSeconds: s(firstStart - run.startedNs),
     afterLastToolSeconds: s(run.endedNs - lastEnd),
     overheadSeconds: overhead,
@@ -250,14 +275,24 @@ async function tracedOverhead(servers: BenchServers, shape: Shape, srcCounts: Re
   return result;
 }
 
-async function runShape(shape: Shape, scale: number, wanted: Contender[], rounds: number, unavailable: Record<string, string>, keep: boolean, logDir: string): Promise<ShapeResult> {
+async function runShape(
+  shape: Shape,
+  scale: number,
+  wanted: Contender[],
+  rounds: number,
+  unavailable: Record<string, string>,
+  keep: boolean,
+  logDir: string,
+): Promise<ShapeResult> {
   log(`shape ${shape}, scale ${scale}: starting source and target (PostgreSQL 15, shared_buffers 1GB, max_wal_size 4GB, max_connections 200, fsync on)`);
   const servers = await startServers(shape);
   log(`  source 127.0.0.1:${servers.source.port} (${servers.source.dataDir}), target 127.0.0.1:${servers.target.port}`);
   try {
     log('  generating the workload on the source');
     const workload = await generate(servers.source, shape, scale, log);
-    log(`  workload: ${workload.databases.length} database(s), ${(workload.totalBytes / 2 ** 30).toFixed(2)} GiB, generated in ${workload.seconds.toFixed(0)} s`);
+    log(
+      `  workload: ${workload.databases.length} database(s), ${(workload.totalBytes / 2 ** 30).toFixed(2)} GiB, generated in ${workload.seconds.toFixed(0)} s`,
+    );
     const srcCounts = await allCounts(servers.source);
     const contenders = wanted.filter((c) => !c.shapes || c.shapes.includes(shape));
     const runs: RunRecord[] = [];
@@ -272,7 +307,10 @@ async function runShape(shape: Shape, scale: number, wanted: Contender[], rounds
       }
     }
     const cores = os.availableParallelism();
-    const summary = summarize(runs, contenders.map((c) => c.name));
+    const summary = summarize(
+      runs,
+      contenders.map((c) => c.name),
+    );
     const floor = floorOf(runs, cores);
     const result: ShapeResult = {
       shape,
@@ -297,10 +335,12 @@ async function runShape(shape: Shape, scale: number, wanted: Contender[], rounds
     return result;
   } finally {
     if (keep) {
-      log(`  --keep: servers left running: source port ${servers.source.port}, target port ${servers.target.port}, password ${servers.password}, data in ${servers.source.baseDir} and ${servers.target.baseDir}`);
+      log(
+        `  --keep: servers left running: source port ${servers.source.port}, target port ${servers.target.port}, password ${servers.password}, data in ${servers.source.baseDir} and ${servers.target.baseDir}`,
+      );
       // The harness stops servers at exit: stay alive until interrupted (a pending promise alone does
       // not keep Node's event loop alive; a timer does).
-      await new Promise(() => setInterval(() => {}, 1 << 30));
+      await new Promise(() => setInterval(() => undefined, 1 << 30));
     }
     await Promise.all([servers.source.stop(), servers.target.stop()]);
   }
@@ -309,7 +349,9 @@ async function runShape(shape: Shape, scale: number, wanted: Contender[], rounds
 function printShape(r: ShapeResult): void {
   const lines: string[] = [];
   lines.push('');
-  lines.push(`== ${r.shape}, scale ${r.scale}: ${r.workload.databases.length} database(s), ${(r.workload.totalBytes / 2 ** 30).toFixed(2)} GiB; wall seconds over ${Math.max(...r.runs.map((x) => x.round))} round(s); ratio = median / pg-migrate's median`);
+  lines.push(
+    `== ${r.shape}, scale ${r.scale}: ${r.workload.databases.length} database(s), ${(r.workload.totalBytes / 2 ** 30).toFixed(2)} GiB; wall seconds over ${Math.max(...r.runs.map((x) => x.round))} round(s); ratio = median / pg-migrate's median`,
+  );
   lines.push(renderTable(r.summary));
   if (r.floor) {
     lines.push(
@@ -329,11 +371,16 @@ function printShape(r: ShapeResult): void {
     );
   }
   if (r.perDatabaseOverhead) {
-    const o = r.perDatabaseOverhead as { traced: { overheadMsPerDatabase: number; overheadMsPerDatabaseExcludingStartAndEnd: number }; versusDumpRestoreLoopMsPerDatabase: number | null };
+    const o = r.perDatabaseOverhead as {
+      traced: { overheadMsPerDatabase: number; overheadMsPerDatabaseExcludingStartAndEnd: number };
+      versusDumpRestoreLoopMsPerDatabase: number | null;
+    };
     lines.push(
       `per-database overhead of pg-migrate: ${o.traced.overheadMsPerDatabase.toFixed(0)} ms/db (wall time with no pg_dump/pg_restore/pg_dumpall/psql running, traced run; ` +
         `${o.traced.overheadMsPerDatabaseExcludingStartAndEnd.toFixed(0)} ms/db without start-up and finish)` +
-        (o.versusDumpRestoreLoopMsPerDatabase === null ? '' : `; median wall vs the dump-restore loop: ${o.versusDumpRestoreLoopMsPerDatabase >= 0 ? '+' : ''}${o.versusDumpRestoreLoopMsPerDatabase.toFixed(0)} ms/db`),
+        (o.versusDumpRestoreLoopMsPerDatabase === null
+          ? ''
+          : `; median wall vs the dump-restore loop: ${o.versusDumpRestoreLoopMsPerDatabase >= 0 ? '+' : ''}${o.versusDumpRestoreLoopMsPerDatabase.toFixed(0)} ms/db`),
     );
   }
   lines.push('commands:');
@@ -384,12 +431,12 @@ async function main(): Promise<number> {
   if (wanted.some((c) => c.name === 'pgcopydb')) {
     const why = await ensurePgcopydb();
     if (why) {
-      unavailable['pgcopydb'] = why;
+      unavailable.pgcopydb = why;
       log(`pgcopydb unavailable: ${why}`);
     }
   }
   const machine = await machineInfo();
-  log(`machine: ${machine.cores} cores (${String(machine.cpuModel)}), ${String(machine.memoryGiB)} GiB, ${String(machine.postgres)}`);
+  log(`machine: ${String(machine.cores)} cores (${JSON.stringify(machine.cpuModel)}), ${String(machine.memoryGiB)} GiB, ${String(machine.postgres)}`);
   const results: Record<string, unknown> = { machine, args: values, shapes: [] as ShapeResult[] };
   const save = async (): Promise<void> => {
     await fs.mkdir(path.dirname(out), { recursive: true });
@@ -400,13 +447,13 @@ async function main(): Promise<number> {
     const points: { scale: number; toolPeakRssMB: number; medianWall?: number; status: string }[] = [];
     for (const s of [scale, scale * 2]) {
       const r = await runShape('standard', s, wanted, rounds, unavailable, false, logDir);
-      (results['shapes'] as ShapeResult[]).push(r);
+      (results.shapes as ShapeResult[]).push(r);
       const sum = r.summary.find((x) => x.contender === 'pg-migrate')!;
       points.push({ scale: s, toolPeakRssMB: sum.peakToolRssMB ?? NaN, medianWall: sum.medianWall, status: sum.status });
       await save();
     }
     const ratio = points[1]!.toolPeakRssMB / points[0]!.toolPeakRssMB;
-    results['memoryCheck'] = { points, ratio, withinTenPercent: Math.abs(ratio - 1) <= 0.1 };
+    results.memoryCheck = { points, ratio, withinTenPercent: Math.abs(ratio - 1) <= 0.1 };
     await save();
     process.stdout.write(
       `memory check: pg-migrate peak RSS (node process, VmHWM) ${points.map((p) => `S=${p.scale}: ${p.toolPeakRssMB.toFixed(0)} MB (${p.medianWall?.toFixed(1) ?? '-'} s)`).join(', ')}; ` +
@@ -414,7 +461,7 @@ async function main(): Promise<number> {
     );
   } else {
     for (const shape of shapes) {
-      (results['shapes'] as ShapeResult[]).push(await runShape(shape, scale, wanted, rounds, unavailable, values.keep, logDir));
+      (results.shapes as ShapeResult[]).push(await runShape(shape, scale, wanted, rounds, unavailable, values.keep, logDir));
       await save();
     }
   }

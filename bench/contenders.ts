@@ -38,11 +38,11 @@ export interface Contender {
 export function benchEnv(s: BenchServers, extraPathFirst?: string): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('PG')) env[k] = v;
-  env['PATH'] = [extraPathFirst, PG_BIN, process.env['PATH'] ?? '/usr/bin:/bin'].filter(Boolean).join(':');
-  env['PGPASSWORD'] = s.password; // both servers share the password
-  env['PGUSER'] = 'postgres';
-  env['PGHOST'] = '127.0.0.1';
-  env['LC_ALL'] = 'C.UTF-8';
+  env.PATH = [extraPathFirst, PG_BIN, process.env.PATH ?? '/usr/bin:/bin'].filter(Boolean).join(':');
+  env.PGPASSWORD = s.password; // both servers share the password
+  env.PGUSER = 'postgres';
+  env.PGHOST = '127.0.0.1';
+  env.LC_ALL = 'C.UTF-8';
   return env;
 }
 
@@ -51,12 +51,26 @@ function pgMigrateArgs(ctx: RunContext, extra: string[]): string[] {
   return [
     process.execPath,
     CLI,
-    '--from-host', '127.0.0.1', '--from-port', String(source.port), '--from-pass', password,
-    '--to-host', '127.0.0.1', '--to-port', String(target.port), '--to-pass', password,
-    '--state-dir', path.join(ctx.dir, 'state'),
-    '--dump-root', path.join(ctx.dir, 'dumps'),
-    '--progress', 'plain',
-    '--report', path.join(ctx.dir, 'report.json'),
+    '--from-host',
+    '127.0.0.1',
+    '--from-port',
+    String(source.port),
+    '--from-pass',
+    password,
+    '--to-host',
+    '127.0.0.1',
+    '--to-port',
+    String(target.port),
+    '--to-pass',
+    password,
+    '--state-dir',
+    path.join(ctx.dir, 'state'),
+    '--dump-root',
+    path.join(ctx.dir, 'dumps'),
+    '--progress',
+    'plain',
+    '--report',
+    path.join(ctx.dir, 'report.json'),
     ...extra,
   ];
 }
@@ -125,17 +139,20 @@ export const CONTENDERS: Contender[] = [
   },
   {
     name: 'dumpall-psql',
-    describe: () => `${dumpallScript(5432, 5433).replace('5432', 'SRC').replace('5433', 'DST')}   (psql defaults: ON_ERROR_STOP off, as a naive user runs it; "role postgres already exists" is the expected error)`,
+    describe: () =>
+      `${dumpallScript(5432, 5433).replace('5432', 'SRC').replace('5433', 'DST')}   (psql defaults: ON_ERROR_STOP off, as a naive user runs it; "role postgres already exists" is the expected error)`,
     argv: (ctx) => ['bash', '-c', dumpallScript(ctx.servers.source.port, ctx.servers.target.port)],
   },
   {
     name: 'dump-restore-loop',
-    describe: (cores) => `bash: set -eo pipefail; mkdir -p dir; pg_dumpall --globals-only | psql; for each db (sequentially): createdb db; pg_dump -Fd -j ${cores} -f dir/db db; pg_restore -j ${cores} -d db dir/db  (pg_dump default compression)`,
+    describe: (cores) =>
+      `bash: set -eo pipefail; mkdir -p dir; pg_dumpall --globals-only | psql; for each db (sequentially): createdb db; pg_dump -Fd -j ${cores} -f dir/db db; pg_restore -j ${cores} -d db dir/db  (pg_dump default compression)`,
     argv: (ctx) => ['bash', '-c', loopScript(ctx.servers.source.port, ctx.servers.target.port, ctx.cores, path.join(ctx.dir, 'dumps'))],
   },
   {
     name: 'pgcopydb',
-    describe: (cores) => `bash: pg_dumpall --globals-only | psql; for each db (sequentially): createdb db; pgcopydb clone --source .../db --target .../db --dir dir/db --table-jobs ${cores} --index-jobs ${cores}  (pgcopydb defaults are 4/4; set to the cores)`,
+    describe: (cores) =>
+      `bash: pg_dumpall --globals-only | psql; for each db (sequentially): createdb db; pgcopydb clone --source .../db --target .../db --dir dir/db --table-jobs ${cores} --index-jobs ${cores}  (pgcopydb defaults are 4/4; set to the cores)`,
     argv: (ctx) => ['bash', '-c', pgcopydbScript(ctx.servers.source.port, ctx.servers.target.port, ctx.cores, path.join(ctx.dir, 'work'))],
   },
 ];
@@ -145,12 +162,5 @@ export const CONTENDERS: Contender[] = [
  * log start and end (ns) of every call, put first in PATH of an extra, untimed pg-migrate run.
  */
 export function traceWrapper(tool: string, logFile: string): string {
-  return [
-    '#!/bin/bash',
-    's=$(date +%s%N)',
-    `${PG_BIN}/${tool} "$@"`,
-    'rc=$?',
-    `echo "${tool} $s $(date +%s%N)" >> ${logFile}`,
-    'exit $rc',
-  ].join('\n') + '\n';
+  return ['#!/bin/bash', 's=$(date +%s%N)', `${PG_BIN}/${tool} "$@"`, 'rc=$?', `echo "${tool} $s $(date +%s%N)" >> ${logFile}`, 'exit $rc'].join('\n') + '\n';
 }

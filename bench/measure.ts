@@ -64,7 +64,9 @@ export async function runMeasured(spec: RunSpec, onStart?: () => void): Promise<
   const timer = setInterval(poll, 100);
   const exitCode = await new Promise<number>((resolve, reject) => {
     child.on('error', reject);
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    child.on('exit', (code, signal) => {
+      resolve(code ?? (signal ? 128 : 1));
+    });
   });
   const wallSeconds = (performance.now() - t0) / 1000;
   clearInterval(timer);

@@ -25,7 +25,16 @@ export interface PgMigrateFigures {
   dumpSecondsSum: number;
   restoreSecondsSum: number;
   verifySecondsSum: number;
-  databases: { name: string; status: string; dumpSeconds?: number; restoreSeconds?: number; verifySeconds?: number; regularSeconds?: number; totalSeconds?: number; rows?: number }[];
+  databases: {
+    name: string;
+    status: string;
+    dumpSeconds?: number;
+    restoreSeconds?: number;
+    verifySeconds?: number;
+    regularSeconds?: number;
+    totalSeconds?: number;
+    rows?: number;
+  }[];
 }
 
 export interface ContenderSummary {
@@ -59,7 +68,11 @@ export function summarize(runs: RunRecord[], order: string[]): ContenderSummary[
       contender: name,
       okRuns: ok.length,
       runs: mine.length,
-      status: mine.every((r) => r.status === 'unavailable') ? 'unavailable' : ok.length === mine.length ? 'ok' : `failed ${mine.length - ok.length}/${mine.length}`,
+      status: mine.every((r) => r.status === 'unavailable')
+        ? 'unavailable'
+        : ok.length === mine.length
+          ? 'ok'
+          : `failed ${mine.length - ok.length}/${mine.length}`,
     };
     if (ok.length > 0) {
       const walls = ok.map((r) => r.wallSeconds!);

@@ -47,7 +47,7 @@ export function sh(cmd: string, args: string[], opts: { timeoutMs?: number } = {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: opts.timeoutMs ?? 300_000, maxBuffer: 64 * 1024 * 1024, cwd: '/tmp' }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err ? err.message : '') });
+      resolve({ code, stdout, stderr: stderr || (err ? err.message : '') });
     });
   });
 }
@@ -102,7 +102,22 @@ export function serverCpuSeconds(c: Cluster, stats = allStats()): number {
 }
 
 async function restart(c: Cluster): Promise<void> {
-  const r = await sh('runuser', ['-u', 'postgres', '--', path.join(c.binDir, 'pg_ctl'), '-D', c.dataDir, '-l', c.logFile, '-m', 'fast', '-w', '-t', '120', 'restart']);
+  const r = await sh('runuser', [
+    '-u',
+    'postgres',
+    '--',
+    path.join(c.binDir, 'pg_ctl'),
+    '-D',
+    c.dataDir,
+    '-l',
+    c.logFile,
+    '-m',
+    'fast',
+    '-w',
+    '-t',
+    '120',
+    'restart',
+  ]);
   if (r.code !== 0) throw new Error(`pg_ctl restart failed: ${r.stderr}${r.stdout}`);
 }
 

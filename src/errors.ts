@@ -28,7 +28,7 @@ export class MigrateError extends Error {
 
 export class UsageError extends MigrateError {
   constructor(problems: string[]) {
-    super(problems.length === 1 ? problems[0]! : `invalid options:\n${problems.map((p) => `  - ${p}`).join('\n')}`, ExitCode.usage);
+    super(problems.length === 1 && problems[0] !== undefined ? problems[0] : `invalid options:\n${problems.map((p) => `  - ${p}`).join('\n')}`, ExitCode.usage);
     this.name = 'UsageError';
   }
 }
@@ -53,6 +53,9 @@ export class AbortError extends MigrateError {
     this.name = 'AbortError';
   }
 }
+
+/** Whether a signal has fired (a call, so that type narrowing of an earlier check does not stick across awaits). */
+export const isAborted = (signal: AbortSignal | undefined): boolean => signal?.aborted === true;
 
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;

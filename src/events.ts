@@ -66,7 +66,14 @@ export interface RunSummary {
 }
 
 export type MigrateEvent =
-  | { type: 'plan'; databases: { name: string; sizeBytes: number | null; deferred: number }[]; notMigrated: { name: string; reason: string }[]; parallelism: Parallelism; compression: string; toolsVersion: string }
+  | {
+      type: 'plan';
+      databases: { name: string; sizeBytes: number | null; deferred: number }[];
+      notMigrated: { name: string; reason: string }[];
+      parallelism: Parallelism;
+      compression: string;
+      toolsVersion: string;
+    }
   | { type: 'stage'; stage: 'preflight' | 'tuning' | 'globals' | 'reverting'; status: 'start' | 'done' | 'failed' | 'skipped'; message?: string }
   | { type: 'phase'; db: string; phase: Phase; detail?: string }
   | { type: 'warning'; db?: string; message: string }

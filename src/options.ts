@@ -73,10 +73,11 @@ export function parseSize(text: string): number | null {
   if (t === 'off') return null;
   const m = /^(\d+)\s*([A-Za-z]*)$/.exec(t);
   const unit = m?.[2] === '' ? 'B' : m?.[2];
-  if (!m || unit === undefined || !(unit in SIZE_UNITS)) {
+  const factor = unit === undefined ? undefined : SIZE_UNITS[unit];
+  if (!m || factor === undefined) {
     throw new Error(`${JSON.stringify(text)} is not a size: write a whole number with an optional unit B, kB, MB, GB or TB (e.g. 256MB), or off`);
   }
-  const bytes = Number(m[1]) * SIZE_UNITS[unit]!;
+  const bytes = Number(m[1]) * factor;
   if (bytes < 1) throw new Error(`${JSON.stringify(text)} must be at least 1 byte (write off to never split tables)`);
   return bytes;
 }
@@ -144,7 +145,7 @@ function checkInt(problems: string[], name: string, value: number | undefined, m
 }
 
 function checkText(problems: string[], name: string, value: string | undefined): void {
-  if (value !== undefined && value.trim() === '') problems.push(`--${name} must not be empty`);
+  if (value?.trim() === '') problems.push(`--${name} must not be empty`);
 }
 
 /** Validates raw values and applies defaults. Throws one UsageError that lists every problem. */
@@ -156,7 +157,8 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   for (const [name, v] of [
     ['from-port', raw.fromPort],
     ['to-port', raw.toPort],
-  ] as const) checkInt(problems, name, v, 1, 65535);
+  ] as const)
+    checkInt(problems, name, v, 1, 65535);
   checkInt(problems, 'dump-jobs', raw.dumpJobs, 1, 256);
   checkInt(problems, 'restore-jobs', raw.restoreJobs, 1, 256);
   checkInt(problems, 'max-parallel', raw.maxParallel, 1, 256);
@@ -173,7 +175,8 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     ['state-dir', raw.stateDir],
     ['pg-bin-dir', raw.pgBinDir],
     ['compression', raw.compression],
-  ] as const) checkText(problems, name, v);
+  ] as const)
+    checkText(problems, name, v);
 
   let splitTableBytes: number | null = null;
   try {
@@ -211,7 +214,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
       database: raw.fromDb ?? DEFAULTS.fromDb,
     },
     to: {
-      host: raw.toHost!,
+      host: raw.toHost ?? '',
       port: raw.toPort ?? DEFAULTS.toPort,
       user: raw.toUser ?? DEFAULTS.toUser,
       password: raw.toPass,

@@ -53,7 +53,7 @@ export function parseTablePattern(text: string): TablePattern {
   let inQuotes = false;
   let sawAny = false;
   for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
+    const ch = text.charAt(i);
     if (inQuotes) {
       if (ch === '"') {
         if (text[i + 1] === '"') {
@@ -78,8 +78,10 @@ export function parseTablePattern(text: string): TablePattern {
   if (inQuotes) throw new Error(`unterminated double quote in table pattern ${JSON.stringify(text)}`);
   if (!sawAny) throw new Error(`empty name part in table pattern ${JSON.stringify(text)}`);
   parts.push(current);
-  if (parts.length === 2) return { source: text, database: parts[0]!, schema: undefined, table: parts[1]! };
-  if (parts.length === 3) return { source: text, database: parts[0]!, schema: parts[1]!, table: parts[2]! };
+  const [database, second, third] = parts;
+  if (parts.length === 2 && database !== undefined && second !== undefined) return { source: text, database, schema: undefined, table: second };
+  if (parts.length === 3 && database !== undefined && second !== undefined && third !== undefined)
+    return { source: text, database, schema: second, table: third };
   throw new Error(
     `table pattern ${JSON.stringify(text)} must be DATABASE.TABLE or DATABASE.SCHEMA.TABLE; write names that contain dots in double quotes, e.g. "my.db".events`,
   );

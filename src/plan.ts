@@ -71,7 +71,12 @@ export function planParallelism(
   target: ServerLimits,
 ): Parallelism {
   const c = Math.max(1, cores);
-  const side = (jobsSet: number | undefined, parallelSet: number | undefined, jobsCeiling: number, limits: ServerLimits): { jobs: number; parallel: number } => {
+  const side = (
+    jobsSet: number | undefined,
+    parallelSet: number | undefined,
+    jobsCeiling: number,
+    limits: ServerLimits,
+  ): { jobs: number; parallel: number } => {
     let jobs = jobsSet ?? Math.min(jobsCeiling, c);
     let parallel = parallelSet ?? o.maxParallel ?? Math.min(CEILINGS.maxParallel, Math.max(2, c));
     const verify = o.verifyConcurrency;

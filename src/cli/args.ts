@@ -39,13 +39,20 @@ export function migrateOptions<T>(y: Argv<T>) {
       describe: "DATABASE.[SCHEMA.]TABLE glob: load this table's data after the regular phase, indexes rebuilt afterwards (repeatable)",
     })
     .option('migrate-globals', { type: 'boolean', default: DEFAULTS.migrateGlobals, describe: 'copy roles and tablespaces (pg_dumpall --globals-only)' })
-    .option('disable-dst-optimizations', { type: 'boolean', default: DEFAULTS.disableDstOptimizations, describe: 'do not tune the target (fsync=off, ...) during the run' })
+    .option('disable-dst-optimizations', {
+      type: 'boolean',
+      default: DEFAULTS.disableDstOptimizations,
+      describe: 'do not tune the target (fsync=off, ...) during the run',
+    })
     .option('fast-verify', {
       type: 'boolean',
       default: DEFAULTS.fastVerify,
       describe: 'compare pg_class.reltuples instead of count(*) (deferred and never-analyzed tables are still counted)',
     })
-    .group(['dump-root', 'state-dir', 'fresh', 'redo-db', 'remove-dumps', 'pg-bin-dir', 'data-path', 'split-table-size', 'compression', 'report', 'progress'], 'Files and output:')
+    .group(
+      ['dump-root', 'state-dir', 'fresh', 'redo-db', 'remove-dumps', 'pg-bin-dir', 'data-path', 'split-table-size', 'compression', 'report', 'progress'],
+      'Files and output:',
+    )
     .option('dump-root', { type: 'string', default: DEFAULTS.dumpRoot, describe: 'directory for the dumps' })
     .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ and pg_verify_state/ [default: $HOME]' })
     .option('fresh', { type: 'boolean', default: DEFAULTS.fresh, describe: 'discard the state of an earlier run and start over' })

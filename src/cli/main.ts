@@ -19,7 +19,9 @@ export async function main(args: string[]): Promise<number> {
   try {
     await yargs(args)
       .scriptName('pg-migrate')
-      .usage('$0 [command] [options]\n\nMigrate every user database, the roles and tablespaces of a PostgreSQL server onto another server, verify every table, and resume after an interruption.')
+      .usage(
+        '$0 [command] [options]\n\nMigrate every user database, the roles and tablespaces of a PostgreSQL server onto another server, verify every table, and resume after an interruption.',
+      )
       .env('PG_MIGRATE')
       .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true })
       .command(migrateCommand)

@@ -13,7 +13,9 @@ export async function withSignals<T>(children: ChildRegistry, fn: (signal: Abort
   const onSignal = (sig: NodeJS.Signals): void => {
     interrupts++;
     if (interrupts === 1) {
-      process.stderr.write(`\npg-migrate: ${sig}: stopping cleanly (stopping children, cancelling queries, reverting the target tuning); press Ctrl-C again to stop at once\n`);
+      process.stderr.write(
+        `\npg-migrate: ${sig}: stopping cleanly (stopping children, cancelling queries, reverting the target tuning); press Ctrl-C again to stop at once\n`,
+      );
       controller.abort();
     } else {
       process.stderr.write('\npg-migrate: stopping now; the next run reverts the tuning and resumes\n');

@@ -51,7 +51,8 @@ export async function listTables(client: Client): Promise<TableRef[]> {
         and ${USER_SCHEMA}
       order by n.nspname, c.relname`,
   );
-  return r.rows.map((row) => ({ ...row, reltuples: Number(row.reltuples), relpages: Number(row.relpages) }));
+  // float8 and int4 arrive as numbers already.
+  return r.rows;
 }
 
 /**
@@ -131,7 +132,9 @@ export interface IndexRow {
 export async function indexesOf(client: Client, major: number, tableOids: string[], withKeys: boolean): Promise<IndexRow[]> {
   await client.query("set search_path = ''");
   try {
-    const keyCondition = withKeys ? `(k.contype in ('p', 'u') and not k.condeferrable and t.relkind = 'r'${since(major, 10, ' and not t.relispartition')})` : 'false';
+    const keyCondition = withKeys
+      ? `(k.contype in ('p', 'u') and not k.condeferrable and t.relkind = 'r'${since(major, 10, ' and not t.relispartition')})`
+      : 'false';
     const r = await client.query<IndexRow>(
       `select n.nspname as schema, ic.relname as name, tn.nspname as "tableSchema", t.relname as "tableName",
               pg_get_indexdef(i.indexrelid) as definition, ts.spcname as tablespace,

@@ -66,7 +66,9 @@ export function describeConnectError(err: unknown, server: Server, database: str
   const where = `the ${server.side} server ${host}:${String(port)}`;
   switch (e.code) {
     case 'ECONNREFUSED':
-      return new MigrateError(`${where} refused the connection: is PostgreSQL running there, and are ${flag(server.side, 'host')}/${flag(server.side, 'port')} right?`);
+      return new MigrateError(
+        `${where} refused the connection: is PostgreSQL running there, and are ${flag(server.side, 'host')}/${flag(server.side, 'port')} right?`,
+      );
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return new MigrateError(`${where} cannot be found: the host name ${host} does not resolve; check ${flag(server.side, 'host')}`);
@@ -79,12 +81,18 @@ export function describeConnectError(err: unknown, server: Server, database: str
         `${where} rejected the password of user "${user}": pass the right one with ${flag(server.side, 'pass')} or ${envName(server.side, 'pass')}, or put it in ~/.pgpass`,
       );
     case '28000':
-      return new MigrateError(`${where} does not let user "${user}" in (${message}): add a pg_hba.conf entry for this client, or use another ${flag(server.side, 'user')}`);
+      return new MigrateError(
+        `${where} does not let user "${user}" in (${message}): add a pg_hba.conf entry for this client, or use another ${flag(server.side, 'user')}`,
+      );
     case '3D000':
-      return new MigrateError(`${where} has no database "${database}" (${message})${database === server.endpoint.database ? `: pass an existing one with ${flag(server.side, 'db')}` : ''}`);
+      return new MigrateError(
+        `${where} has no database "${database}" (${message})${database === server.endpoint.database ? `: pass an existing one with ${flag(server.side, 'db')}` : ''}`,
+      );
     default:
       if (/timeout/i.test(message)) {
-        return new MigrateError(`${where} did not answer within ${String(CONNECT_TIMEOUT_SECONDS)} s: check ${flag(server.side, 'host')}/${flag(server.side, 'port')}`);
+        return new MigrateError(
+          `${where} did not answer within ${String(CONNECT_TIMEOUT_SECONDS)} s: check ${flag(server.side, 'host')}/${flag(server.side, 'port')}`,
+        );
       }
       if (/password/i.test(message) && /SASL|client password must be a string/i.test(message)) {
         return new MigrateError(
@@ -102,6 +110,13 @@ export function describePgError(err: unknown): string {
   if (e.detail) text += ` (detail: ${e.detail})`;
   if (e.hint) text += ` (hint: ${e.hint})`;
   return text;
+}
+
+/** The one row a query must return (an aggregate, current_setting, ...). */
+export function oneRow<R extends pg.QueryResultRow>(r: pg.QueryResult<R>): R {
+  const row = r.rows[0];
+  if (row === undefined) throw new MigrateError(`a query that returns one row returned none: ${r.command}`);
+  return row;
 }
 
 /** The SQLSTATE of a server error, if it is one. */

@@ -33,7 +33,7 @@ export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.Pr
     const pw = e.password ?? baseEnv.PGPASSWORD;
     if (pw !== undefined) lines.push(...passfileLines(e, pw));
   }
-  if (lines.length === 0 || !endpoints.some((e) => e.password !== undefined)) return { env, dispose: async () => undefined };
+  if (lines.length === 0 || !endpoints.some((e) => e.password !== undefined)) return { env, dispose: () => Promise.resolve() };
   const own = baseEnv.PGPASSFILE ?? path.join(baseEnv.HOME ?? os.homedir(), '.pgpass');
   try {
     lines.push((await readFile(own, 'utf8')).trimEnd());
@@ -45,7 +45,9 @@ export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.Pr
   await writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
   delete env.PGPASSWORD;
   env.PGPASSFILE = file;
-  const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
+  const cleanup = (): void => {
+    rmSync(dir, { recursive: true, force: true });
+  };
   process.once('exit', cleanup);
   return {
     env,

@@ -25,7 +25,7 @@ export function filterTocList(listing: string, constraintOids: Set<string>): str
 }
 
 /** Whether a listing holds a foreign key at all (the catalog query of postDataPasses is only needed then). */
-export const hasForeignKey = (listing: string): boolean => / FK CONSTRAINT /.test(listing);
+export const hasForeignKey = (listing: string): boolean => listing.includes(' FK CONSTRAINT ');
 
 /** The passes of postDataPasses, in the order they are restored. */
 export const POST_DATA_PASSES = ['keys', 'fks', 'rest'] as const;
@@ -49,7 +49,7 @@ export type PostDataPass = (typeof POST_DATA_PASSES)[number];
 export function postDataPasses(
   listing: string,
   skip: Set<string>,
-  referenced: Map<string, string> = new Map(),
+  referenced = new Map<string, string>(),
 ): Record<PostDataPass, string | undefined> & { rest: string } {
   const entry = (line: string): RegExpExecArray | null => TOC_CONSTRAINT.exec(line);
   const wanted = filterTocList(listing, skip);

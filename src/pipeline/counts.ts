@@ -105,7 +105,7 @@ export async function aggregateKeys(server: Server, database: string): Promise<S
  * Compares source and target counts. A table missing on the target or a count that differs is an
  * error, unless both sides were estimates (fast verify), where a difference is a warning.
  */
-export function compareCounts(src: TableCounts, dst: TableCounts, estimated: Set<string> = new Set(), notRows: Set<string> = new Set()): Comparison {
+export function compareCounts(src: TableCounts, dst: TableCounts, estimated = new Set<string>(), notRows = new Set<string>()): Comparison {
   const errors: string[] = [];
   const warnings: string[] = [];
   let rows = 0;

@@ -93,7 +93,9 @@ async function prepareTargetDatabase(ctx: Context, job: DatabaseJob): Promise<vo
   const db = dbName(job);
   if (await targetDatabaseExists(ctx, db)) {
     if (!(await job.state.marker(Marker.restoreStarted))) {
-      throw new MigrateError(`database ${JSON.stringify(db)} already exists on the target and was not created by this migration; drop it there or leave it out with --exclude-db`);
+      throw new MigrateError(
+        `database ${JSON.stringify(db)} already exists on the target and was not created by this migration; drop it there or leave it out with --exclude-db`,
+      );
     }
     ctx.emit({ type: 'info', message: `${db}: dropping the partly restored database on the target to restore it afresh` });
     await dropTargetDatabase(ctx, db);

@@ -170,7 +170,9 @@ export async function recreateIndexes(ctx: Context, db: string, indexes: SavedIn
         const k = ix.constraint;
         if (k) {
           if (!(await constraintExists(c, { schema: ix.tableSchema, table: ix.tableName, name: k.name }))) {
-            await c.query(`alter table ${table} add constraint ${quoteIdent(k.name)} ${k.type === 'p' ? 'primary key' : 'unique'} using index ${quoteIdent(ix.name)}`);
+            await c.query(
+              `alter table ${table} add constraint ${quoteIdent(k.name)} ${k.type === 'p' ? 'primary key' : 'unique'} using index ${quoteIdent(ix.name)}`,
+            );
           }
           if (k.comment !== null) await c.query(`comment on constraint ${quoteIdent(k.name)} on ${table} is ${quoteLiteral(k.comment)}`);
         }

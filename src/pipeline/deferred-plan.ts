@@ -27,7 +27,12 @@ export interface DeferredPlan {
  * Resolves --delay-table-data patterns against the source. A pattern that matches no table in any
  * selected database is a problem reported before any work starts.
  */
-export async function planDeferred(patterns: TablePattern[], databases: { name: string }[], source: Server, problems: string[]): Promise<Map<string, DeferredPlan>> {
+export async function planDeferred(
+  patterns: TablePattern[],
+  databases: { name: string }[],
+  source: Server,
+  problems: string[],
+): Promise<Map<string, DeferredPlan>> {
   const plans = new Map<string, DeferredPlan>();
   if (patterns.length === 0) return plans;
   const hits = new Map<TablePattern, number>(patterns.map((p) => [p, 0]));

@@ -21,7 +21,10 @@ export function selectDatabases(all: SourceDatabase[], include: string[], exclud
     if (include.length > 0 && !matchesAny(db.name, include)) continue;
     if (matchesAny(db.name, exclude)) continue;
     if (!db.allowConnections) {
-      notMigrated.push({ name: db.name, reason: 'does not allow connections (datallowconn = false); ALTER DATABASE ... ALLOW_CONNECTIONS true on the source to migrate it' });
+      notMigrated.push({
+        name: db.name,
+        reason: 'does not allow connections (datallowconn = false); ALTER DATABASE ... ALLOW_CONNECTIONS true on the source to migrate it',
+      });
     } else if (db.sizeBytes === null) {
       notMigrated.push({ name: db.name, reason: 'the source user has no CONNECT privilege on it' });
     } else migrate.push(db);

@@ -13,7 +13,7 @@ export function splitStatements(script: string): string[] {
   const n = script.length;
   let atLineStart = true;
   while (i < n) {
-    const ch = script[i]!;
+    const ch = script.charAt(i);
     if (atLineStart && cur.trim() === '' && ch === '\\') {
       const end = script.indexOf('\n', i);
       i = end === -1 ? n : end + 1;
@@ -75,7 +75,7 @@ export function roleStatementTarget(statement: string): string | undefined {
           name += '"';
           i++;
         } else return name;
-      } else name += rest[i];
+      } else name += rest.charAt(i);
     }
     return undefined;
   }

@@ -32,5 +32,10 @@ export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, sum
   }
   await store.setGlobalsDone({ applied: outcome.applied, alreadyExisted: outcome.alreadyExisted });
   summary.globals.status = 'done';
-  emit({ type: 'stage', stage: 'globals', status: 'done', message: `${String(outcome.applied)} statements, ${String(outcome.alreadyExisted)} already existed` });
+  emit({
+    type: 'stage',
+    stage: 'globals',
+    status: 'done',
+    message: `${String(outcome.applied)} statements, ${String(outcome.alreadyExisted)} already existed`,
+  });
 }

@@ -2,7 +2,7 @@ import { access, constants, mkdir } from 'node:fs/promises';
 import type pg from 'pg';
 import type { MigrateOptions } from '../options.ts';
 import { connectionsNeeded, planDatabase, planParallelism, type RunPlan } from '../plan.ts';
-import { connect, type Server } from '../pg/connect.ts';
+import { connect, oneRow, type Server } from '../pg/connect.ts';
 import { chooseCompression, discoverTools, majorOfVersionNum, type Tools } from '../proc/tools.ts';
 import { MigrateError, PreflightError } from '../errors.ts';
 import { Marker } from '../state/names.ts';
@@ -42,11 +42,11 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
             (select count(*) from pg_stat_activity where datid is not null)::text as used,
             pg_is_in_recovery() as recovery`,
   );
-  const row = v.rows[0]!;
+  const row = oneRow(v);
   const versionNum = Number(row.num);
   let systemIdentifier: string;
   if (versionNum >= 90600) {
-    systemIdentifier = (await client.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).rows[0]!.id;
+    systemIdentifier = oneRow(await client.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
   } else {
     // pg_control_system() came with 9.6; the data directory stands in for the identifier.
     const dd = await client.query<{ dd: string }>("select current_setting('data_directory') as dd").catch(() => undefined);
@@ -63,7 +63,6 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
     inRecovery: row.recovery,
   };
 }
-
 
 /**
  * `store` holds the markers of the run being resumed (undefined with --fresh: nothing on the target is ours).
@@ -104,11 +103,15 @@ export async function preflight(
       );
     }
     if (!targetFacts.superuser) {
-      problems.push(`the target user "${target.endpoint.user}" is not a superuser; pg-migrate needs one to create roles and databases and to tune the server: pass --to-user with a superuser`);
+      problems.push(
+        `the target user "${target.endpoint.user}" is not a superuser; pg-migrate needs one to create roles and databases and to tune the server: pass --to-user with a superuser`,
+      );
     }
     if (targetFacts.inRecovery) problems.push('the target server is a standby (in recovery) and cannot be written to; migrate onto a primary');
     if (!sourceFacts.superuser) {
-      warnings.push(`the source user "${source.endpoint.user}" is not a superuser: role passwords are not copied (pg_dumpall --no-role-passwords) and tables it cannot read will fail`);
+      warnings.push(
+        `the source user "${source.endpoint.user}" is not a superuser: role passwords are not copied (pg_dumpall --no-role-passwords) and tables it cannot read will fail`,
+      );
     }
     const tools = toolsFound.tools;
     if (tools && tools.pgDump.major < sourceFacts.major) {
@@ -117,7 +120,9 @@ export async function preflight(
       );
     }
     if (tools && tools.pgRestore.major > targetFacts.major) {
-      warnings.push(`pg_restore ${tools.pgRestore.version} is newer than the target server (${targetFacts.major}); a dump from a newer pg_dump may use syntax the target does not know`);
+      warnings.push(
+        `pg_restore ${tools.pgRestore.version} is newer than the target server (${targetFacts.major}); a dump from a newer pg_dump may use syntax the target does not know`,
+      );
     }
     if (targetFacts.major < sourceFacts.major) {
       warnings.push(`the target (${targetFacts.major}) is older than the source (${sourceFacts.major}): a downgrade may fail on features the target lacks`);

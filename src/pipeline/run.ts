@@ -13,7 +13,7 @@ import { prepareChildAuth } from '../pg/passfile.ts';
 import { withExportedSnapshot, type WithSnapshot } from '../pg/snapshot.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { StateStore, type PairIdentity } from '../state/store.ts';
-import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError, errorMessage, isAborted } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import { matchesAny } from '../patterns.ts';
 import { createDataPath, type DataPath } from '../transfer/data-path.ts';
@@ -62,7 +62,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     exitCode: ExitCode.ok,
   };
   const auth = await prepareChildAuth([options.from, options.to], env, appName);
-  let tuned = false;
+  const tuning = { applied: false };
   let releaseLock: (() => Promise<void>) | undefined;
   try {
     emit({ type: 'stage', stage: 'preflight', status: 'start' });
@@ -126,10 +126,17 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     if (!options.disableDstOptimizations) {
       const builds = plan.parallelism.restoreJobs * plan.parallelism.restoreParallel;
       await withClient(target, options.to.database, async (c) => {
-        const tuning = await targetTuning(c, builds);
-        emit({ type: 'stage', stage: 'tuning', status: 'start', message: Object.entries(tuning).map(([k, v]) => `${k}=${v}`).join(' ') });
-        tuned = true; // the backup is written before the first ALTER SYSTEM: revert from here on
-        await applyTuning(c, store, pair.target, tuning);
+        const values = await targetTuning(c, builds);
+        emit({
+          type: 'stage',
+          stage: 'tuning',
+          status: 'start',
+          message: Object.entries(values)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' '),
+        });
+        tuning.applied = true; // the backup is written before the first ALTER SYSTEM: revert from here on
+        await applyTuning(c, store, pair.target, values);
       });
       summary.tuning.applied = true;
       emit({ type: 'stage', stage: 'tuning', status: 'done' });
@@ -151,11 +158,11 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     }
   } finally {
     outer?.removeEventListener('abort', onOuterAbort);
-    if (signal.aborted) {
+    if (isAborted(signal)) {
       // Children were stopped by their signal; end whatever still runs on either server.
       await Promise.all([terminateSessions(source), terminateSessions(target)]);
     }
-    if (tuned) {
+    if (tuning.applied) {
       emit({ type: 'stage', stage: 'reverting', status: 'start' });
       try {
         summary.tuning.reverted = await withClient(target, options.to.database, (c) => revertTuning(c, store));

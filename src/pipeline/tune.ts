@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { oneRow } from '../pg/connect.ts';
 import { quoteIdent, quoteLiteral } from '../pg/sql.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
 
@@ -30,7 +31,7 @@ export function maintenanceWorkMem(sharedBuffersBytes: number, builds: number): 
 /** The tuning for this target and this run's parallelism. */
 export async function targetTuning(client: pg.Client, builds: number): Promise<Record<string, string>> {
   const r = await client.query<{ b: string }>("select pg_size_bytes(current_setting('shared_buffers'))::text as b");
-  return tuningWith(maintenanceWorkMem(Number(r.rows[0]!.b), builds));
+  return tuningWith(maintenanceWorkMem(Number(oneRow(r).b), builds));
 }
 
 export const FSYNC_NOTICE =

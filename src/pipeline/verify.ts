@@ -72,7 +72,7 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
   const verified = await job.state.marker(marker);
   if (verified) {
     job.result.rows = (verified.rows as number | undefined) ?? job.result.rows;
-    if (phase === 'regular') job.result.verifySeconds = (verified.seconds as number | undefined) ?? job.result.verifySeconds;
+    if (phase === 'regular') job.result.verifySeconds = verified.seconds ?? job.result.verifySeconds;
     return;
   }
   const variant = countsVariant(ctx.options.fastVerify, phase);

@@ -1,7 +1,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { AbortError, MigrateError } from '../errors.ts';
+import { AbortError, MigrateError, isAborted } from '../errors.ts';
 
 /**
  * The client programs one run has started (one instance per run, held by its context). Every child
@@ -114,7 +114,11 @@ export async function runTool(file: string, args: string[], options: RunOptions)
     if (result.failed) {
       const shown = (errorLines.length > 0 ? errorLines : stderrTail).slice(0, 30);
       const more = errorLines.length > 30 ? `\n    ... and ${String(errorLines.length - 30)} more error lines` : '';
-      const why = result.signal ? `was killed by ${result.signal}` : exitCode === -1 ? `could not run (${result.shortMessage})` : `exited with status ${String(exitCode)}`;
+      const why = result.signal
+        ? `was killed by ${result.signal}`
+        : exitCode === -1
+          ? `could not run (${result.shortMessage})`
+          : `exited with status ${String(exitCode)}`;
       throw new ToolError(`${shortName(file)} ${why}${shown.length ? `:\n    ${shown.join('\n    ')}${more}` : ''}`, out);
     }
     return out;
@@ -170,7 +174,13 @@ export async function runPiped(
   signal.addEventListener('abort', onAbort, { once: true });
   const run = async (side: PipeSide): Promise<RunResult> => {
     try {
-      return await runTool(side.file, side.args, { env: options.env, children: options.children, signal: both.signal, cwd: side.cwd, captureStdout: side.captureStdout });
+      return await runTool(side.file, side.args, {
+        env: options.env,
+        children: options.children,
+        signal: both.signal,
+        cwd: side.cwd,
+        captureStdout: side.captureStdout,
+      });
     } catch (err) {
       both.abort();
       throw err;
@@ -178,7 +188,7 @@ export async function runPiped(
   };
   try {
     const [w, r] = await Promise.allSettled([run(writer), run(reader)]);
-    if (signal.aborted) throw new AbortError();
+    if (isAborted(signal)) throw new AbortError();
     const failed = [w, r].filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
     const own = failed.find((e) => !(e instanceof AbortError));
     if (own) throw own;

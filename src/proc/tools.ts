@@ -79,18 +79,22 @@ export async function discoverTools(binDir: string | undefined, env: NodeJS.Proc
       );
       continue;
     }
-    const v = parseToolVersion(String(r.stdout));
+    const v = parseToolVersion(r.stdout);
     if (r.failed || v === undefined) {
-      problems.push(`${p} --version did not report a PostgreSQL version (${String(r.stderr || r.stdout).trim() || r.shortMessage}); pass --pg-bin-dir with working client programs`);
+      problems.push(
+        `${p} --version did not report a PostgreSQL version (${(r.stderr || r.stdout).trim() || r.shortMessage}); pass --pg-bin-dir with working client programs`,
+      );
       continue;
     }
     found[key] = { name, path: p, ...v };
   }
-  if (problems.length > 0) return { problems };
-  const tools = found as Tools;
-  const majors = new Set(Object.values(tools).map((t) => t.major));
+  const { pgDump, pgDumpall, pgRestore, psql } = found;
+  if (problems.length > 0 || !pgDump || !pgDumpall || !pgRestore || !psql) return { problems };
+  const tools: Tools = { pgDump, pgDumpall, pgRestore, psql };
+  const all = [pgDump, pgDumpall, pgRestore, psql];
+  const majors = new Set(all.map((t) => t.major));
   if (majors.size > 1) {
-    const list = Object.values(tools).map((t) => `${t.name} ${t.version}`);
+    const list = all.map((t) => `${t.name} ${t.version}`);
     problems.push(
       `${list.slice(0, -1).join(', ')} and ${list.at(-1)} come from different PostgreSQL versions; pass --pg-bin-dir with one installation's bin directory`,
     );

@@ -1,17 +1,7 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { MigrateError, ExitCode } from '../errors.ts';
-import {
-  countsFile,
-  encodeName,
-  estimatesFile,
-  markerFile,
-  MARKERS,
-  type CountsKind,
-  type CountsVariant,
-  type DatabaseDoc,
-  type MarkerName,
-} from './names.ts';
+import { countsFile, encodeName, estimatesFile, markerFile, MARKERS, type CountsKind, type CountsVariant, type DatabaseDoc, type MarkerName } from './names.ts';
 import { readJson, removeAtomic, writeFileAtomic } from './files.ts';
 
 export interface ServerIdentity {

@@ -48,7 +48,7 @@ export interface DataPath {
    */
   streamTableData(db: DatabasePlan, tables: RelationName[], opts: { snapshot?: string }): Promise<SplitCopyResult[]>;
   /** Where a database's files are (to check and remove them). */
-  location(db: string, part: DataPart): string;
+  location: (db: string, part: DataPart) => string;
   remove(db: string, part: DataPart): Promise<void>;
 }
 
@@ -77,7 +77,7 @@ export const excludeDataArgs = (tables: RelationName[]): string[] => tables.map(
 /** The client-program plumbing both data paths share. */
 export interface TransferIo {
   /** A database's dump directory (or the stem of its stream files) in the dump root. */
-  location(db: string, part: DataPart): string;
+  location: (db: string, part: DataPart) => string;
   run(tool: string, args: string[]): Promise<RunResult>;
   /** pg_dump -Fc into a FIFO that pg_restore reads; one failing side stops the other. */
   pipe(fifo: string, dumpArgs: string[], restoreArgs: string[]): Promise<void>;
@@ -94,7 +94,8 @@ function transferIo(ctx: Context): TransferIo {
   const { options, tools, childEnv, signal, children } = ctx;
   const location = (db: string, part: DataPart): string => path.join(options.dumpRoot, part === 'regular' ? encodeName(db) : `${encodeName(db)}.delayed`);
   const run = (tool: string, args: string[]): Promise<RunResult> => runTool(tool, args, { env: childEnv, signal, children });
-  const tocListing = async (archive: string): Promise<string> => (await runTool(tools.pgRestore.path, ['-l', archive], { env: childEnv, signal, children, captureStdout: true })).stdout;
+  const tocListing = async (archive: string): Promise<string> =>
+    (await runTool(tools.pgRestore.path, ['-l', archive], { env: childEnv, signal, children, captureStdout: true })).stdout;
   return {
     location,
     run,

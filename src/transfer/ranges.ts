@@ -52,7 +52,6 @@ export interface PageRange {
   to: number | null;
 }
 
-
 /**
  * Splits `pages` heap pages into `parts` contiguous ranges of nearly equal size. The last range has no
  * upper bound. Never more ranges than pages (an empty table is one range).
@@ -92,7 +91,16 @@ const SOURCE_SETTINGS = [
  * Settings of a session that loads COPY data, as pg_restore sets them; triggers (and the checks of
  * foreign keys created NOT VALID before a deferred load) do not fire, as with --disable-triggers.
  */
-const TARGET_SETTINGS = ["set client_encoding = 'UTF8'", "set session_replication_role = 'replica'", "set datestyle = 'ISO, MDY'", "set intervalstyle = 'postgres'", 'set statement_timeout = 0', 'set lock_timeout = 0', "set xmloption = 'content'", 'set row_security = off'];
+const TARGET_SETTINGS = [
+  "set client_encoding = 'UTF8'",
+  "set session_replication_role = 'replica'",
+  "set datestyle = 'ISO, MDY'",
+  "set intervalstyle = 'postgres'",
+  'set statement_timeout = 0',
+  'set lock_timeout = 0',
+  "set xmloption = 'content'",
+  'set row_security = off',
+];
 
 /**
  * Tables of a source database to copy in ranges, read in the dump's snapshot: ordinary tables of at
@@ -122,7 +130,16 @@ export function copiedRows(psqlStdout: string): number | undefined {
  * range behind: the range then fails (psql's exit status, and the two sides' row counts must agree),
  * which fails the database, and a later run re-creates it (or truncates the deferred tables first).
  */
-async function copyRange(ctx: Context, db: string, snapshot: string, table: SplitTable, range: PageRange, dir: string, fifoName: string, signal: AbortSignal): Promise<number> {
+async function copyRange(
+  ctx: Context,
+  db: string,
+  snapshot: string,
+  table: SplitTable,
+  range: PageRange,
+  dir: string,
+  fifoName: string,
+  signal: AbortSignal,
+): Promise<number> {
   const cols = table.columns.map(quoteIdent).join(', ');
   const rel = qualify(table.schema, table.name);
   const format = table.binary ? ' with (format binary)' : '';
@@ -147,7 +164,9 @@ async function copyRange(ctx: Context, db: string, snapshot: string, table: Spli
   const took = copiedRows(into.stdout);
   if (sent === undefined || sent !== took) {
     const to = range.to === null ? 'end' : String(range.to);
-    throw new MigrateError(`copying ${rel} pages ${String(range.from)}..${to}: the source sent ${sent === undefined ? 'no' : String(sent)} rows, the target took ${took === undefined ? 'no' : String(took)} rows`);
+    throw new MigrateError(
+      `copying ${rel} pages ${String(range.from)}..${to}: the source sent ${sent === undefined ? 'no' : String(sent)} rows, the target took ${took === undefined ? 'no' : String(took)} rows`,
+    );
   }
   return took;
 }
@@ -156,7 +175,14 @@ async function copyRange(ctx: Context, db: string, snapshot: string, table: Spli
  * Copies the given tables, each in its ranges, `jobs` ranges at a time. The tables must exist on the
  * target and be empty, without indexes, constraints or triggers yet (the post-data section comes after).
  */
-export async function copyTablesInRanges(ctx: Context, db: string, snapshot: string, tables: SplitTable[], jobs: number, dir: string): Promise<SplitCopyResult[]> {
+export async function copyTablesInRanges(
+  ctx: Context,
+  db: string,
+  snapshot: string,
+  tables: SplitTable[],
+  jobs: number,
+  dir: string,
+): Promise<SplitCopyResult[]> {
   const queue = new PQueue({ concurrency: Math.max(1, jobs) });
   // One failing range stops the others (and Ctrl-C stops them all).
   const stop = new AbortController();

@@ -28,8 +28,9 @@ export function plainReporter(out: Out): Reporter {
           for (const nm of e.notMigrated) line(`not migrated: ${nm.name}: ${nm.reason}`);
           break;
         case 'phase': {
-          if (!started.has(e.db)) started.set(e.db, performance.now());
-          const el = (performance.now() - started.get(e.db)!) / 1000;
+          const since = started.get(e.db) ?? performance.now();
+          started.set(e.db, since);
+          const el = (performance.now() - since) / 1000;
           line(`[${e.db}] ${e.phase} (${formatSeconds(el)})${e.detail ? `: ${e.detail}` : ''}`);
           break;
         }
@@ -41,7 +42,7 @@ export function plainReporter(out: Out): Reporter {
           break;
       }
     },
-    async close() {},
+    close: () => Promise.resolve(),
   };
 }
 
@@ -91,7 +92,13 @@ export function ttyReporter(out: Out): Reporter {
               title: title(r),
               task: (_ctx: unknown, task: DbRow['task']) => {
                 r.task = task;
-                return new Promise<void>((resolve, reject) => (r.settle = (err?: Error) => (err ? reject(err) : resolve())));
+                return new Promise<void>(
+                  (resolve, reject) =>
+                    (r.settle = (err?: Error) => {
+                      if (err) reject(err);
+                      else resolve();
+                    }),
+                );
               },
             })),
           ],
@@ -112,14 +119,13 @@ export function ttyReporter(out: Out): Reporter {
         if (e.phase === 'failed') r.settle?.(new Error(`${r.name}: ${e.detail ?? 'failed'}`));
         return;
       }
-      if (e.type === 'warning' && e.db && rows.get(e.db)?.task) {
-        rows.get(e.db)!.task!.output = `warning: ${e.message}`;
+      const dbTask = e.type === 'warning' && e.db !== undefined ? rows.get(e.db)?.task : undefined;
+      if (e.type === 'warning' && dbTask) {
+        dbTask.output = `warning: ${e.message}`;
         return;
       }
       if (!list) early.onEvent(e);
-      else if (e.type === 'stage' || e.type === 'warning' || e.type === 'info') {
-        if (totalTask) totalTask.output = e.type === 'stage' ? `${e.stage}: ${e.status}` : e.message;
-      }
+      else if (totalTask) totalTask.output = e.type === 'stage' ? `${e.stage}: ${e.status}` : e.message;
     },
     async close() {
       if (tick) clearInterval(tick);

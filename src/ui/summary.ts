@@ -23,12 +23,16 @@ export function renderSummary(s: RunSummary, color: boolean): string {
   const lines: string[] = [];
   if (s.databases.length > 0) lines.push(table.toString());
   const verified = s.databases.filter((d) => d.status === 'verified').length;
-  lines.push(`${verified} of ${s.databases.length} databases verified; globals: ${s.globals.status}${s.globals.skippedExisting ? ` (${s.globals.skippedExisting} already existed)` : ''}`);
+  lines.push(
+    `${verified} of ${s.databases.length} databases verified; globals: ${s.globals.status}${s.globals.skippedExisting ? ` (${s.globals.skippedExisting} already existed)` : ''}`,
+  );
   if (hasDeferred) lines.push(`regular phase: ${formatSeconds(s.regularElapsedSeconds)} (databases usable), total: ${formatSeconds(s.elapsedSeconds)}`);
   else lines.push(`total elapsed: ${formatSeconds(s.elapsedSeconds)}`);
   if (s.parallelism) {
     const p = s.parallelism;
-    lines.push(`parallelism: dump ${p.dumpParallel}×${p.dumpJobs} jobs, restore ${p.restoreParallel}×${p.restoreJobs} jobs, verify ${p.verifyConcurrency}; compression ${s.compression}`);
+    lines.push(
+      `parallelism: dump ${p.dumpParallel}×${p.dumpJobs} jobs, restore ${p.restoreParallel}×${p.restoreJobs} jobs, verify ${p.verifyConcurrency}; compression ${s.compression}`,
+    );
   }
   for (const e of s.globals.errors) lines.push(`globals error: ${e}`);
   for (const d of s.databases) {
@@ -39,6 +43,7 @@ export function renderSummary(s: RunSummary, color: boolean): string {
   if (s.error) lines.push(`error: ${s.error}`);
   if (s.tuning.reverted) lines.push(`target tuning reverted to its earlier values. ${s.tuning.notice ?? ''}`);
   if (s.exitCode === ExitCode.interrupted) lines.push('interrupted: run the same command again to resume where it stopped');
-  else if (s.exitCode === ExitCode.failed) lines.push('some work did not complete; fix what is named above and run the same command again: verified databases are not redone');
+  else if (s.exitCode === ExitCode.failed)
+    lines.push('some work did not complete; fix what is named above and run the same command again: verified databases are not redone');
   return lines.join('\n');
 }

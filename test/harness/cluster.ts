@@ -171,9 +171,12 @@ function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: numb
         env: { ...process.env, LC_ALL: 'C.UTF-8', LANG: 'C.UTF-8' },
       },
       (err, stdout, stderr) => {
-        if (!err) return resolve({ code: 0, stdout: String(stdout), stderr: String(stderr) });
+        if (!err) {
+          resolve({ code: 0, stdout, stderr });
+          return;
+        }
         const code = typeof err.code === 'number' ? err.code : 1;
-        resolve({ code, stdout: String(stdout), stderr: String(stderr) || err.message });
+        resolve({ code, stdout, stderr: stderr || err.message });
       },
     );
   });
@@ -182,7 +185,10 @@ function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: numb
 async function chownToPg(p: string): Promise<void> {
   if (!IS_ROOT) return;
   await new Promise<void>((resolve, reject) =>
-    execFile('chown', ['-R', 'postgres:', p], (err, _o, stderr) => (err ? reject(new Error(`chown -R postgres ${p} failed: ${stderr || err.message}`)) : resolve())),
+    execFile('chown', ['-R', 'postgres:', p], (err, _o, stderr) => {
+      if (err) reject(new Error(`chown -R postgres ${p} failed: ${stderr || err.message}`));
+      else resolve();
+    }),
   );
 }
 
@@ -208,14 +214,20 @@ function resolveBinaries(version: ServerVersion): Promise<Binaries> {
 
 async function checkPostgresUser(): Promise<void> {
   if (!IS_ROOT) return;
-  const r = await new Promise<number>((resolve) => execFile('id', ['-u', 'postgres'], (err) => resolve(err ? 1 : 0)));
+  const r = await new Promise<number>((resolve) =>
+    execFile('id', ['-u', 'postgres'], (err) => {
+      resolve(err ? 1 : 0);
+    }),
+  );
   if (r !== 0) {
-    throw new Error('Running as root, but there is no `postgres` OS user to run the server as (the server refuses to run as root). Create it (e.g. `apt-get install postgresql-15` does) or run the tests as a non-root user.');
+    throw new Error(
+      'Running as root, but there is no `postgres` OS user to run the server as (the server refuses to run as root). Create it (e.g. `apt-get install postgresql-15` does) or run the tests as a non-root user.',
+    );
   }
 }
 
 async function resolveSystem(): Promise<Binaries> {
-  const binDir = process.env['PGM_TEST_BIN'] || SYSTEM_BIN_DEFAULT;
+  const binDir = process.env.PGM_TEST_BIN ?? SYSTEM_BIN_DEFAULT;
   for (const tool of ['initdb', 'pg_ctl', 'postgres']) {
     if (!existsSync(path.join(binDir, tool))) {
       throw new Error(
@@ -230,15 +242,19 @@ async function resolveSystem(): Promise<Binaries> {
 
 /** Can the server user run <nativeDir>/bin/{postgres,initdb} and read its share files? */
 async function usableByServerUser(nativeDir: string): Promise<boolean> {
-  const r = await run('sh', [
-    '-c',
-    'test -r "$1" && "$3" --version >/dev/null && exec "$2" --version',
+  const r = await run(
     'sh',
-    path.join(nativeDir, 'share', 'postgresql', 'postgres.bki'),
-    path.join(nativeDir, 'bin', 'postgres'),
-    path.join(nativeDir, 'bin', 'initdb'),
-  ], { timeoutMs: 20_000 });
-  return r.code === 0 && /PostgreSQL/.test(r.stdout);
+    [
+      '-c',
+      'test -r "$1" && "$3" --version >/dev/null && exec "$2" --version',
+      'sh',
+      path.join(nativeDir, 'share', 'postgresql', 'postgres.bki'),
+      path.join(nativeDir, 'bin', 'postgres'),
+      path.join(nativeDir, 'bin', 'initdb'),
+    ],
+    { timeoutMs: 20_000 },
+  );
+  return r.code === 0 && r.stdout.includes('PostgreSQL');
 }
 
 function packageDir(alias: string): string {
@@ -337,7 +353,10 @@ export function freePort(): Promise<number> {
     srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
       const addr = srv.address();
       const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => (port ? resolve(port) : reject(new Error('could not get a free port'))));
+      srv.close(() => {
+        if (port) resolve(port);
+        else reject(new Error('could not get a free port'));
+      });
     });
   });
 }
@@ -420,19 +439,66 @@ async function makeTlsMaterial(baseDir: string): Promise<TlsMaterial> {
   };
   const tag = randomBytes(4).toString('hex');
   const newKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-config', 'openssl.cnf'];
-  await openssl(['req', '-x509', ...newKey, '-extensions', 'v3_ca', '-sha256', '-days', '3650', '-subj', `/CN=pg-migrate harness CA ${tag}`, '-keyout', 'ca.key', '-out', 'ca.crt']);
-  await openssl(['req', '-x509', ...newKey, '-extensions', 'v3_ca', '-sha256', '-days', '3650', '-subj', `/CN=pg-migrate harness wrong CA ${tag}`, '-keyout', 'wrong-ca.key', '-out', 'wrong-ca.crt']);
+  await openssl([
+    'req',
+    '-x509',
+    ...newKey,
+    '-extensions',
+    'v3_ca',
+    '-sha256',
+    '-days',
+    '3650',
+    '-subj',
+    `/CN=pg-migrate harness CA ${tag}`,
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+  ]);
+  await openssl([
+    'req',
+    '-x509',
+    ...newKey,
+    '-extensions',
+    'v3_ca',
+    '-sha256',
+    '-days',
+    '3650',
+    '-subj',
+    `/CN=pg-migrate harness wrong CA ${tag}`,
+    '-keyout',
+    'wrong-ca.key',
+    '-out',
+    'wrong-ca.crt',
+  ]);
   await openssl(['req', '-new', ...newKey, '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.csr']);
   await openssl([
-    'x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', `0x${randomBytes(8).toString('hex')}`,
-    '-sha256', '-days', '3650', '-extfile', 'openssl.cnf', '-extensions', 'v3_server', '-out', 'server.crt',
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-set_serial',
+    `0x${randomBytes(8).toString('hex')}`,
+    '-sha256',
+    '-days',
+    '3650',
+    '-extfile',
+    'openssl.cnf',
+    '-extensions',
+    'v3_server',
+    '-out',
+    'server.crt',
   ]);
   for (const f of ['ca.key', 'wrong-ca.key', 'server.key']) await fs.chmod(path.join(dir, f), 0o600);
   for (const f of ['ca.crt', 'wrong-ca.crt', 'server.crt']) await fs.chmod(path.join(dir, f), 0o644);
 
   // baseDir is 0700: publish the CA certificates where any user (a CLI run as someone else) can read them.
   await fs.mkdir(HARNESS_TMP, { recursive: true });
-  await fs.chmod(HARNESS_TMP, 0o755).catch(() => {});
+  await fs.chmod(HARNESS_TMP, 0o755).catch(() => undefined);
   const stem = path.join(HARNESS_TMP, path.basename(baseDir));
   const caFile = `${stem}-ca.crt`;
   const wrongCaFile = `${stem}-wrong-ca.crt`;
@@ -535,12 +601,12 @@ class ClusterImpl implements Cluster {
 
   async withClient<R>(fn: (client: pg.Client) => Promise<R>, database?: string): Promise<R> {
     const client = new pg.Client(this.connectionConfig(database));
-    client.on('error', () => {}); // e.g. server stopped under an idle client
+    client.on('error', () => undefined); // e.g. server stopped under an idle client
     await client.connect();
     try {
       return await fn(client);
     } finally {
-      await client.end().catch(() => {});
+      await client.end().catch(() => undefined);
     }
   }
 
@@ -566,7 +632,9 @@ class ClusterImpl implements Cluster {
     });
     if (r.code !== 0) {
       if (!existsSync(path.join(this.dataDir, 'postmaster.pid'))) this.running = false;
-      throw new Error(`pg_ctl restart (${this.version}) failed with code ${r.code}:\n${r.stderr}${r.stdout}\n--- ${this.logFile} ---\n${logTail(this.logFile)}`);
+      throw new Error(
+        `pg_ctl restart (${this.version}) failed with code ${r.code}:\n${r.stderr}${r.stdout}\n--- ${this.logFile} ---\n${logTail(this.logFile)}`,
+      );
     }
   }
 
@@ -592,7 +660,7 @@ class ClusterImpl implements Cluster {
   }
 
   async stop(): Promise<void> {
-    if (!this.stopping) this.stopping = this.doStop();
+    this.stopping ??= this.doStop();
     return this.stopping;
   }
 
@@ -675,7 +743,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Clus
     await fs.rm(pwFile, { force: true });
     c.major = Number.parseInt((await fs.readFile(path.join(c.dataDir, 'PG_VERSION'), 'utf8')).trim(), 10);
 
-    const tlsOpts: TlsOptions | undefined = opts.tls === true ? {} : opts.tls || undefined;
+    const tlsOpts: TlsOptions | undefined = opts.tls === true ? {} : opts.tls === false ? undefined : opts.tls;
     let tlsSettings: Record<string, string | number | boolean> = {};
     if (tlsOpts) {
       const m = await makeTlsMaterial(baseDir);
@@ -714,10 +782,13 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Clus
     let lastErr = '';
     for (let attempt = 0; attempt < 5; attempt++) {
       const port = await freePort();
-      const conf = { ...baseSettings, port: opts.settings?.['port'] ?? port };
+      const conf = { ...baseSettings, port: opts.settings?.port ?? port };
       c.port = Number(conf.port);
       // postgresql.auto.conf is read last, so these win over postgresql.conf.
-      const text = Object.entries(conf).map(([k, v]) => `${k} = ${confValue(v)}`).join('\n') + '\n';
+      const text =
+        Object.entries(conf)
+          .map(([k, v]) => `${k} = ${confValue(v)}`)
+          .join('\n') + '\n';
       await fs.writeFile(path.join(c.dataDir, 'postgresql.auto.conf'), `# written by test/harness/cluster.ts\n${text}`);
       await chownToPg(path.join(c.dataDir, 'postgresql.auto.conf'));
       const start = await run(path.join(binDir, 'pg_ctl'), ['-D', c.dataDir, '-l', c.logFile, '-w', '-t', '60', 'start'], { cwd: baseDir, timeoutMs: 90_000 });
@@ -727,7 +798,8 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Clus
       }
       lastErr = `pg_ctl start (${version}) failed with code ${start.code}:\n${start.stderr}${start.stdout}\n--- ${c.logFile} ---\n${logTail(c.logFile)}`;
       // A lost race for the port: try another one. Anything else is fatal.
-      if (!/could not bind|Address already in use|could not create any TCP\/IP sockets/i.test(logTail(c.logFile, 50)) || opts.settings?.['port'] !== undefined) break;
+      if (!/could not bind|Address already in use|could not create any TCP\/IP sockets/i.test(logTail(c.logFile, 50)) || opts.settings?.port !== undefined)
+        break;
     }
     if (!c.running) throw new Error(lastErr);
 
@@ -735,7 +807,7 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Clus
     c.systemIdentifier = row!.id;
     return c;
   } catch (err) {
-    await c.stop().catch(() => {});
+    await c.stop().catch(() => undefined);
     throw err;
   }
 }

@@ -24,11 +24,20 @@ async function main(): Promise<number> {
     process.stdout.write(`databases: ${seeded.databases.join(', ')} (and ${seeded.noConnectDatabases.join(', ')}, which allows no connections)\n\n`);
     const args = [
       path.join(repo, 'dist', 'src', 'cli.js'),
-      '--from-host', '127.0.0.1', '--from-port', String(source.port),
-      '--to-host', '127.0.0.1', '--to-port', String(target.port),
-      '--pg-bin-dir', binDir,
-      '--state-dir', work,
-      '--dump-root', path.join(work, 'pg_dumps'),
+      '--from-host',
+      '127.0.0.1',
+      '--from-port',
+      String(source.port),
+      '--to-host',
+      '127.0.0.1',
+      '--to-port',
+      String(target.port),
+      '--pg-bin-dir',
+      binDir,
+      '--state-dir',
+      work,
+      '--dump-root',
+      path.join(work, 'pg_dumps'),
       ...process.argv.slice(2),
     ];
     process.stdout.write(`pg-migrate ${args.slice(1).join(' ')}\n\n`);
@@ -38,9 +47,13 @@ async function main(): Promise<number> {
         // Passwords travel in the environment, never on the command line.
         env: { ...process.env, PG_MIGRATE_FROM_PASS: source.password, PG_MIGRATE_TO_PASS: target.password },
       });
-      child.on('exit', (c, sig) => resolve(c ?? (sig ? 130 : 1)));
+      child.on('exit', (c, sig) => {
+        resolve(c ?? (sig ? 130 : 1));
+      });
     });
-    process.stdout.write(`\npg-migrate exited with ${code}${code === 1 ? ' (expected: the sample has a database that allows no connections, reported as not migrated)' : ''}\n`);
+    process.stdout.write(
+      `\npg-migrate exited with ${code}${code === 1 ? ' (expected: the sample has a database that allows no connections, reported as not migrated)' : ''}\n`,
+    );
     return code === 0 || code === 1 ? 0 : code;
   } finally {
     await Promise.all([source.stop(), target.stop()]);

@@ -251,13 +251,15 @@ export async function dumpRows(cluster: Cluster, database: string, qualifiedTabl
   return cluster.withClient(async (client) => {
     await client.query('BEGIN');
     try {
-      await client.query(`SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'`);
+      await client.query(
+        `SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'`,
+      );
       const r = await client.query<{ md5: string }>(
         `SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE "C"), '')) AS md5 FROM ${qualifiedTable} t`,
       );
       return r.rows[0]!.md5;
     } finally {
-      await client.query('ROLLBACK').catch(() => {});
+      await client.query('ROLLBACK').catch(() => undefined);
     }
   }, database);
 }

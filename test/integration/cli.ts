@@ -18,7 +18,7 @@ export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const NODE = path.join(REPO_ROOT, 'node_modules', '.bin', 'node');
 export const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
 /** Client programs of the installed PostgreSQL 15. */
-export const PG15_BIN = process.env['PGM_TEST_CLIENT_BIN'] || '/usr/lib/postgresql/15/bin';
+export const PG15_BIN = process.env.PGM_TEST_CLIENT_BIN ?? '/usr/lib/postgresql/15/bin';
 
 export interface CliResult {
   exitCode: number | null;
@@ -158,7 +158,7 @@ export async function processesMatching(needle: string, namePattern?: RegExp): P
 }
 
 /** pg_dump / pg_restore / pg_dumpall / psql (range copies: run in a directory of the dump root) processes working under the given dump root. */
-export function clientPrograms(dirs: Dirs, which: RegExp = /\b(pg_(dump|restore|dumpall)|psql)\b/): Promise<ProcInfo[]> {
+export function clientPrograms(dirs: Dirs, which = /\b(pg_(dump|restore|dumpall)|psql)\b/): Promise<ProcInfo[]> {
   return processesMatching(dirs.dumpRoot, which);
 }
 
@@ -240,5 +240,5 @@ export async function assertSameData(src: Cluster, dst: Cluster, db: string): Pr
 
 /** Stops clusters, ignoring those never started. */
 export async function stopAll(clusters: (Cluster | undefined)[]): Promise<void> {
-  await Promise.all(clusters.map((c) => c?.stop().catch(() => undefined)));
+  await Promise.all(clusters.map((c) => (c ? c.stop().catch(() => undefined) : Promise.resolve())));
 }

@@ -47,7 +47,19 @@ test('12 → 18 with the 15 client programs: exit 0, every table equal', async (
   // Two jobs per database: the stream path restores post-data with -j from a file; ranges are asked
   // for every table but need a 14+ source, so none is copied in ranges.
   const reportFile = path.join(dirs!.stateDir, 'report.json');
-  const r = await runCli([...baseArgs(src!, dst!, dirs!), '--exclude-db', 'noconn', '--dump-jobs', '2', '--restore-jobs', '2', '--split-table-size', '8kB', '--report', reportFile]);
+  const r = await runCli([
+    ...baseArgs(src!, dst!, dirs!),
+    '--exclude-db',
+    'noconn',
+    '--dump-jobs',
+    '2',
+    '--restore-jobs',
+    '2',
+    '--split-table-size',
+    '8kB',
+    '--report',
+    reportFile,
+  ]);
   assert.equal(r.exitCode, 0, describeRun(r));
   assert.match(r.stdout, /client programs 15\./, describeRun(r));
   assert.match(r.stdout, new RegExp(`${seed.databases.length} of ${seed.databases.length} databases verified; globals: done`), describeRun(r));
@@ -60,7 +72,11 @@ test('12 → 18 with the 15 client programs: exit 0, every table equal', async (
   }
   assert.ok(!onTarget.includes('noconn'));
   const report = JSON.parse(await fs.readFile(reportFile, 'utf8')) as RunSummary;
-  assert.deepEqual(report.databases.filter((d) => d.splitTables !== undefined), [], 'no ranges from a 12 source');
+  assert.deepEqual(
+    report.databases.filter((d) => d.splitTables !== undefined),
+    [],
+    'no ranges from a 12 source',
+  );
 
   const ownersSql = `select d.datname, r.rolname from pg_database d join pg_roles r on r.oid = d.datdba where d.datname = any($1) order by 1`;
   assert.deepEqual(await dst!.query(ownersSql, [seed.databases]), await src!.query(ownersSql, [seed.databases]));

@@ -73,10 +73,22 @@ export async function makeWorkspace(label: string): Promise<Workspace> {
 /** Arguments of a migration from `src` to `dst` (passwords travel in the environment: see cliEnv). */
 export function migrateArgs(src: Cluster, dst: Cluster, ws: Workspace, extra: string[] = []): string[] {
   return [
-    '--from-host', src.host, '--from-port', String(src.port),
-    '--to-host', dst.host, '--to-port', String(dst.port),
-    '--state-dir', ws.stateDir, '--dump-root', ws.dumpRoot,
-    '--pg-bin-dir', PG_BIN, '--progress', 'plain',
+    '--from-host',
+    src.host,
+    '--from-port',
+    String(src.port),
+    '--to-host',
+    dst.host,
+    '--to-port',
+    String(dst.port),
+    '--state-dir',
+    ws.stateDir,
+    '--dump-root',
+    ws.dumpRoot,
+    '--pg-bin-dir',
+    PG_BIN,
+    '--progress',
+    'plain',
     ...extra,
   ];
 }
@@ -92,7 +104,8 @@ export async function startPair(label: string): Promise<[Cluster, Cluster]> {
 }
 
 export function readJson<T = any>(file: string): T {
-  return JSON.parse(readFileSync(file, 'utf8')) as T;
+  const value: T = JSON.parse(readFileSync(file, 'utf8'));
+  return value;
 }
 
 export interface IndexRow {
@@ -150,7 +163,8 @@ export async function exactCounts(c: Cluster, db: string): Promise<Record<string
     ).rows;
     const out: Record<string, number> = {};
     // A partitioned table counts its partitions' rows (as the tool does); anything else only its own.
-    for (const { q, kind } of rels) out[q] = Number((await client.query<{ n: string }>(`select count(*)::text as n from ${kind === 'p' ? '' : 'only '}${q}`)).rows[0]!.n);
+    for (const { q, kind } of rels)
+      out[q] = Number((await client.query<{ n: string }>(`select count(*)::text as n from ${kind === 'p' ? '' : 'only '}${q}`)).rows[0]!.n);
     return out;
   }, db);
 }

@@ -14,7 +14,7 @@ import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { writeServiceFile } from '../harness/libpq.ts';
 import { dumpRows, seedSample, tableCounts } from '../harness/seed.ts';
 
-const PSQL = path.join(process.env['PGM_TEST_BIN'] ?? '/usr/lib/postgresql/15/bin', 'psql');
+const PSQL = path.join(process.env.PGM_TEST_BIN ?? '/usr/lib/postgresql/15/bin', 'psql');
 
 const started: Cluster[] = [];
 let v10: Cluster; // PostgreSQL 10, tls (plain TCP still allowed), settings wal_level=logical, an hba reject line
@@ -52,7 +52,7 @@ function psql(args: string[], pgEnv: Record<string, string>): Promise<PsqlResult
   return new Promise((resolve) => {
     execFile(PSQL, ['-X', '-A', '-t', ...args], { env, timeout: 30_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout: String(stdout).trim(), stderr: String(stderr) });
+      resolve({ code, stdout: stdout.trim(), stderr });
     });
   });
 }
@@ -76,9 +76,9 @@ async function checkReplication(c: Cluster): Promise<void> {
 
 async function rejectsLogin(cfg: pg.ClientConfig, re: RegExp): Promise<void> {
   const client = new pg.Client(cfg);
-  client.on('error', () => {});
+  client.on('error', () => undefined);
   await assert.rejects(client.connect(), re);
-  await client.end().catch(() => {});
+  await client.end().catch(() => undefined);
 }
 
 test('PostgreSQL 10: starts, seeds (same rows as 18), TLS, logical walsender, hba lines', async () => {
@@ -102,15 +102,33 @@ test('PostgreSQL 10: starts, seeds (same rows as 18), TLS, logical walsender, hb
   for (const part of ['events_2024_01', 'events_2024_02', 'events_2024_03', 'events_default']) {
     assert.ok((analytics.get(`public.${part}`) ?? 0) > 0, part);
   }
-  for (const [db, table] of [['shop', 'public.orders'], ['shop', 'public.customers'], ['analytics', 'public.events'], ['My "Odd".DB/ñ', '"Sch.ema"."Tab le"']] as const) {
+  for (const [db, table] of [
+    ['shop', 'public.orders'],
+    ['shop', 'public.customers'],
+    ['analytics', 'public.events'],
+    ['My "Odd".DB/ñ', '"Sch.ema"."Tab le"'],
+  ] as const) {
     assert.equal(await dumpRows(v10, db, table), await dumpRows(logical, db, table), `${db} ${table}`);
   }
   const idx = await v10.query<{ i: string }>("select indexname as i from pg_indexes where tablename like 'events%' order by 1", undefined, 'analytics');
   assert.deepEqual(
     idx.map((r) => r.i),
-    ['events_2024_01_kind_idx', 'events_2024_01_pkey', 'events_2024_02_kind_idx', 'events_2024_02_pkey', 'events_2024_03_kind_idx', 'events_2024_03_pkey', 'events_default_kind_idx', 'events_default_pkey'],
+    [
+      'events_2024_01_kind_idx',
+      'events_2024_01_pkey',
+      'events_2024_02_kind_idx',
+      'events_2024_02_pkey',
+      'events_2024_03_kind_idx',
+      'events_2024_03_pkey',
+      'events_default_kind_idx',
+      'events_default_pkey',
+    ],
   );
-  const [ident] = await v10.query<{ a: string }>("select attidentity as a from pg_attribute where attrelid = 'customers'::regclass and attname = 'id'", undefined, 'shop');
+  const [ident] = await v10.query<{ a: string }>(
+    "select attidentity as a from pg_attribute where attrelid = 'customers'::regclass and attname = 'id'",
+    undefined,
+    'shop',
+  );
   assert.equal(ident!.a, 'd');
 
   // tls: true (not hostsslOnly): the harness connects with verify-full, plain TCP still works.
@@ -130,8 +148,8 @@ test('PostgreSQL 10: starts, seeds (same rows as 18), TLS, logical walsender, hb
     "select name, setting from pg_settings where name in ('wal_level', 'max_replication_slots', 'max_wal_senders')",
   );
   const s = Object.fromEntries(settings.map((r) => [r.name, r.setting]));
-  assert.equal(s['wal_level'], 'logical');
-  assert.ok(Number(s['max_replication_slots']) > 0 && Number(s['max_wal_senders']) > 0, JSON.stringify(s));
+  assert.equal(s.wal_level, 'logical');
+  assert.ok(Number(s.max_replication_slots) > 0 && Number(s.max_wal_senders) > 0, JSON.stringify(s));
   await checkReplication(v10);
 
   // The extra hba line comes first: `blocked` is turned away although its password is right.
@@ -156,7 +174,10 @@ test('TLS hostsslOnly: plain TCP refused; verify-full with the CA, require work;
   assert.equal(keyStat.mode & 0o777, 0o600);
   if (process.getuid?.() === 0) {
     const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) =>
-      execFile('id', ['-u', 'postgres'], (err, out) => (err ? reject(err) : resolve({ stdout: String(out) }))),
+      execFile('id', ['-u', 'postgres'], (err, out) => {
+        if (err) reject(new Error(err.message));
+        else resolve({ stdout: out });
+      }),
     );
     assert.equal(keyStat.uid, Number(stdout.trim()), 'server.key belongs to the server user');
   }
@@ -179,7 +200,8 @@ test('TLS hostsslOnly: plain TCP refused; verify-full with the CA, require work;
   assert.equal(full.code, 0, full.stderr);
   assert.equal(full.stdout, 't');
   const byName = await psql(['-c', SSL_SQL, `host=localhost port=${tls.port} user=postgres dbname=postgres sslmode=verify-full sslrootcert=${caFile}`], pw);
-  if (byName.code !== 0) assert.match(byName.stderr, /connection refused|could not connect/i); // localhost may resolve to ::1 only
+  if (byName.code !== 0)
+    assert.match(byName.stderr, /connection refused|could not connect/i); // localhost may resolve to ::1 only
   else assert.equal(byName.stdout, 't');
   const wrong = await psql(['-c', SSL_SQL, conn(`sslmode=verify-full sslrootcert=${wrongCaFile}`)], pw);
   assert.notEqual(wrong.code, 0);

@@ -39,7 +39,11 @@ test('harness: start system/12/18 clusters, seed, auth, stop', async () => {
   console.log(`seeded in ${Date.now() - t1} ms`);
   assert.deepEqual(seed.noConnectDatabases, ['noconn']);
   const dbs = await sys.query<{ datname: string; datallowconn: boolean }>('select datname, datallowconn from pg_database');
-  for (const d of seed.databases) assert.ok(dbs.some((r) => r.datname === d && r.datallowconn), d);
+  for (const d of seed.databases)
+    assert.ok(
+      dbs.some((r) => r.datname === d && r.datallowconn),
+      d,
+    );
   assert.ok(dbs.some((r) => r.datname === 'noconn' && !r.datallowconn));
 
   for (const db of seed.databases) {
@@ -58,7 +62,11 @@ test('harness: start system/12/18 clusters, seed, auth, stop', async () => {
 
   // Same seed on PG 12 gives identical row hashes.
   await seedSample(v12);
-  for (const [db, table] of [['shop', 'public.orders'], ['analytics', 'public.events'], ['My "Odd".DB/ñ', '"Sch.ema"."Tab le"']] as const) {
+  for (const [db, table] of [
+    ['shop', 'public.orders'],
+    ['analytics', 'public.events'],
+    ['My "Odd".DB/ñ', '"Sch.ema"."Tab le"'],
+  ] as const) {
     assert.equal(await dumpRows(sys, db, table), await dumpRows(v12, db, table), `${db} ${table}`);
   }
 
@@ -73,9 +81,9 @@ test('harness: start system/12/18 clusters, seed, auth, stop', async () => {
   for (const c of [sys, v12, v18]) {
     const bad = new pg.Client({ ...c.connectionConfig(), password: 'wrong' });
     await assert.rejects(bad.connect(), /password authentication failed/);
-    await bad.end().catch(() => {});
+    await bad.end().catch(() => undefined);
   }
-  assert.equal(v12.psqlEnv()['PGPASSWORD'], 'p12 with spaces/&');
+  assert.equal(v12.psqlEnv().PGPASSWORD, 'p12 with spaces/&');
   const viaUrl = new pg.Client({ connectionString: v12.url() });
   await viaUrl.connect();
   await viaUrl.end();

@@ -102,7 +102,11 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     const d = await dirs();
     await dst!.query('CREATE DATABASE tiny');
     try {
-      const r = await expectPreflightFailure(d, () => runCli(baseArgs(src!, dst!, d)), [/"tiny"/, /already exists on the target/, /DROP DATABASE|--exclude-db/]);
+      const r = await expectPreflightFailure(d, () => runCli(baseArgs(src!, dst!, d)), [
+        /"tiny"/,
+        /already exists on the target/,
+        /DROP DATABASE|--exclude-db/,
+      ]);
       assert.doesNotMatch(r.stderr, /not a superuser|refused/);
       // The existing database was left alone.
       assert.ok((await userDatabases(dst!)).includes('tiny'));
@@ -113,13 +117,10 @@ describe('preflight refuses, exit 3, nothing changed', () => {
 
   test('explicit --dump-jobs that do not fit max_connections', async () => {
     const d = await dirs();
-    const [{ max }] = await src!.query<{ max: string }>(`select current_setting('max_connections') as max`);
+    const [row] = await src!.query<{ max: string }>(`select current_setting('max_connections') as max`);
+    const max = row!.max;
     assert.equal(max, '200');
-    await expectPreflightFailure(d, () => runCli([...baseArgs(src!, dst!, d), '--dump-jobs', '200']), [
-      /source/,
-      /max_connections 200/,
-      /--dump-jobs/,
-    ]);
+    await expectPreflightFailure(d, () => runCli([...baseArgs(src!, dst!, d), '--dump-jobs', '200']), [/source/, /max_connections 200/, /--dump-jobs/]);
   });
 
   test('a --pg-bin-dir without psql (the range copies run in it)', async () => {

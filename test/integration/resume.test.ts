@@ -31,7 +31,7 @@ import {
 } from './cli.ts';
 import type { RunSummary } from '../../src/events.ts';
 
-const BIG_ROWS = Number(process.env['PGM_TEST_BIG_ROWS'] ?? 3_000_000);
+const BIG_ROWS = Number(process.env.PGM_TEST_BIG_ROWS ?? 3_000_000);
 
 const clusters: Cluster[] = [];
 const allDirs: Dirs[] = [];
@@ -97,55 +97,56 @@ async function killLeftovers(dirs: Dirs): Promise<void> {
 }
 
 describe('resume', () => {
-  for (const dataPath of ['files', 'stream'] as const) test(`kill -9 during the restore of a database (--data-path ${dataPath}): the next run redoes it, no row lost or duplicated`, async () => {
-    const { src, dst, dirs } = await pair(`kill9-${dataPath}`);
-    try {
-      await Promise.all([seedBig(src), prepareTargetAutoConf(dst)]);
-      const confBefore = await autoConf(dst);
-      const args = [...baseArgs(src, dst, dirs), '--restore-jobs', '2', '--dump-jobs', '2', '--data-path', dataPath];
-      const child = startCli(args);
-      const done = waitCli(child, 240_000);
-      const marker = path.join(markersDir(dirs), 'big.restore_started');
-      const t0 = performance.now();
-      const copied = await waitFor(
-        'the restore of big to be loading rows (restore_started marker, a pg_restore process, a COPY on the target)',
-        async () => {
-          if (child.exitCode !== null) throw new Error(`pg-migrate exited early: ${describeRun(await done)}`);
-          if (!existsSync(marker)) return undefined;
-          if ((await clientPrograms(dirs, /\bpg_restore\b/)).length === 0) return undefined;
-          return copyInProgress(dst, 'COPY FROM');
-        },
-        180_000,
-        20,
-      );
-      console.log(`# restore of big loading (${copied} rows copied) after ${Math.round(performance.now() - t0)} ms; kill -9`);
-      assert.ok(!existsSync(path.join(markersDir(dirs), 'big.done')));
-      process.kill(child.pid!, 'SIGKILL');
-      const killed = await done;
-      assert.equal(killed.signal, 'SIGKILL');
-      // The killed run's pg_restore is orphaned but still running: the next run must deal with it.
-      assert.ok((await clientPrograms(dirs, /\bpg_restore\b/)).length > 0, 'orphaned pg_restore still running');
+  for (const dataPath of ['files', 'stream'] as const)
+    test(`kill -9 during the restore of a database (--data-path ${dataPath}): the next run redoes it, no row lost or duplicated`, async () => {
+      const { src, dst, dirs } = await pair(`kill9-${dataPath}`);
+      try {
+        await Promise.all([seedBig(src), prepareTargetAutoConf(dst)]);
+        const confBefore = await autoConf(dst);
+        const args = [...baseArgs(src, dst, dirs), '--restore-jobs', '2', '--dump-jobs', '2', '--data-path', dataPath];
+        const child = startCli(args);
+        const done = waitCli(child, 240_000);
+        const marker = path.join(markersDir(dirs), 'big.restore_started');
+        const t0 = performance.now();
+        const copied = await waitFor(
+          'the restore of big to be loading rows (restore_started marker, a pg_restore process, a COPY on the target)',
+          async () => {
+            if (child.exitCode !== null) throw new Error(`pg-migrate exited early: ${describeRun(await done)}`);
+            if (!existsSync(marker)) return undefined;
+            if ((await clientPrograms(dirs, /\bpg_restore\b/)).length === 0) return undefined;
+            return copyInProgress(dst, 'COPY FROM');
+          },
+          180_000,
+          20,
+        );
+        console.log(`# restore of big loading (${copied} rows copied) after ${Math.round(performance.now() - t0)} ms; kill -9`);
+        assert.ok(!existsSync(path.join(markersDir(dirs), 'big.done')));
+        process.kill(child.pid!, 'SIGKILL');
+        const killed = await done;
+        assert.equal(killed.signal, 'SIGKILL');
+        // The killed run's pg_restore is orphaned but still running: the next run must deal with it.
+        assert.ok((await clientPrograms(dirs, /\bpg_restore\b/)).length > 0, 'orphaned pg_restore still running');
 
-      const r = await runCli(args, { timeoutMs: 240_000 });
-      assert.equal(r.exitCode, 0, describeRun(r));
-      assert.match(r.stdout, /2 of 2 databases verified/, describeRun(r));
-      // Files: the finished dump is kept and only the restore redone. Stream: dump and restore are one step.
-      if (dataPath === 'files') assert.doesNotMatch(r.stdout, /\[big\] dumping/, `the finished dump is not redone\n${describeRun(r)}`);
-      else assert.match(r.stdout, /\[big\] streaming/, describeRun(r));
-      await assertNoDuplicates(src, dst);
-      await assertSameData(src, dst, 'big');
-      await assertSameData(src, dst, 'small');
-      assert.deepEqual(await autoConf(dst), confBefore, 'tuning reverted');
-      const left = await waitFor('no pg_dump/pg_restore left', async () => ((await clientPrograms(dirs)).length === 0 ? true : undefined), 10_000, 200).catch(
-        async () => clientPrograms(dirs),
-      );
-      assert.equal(left, true, `client programs left: ${JSON.stringify(left)}`);
-      assert.deepEqual(await migrateSessions(dst), []);
-      assert.deepEqual(await migrateSessions(src), []);
-    } finally {
-      await killLeftovers(dirs);
-    }
-  });
+        const r = await runCli(args, { timeoutMs: 240_000 });
+        assert.equal(r.exitCode, 0, describeRun(r));
+        assert.match(r.stdout, /2 of 2 databases verified/, describeRun(r));
+        // Files: the finished dump is kept and only the restore redone. Stream: dump and restore are one step.
+        if (dataPath === 'files') assert.doesNotMatch(r.stdout, /\[big\] dumping/, `the finished dump is not redone\n${describeRun(r)}`);
+        else assert.match(r.stdout, /\[big\] streaming/, describeRun(r));
+        await assertNoDuplicates(src, dst);
+        await assertSameData(src, dst, 'big');
+        await assertSameData(src, dst, 'small');
+        assert.deepEqual(await autoConf(dst), confBefore, 'tuning reverted');
+        const left = await waitFor('no pg_dump/pg_restore left', async () => ((await clientPrograms(dirs)).length === 0 ? true : undefined), 10_000, 200).catch(
+          async () => clientPrograms(dirs),
+        );
+        assert.equal(left, true, `client programs left: ${JSON.stringify(left)}`);
+        assert.deepEqual(await migrateSessions(dst), []);
+        assert.deepEqual(await migrateSessions(src), []);
+      } finally {
+        await killLeftovers(dirs);
+      }
+    });
 
   test('tables copied in ranges: SIGINT during the range copies stops cleanly, kill -9 during them is redone, no row lost or duplicated', async () => {
     const { src, dst, dirs } = await pair('ranges');
@@ -153,7 +154,19 @@ describe('resume', () => {
       await Promise.all([seedBig(src), prepareTargetAutoConf(dst)]);
       const confBefore = await autoConf(dst);
       const reportFile = path.join(dirs.stateDir, 'report.json');
-      const args = [...baseArgs(src, dst, dirs), '--data-path', 'stream', '--split-table-size', '1MB', '--dump-jobs', '2', '--restore-jobs', '2', '--report', reportFile];
+      const args = [
+        ...baseArgs(src, dst, dirs),
+        '--data-path',
+        'stream',
+        '--split-table-size',
+        '1MB',
+        '--dump-jobs',
+        '2',
+        '--restore-jobs',
+        '2',
+        '--report',
+        reportFile,
+      ];
       /** Starts a run and waits until a range COPY of big.t (ours, not pg_restore's) has loaded rows. */
       const startAndWaitForRanges = async (): Promise<{ child: ReturnType<typeof startCli>; done: ReturnType<typeof waitCli> }> => {
         const child = startCli(args);
@@ -182,9 +195,12 @@ describe('resume', () => {
       const interrupted = await first.done;
       assert.equal(interrupted.exitCode, 130, describeRun(interrupted));
       assert.ok(!existsSync(path.join(markersDir(dirs), 'big.done')));
-      const quiet = await waitFor('no session and no client program of the run left', async () =>
-        (await migrateSessions(src)).length + (await migrateSessions(dst)).length + (await clientPrograms(dirs)).length === 0 ? true : undefined,
-      10_000, 100).catch(async () => ({ src: await migrateSessions(src), dst: await migrateSessions(dst), programs: await clientPrograms(dirs) }));
+      const quiet = await waitFor(
+        'no session and no client program of the run left',
+        async () => ((await migrateSessions(src)).length + (await migrateSessions(dst)).length + (await clientPrograms(dirs)).length === 0 ? true : undefined),
+        10_000,
+        100,
+      ).catch(async () => ({ src: await migrateSessions(src), dst: await migrateSessions(dst), programs: await clientPrograms(dirs) }));
       assert.equal(quiet, true, `left after SIGINT: ${JSON.stringify(quiet)}`);
       assert.deepEqual(await autoConf(dst), confBefore, 'tuning reverted');
 
@@ -236,7 +252,9 @@ describe('resume', () => {
         20,
       );
       const dumpPids = (await clientPrograms(dirs, /\bpg_dump\b/)).map((p) => p.pid);
-      console.log(`# pg_dump of big copying (${copied} rows) after ${Math.round(performance.now() - t0)} ms; SIGINT to ${child.pid}, pg_dump pids ${dumpPids.join(' ')}`);
+      console.log(
+        `# pg_dump of big copying (${copied} rows) after ${Math.round(performance.now() - t0)} ms; SIGINT to ${child.pid}, pg_dump pids ${dumpPids.join(' ')}`,
+      );
       // The tuning is applied at this point.
       assert.ok((await autoConf(dst)).includes('fsync=off'), 'tuning applied during the run');
       const tSig = performance.now();

@@ -31,7 +31,9 @@ before(async () => {
   assert.equal(dst.major, 18);
   await src.query(`CREATE DATABASE ${DB}`);
   // Session defaults that change how dates, intervals and floats print: the copy must not depend on them.
-  await src.query(`ALTER DATABASE ${DB} SET datestyle = 'SQL, DMY'; ALTER DATABASE ${DB} SET intervalstyle = 'sql_standard'; ALTER DATABASE ${DB} SET extra_float_digits = -10`);
+  await src.query(
+    `ALTER DATABASE ${DB} SET datestyle = 'SQL, DMY'; ALTER DATABASE ${DB} SET intervalstyle = 'sql_standard'; ALTER DATABASE ${DB} SET extra_float_digits = -10`,
+  );
   await src.query(
     `CREATE SCHEMA "s p";
      CREATE TABLE ${ODD} (
@@ -95,7 +97,11 @@ describe('tables copied in page ranges (15 → 18)', () => {
   test('the report lists the tables copied in ranges, binary only where every type is built in', () => {
     const db = report.databases.find((d) => d.name === DB)!;
     const split = Object.fromEntries((db.splitTables ?? []).map((t) => [t.table, t]));
-    assert.deepEqual(Object.keys(split).sort(), ['"public"."measurements_2023"', '"public"."measurements_2024"', '"public"."moods"', `${ODD}`].sort(), JSON.stringify(db));
+    assert.deepEqual(
+      Object.keys(split).sort(),
+      ['"public"."measurements_2023"', '"public"."measurements_2024"', '"public"."moods"', ODD].sort(),
+      JSON.stringify(db),
+    );
     assert.equal(split[ODD]!.binary, true);
     assert.equal(split['"public"."moods"']!.binary, false, 'an enum column: text format');
     assert.equal(split[ODD]!.rows, 20000);
@@ -110,7 +116,11 @@ describe('tables copied in page ranges (15 → 18)', () => {
     assert.equal(counts.get('public.tiny'), 3);
     const [a] = await dst!.query<{ n: string }>(`select count(*)::text as n from ${ODD} where g = id * 2`, undefined, DB);
     assert.equal(a!.n, '20000');
-    const cols = await dst!.query<{ attname: string }>(`select attname from pg_attribute where attrelid = '${ODD.replace(/'/g, "''")}'::regclass and attnum > 0 and not attisdropped order by attnum`, undefined, DB);
+    const cols = await dst!.query<{ attname: string }>(
+      `select attname from pg_attribute where attrelid = '${ODD.replace(/'/g, "''")}'::regclass and attnum > 0 and not attisdropped order by attnum`,
+      undefined,
+      DB,
+    );
     assert.ok(!cols.some((c) => c.attname === 'gone'));
   });
 
@@ -128,7 +138,10 @@ describe('tables copied in page ranges (15 → 18)', () => {
       ).map((r) => r.d);
     const [a, b] = await Promise.all([defs(src!), defs(dst!)]);
     assert.deepEqual(b, a);
-    assert.ok(b.some((d) => /moods_parent_fkey FOREIGN KEY .* true$/.test(d)), b.join('\n'));
+    assert.ok(
+      b.some((d) => /moods_parent_fkey FOREIGN KEY .* true$/.test(d)),
+      b.join('\n'),
+    );
     const [seq] = await dst!.query<{ v: string }>(`select last_value::text as v from counter`, undefined, DB);
     assert.equal(seq!.v, '4242');
   });

@@ -138,10 +138,7 @@ describe('splitStatements', () => {
   it('keeps ; and -- inside strings, quoted identifiers and dollar quotes', () => {
     assert.deepEqual(splitStatements(`COMMENT ON ROLE x IS 'a;b';SELECT "c;d";`), [`COMMENT ON ROLE x IS 'a;b';`, 'SELECT "c;d";']);
     assert.deepEqual(splitStatements("SELECT 'a -- b'; -- trailing\nSELECT 2;"), ["SELECT 'a -- b';", 'SELECT 2;']);
-    assert.deepEqual(splitStatements('DO $body$ BEGIN PERFORM 1; END $body$;\nSELECT $$x;y$$;'), [
-      'DO $body$ BEGIN PERFORM 1; END $body$;',
-      'SELECT $$x;y$$;',
-    ]);
+    assert.deepEqual(splitStatements('DO $body$ BEGIN PERFORM 1; END $body$;\nSELECT $$x;y$$;'), ['DO $body$ BEGIN PERFORM 1; END $body$;', 'SELECT $$x;y$$;']);
     assert.deepEqual(splitStatements("SELECT E'it\\'s; here';SELECT 1;"), ["SELECT E'it\\'s; here';", 'SELECT 1;']);
   });
 
@@ -154,7 +151,7 @@ describe('roleStatementTarget', () => {
   it('reads the role as PostgreSQL would', () => {
     assert.equal(roleStatementTarget('CREATE ROLE postgres;'), 'postgres');
     assert.equal(roleStatementTarget('ALTER ROLE Postgres WITH LOGIN;'), 'postgres');
-    assert.equal(roleStatementTarget('alter role postgres set work_mem to \'1MB\';'), 'postgres');
+    assert.equal(roleStatementTarget("alter role postgres set work_mem to '1MB';"), 'postgres');
     assert.equal(roleStatementTarget('CREATE ROLE "Admin";'), 'Admin');
     assert.equal(roleStatementTarget('CREATE ROLE "postgres";'), 'postgres');
     assert.equal(roleStatementTarget('CREATE ROLE "a b";'), 'a b');
@@ -167,21 +164,24 @@ describe('roleStatementTarget', () => {
   it('is undefined for other statements', () => {
     assert.equal(roleStatementTarget('GRANT readers TO postgres GRANTED BY postgres;'), undefined);
     assert.equal(roleStatementTarget("COMMENT ON ROLE postgres IS 'x';"), undefined);
-    assert.equal(roleStatementTarget('CREATE TABLESPACE t OWNER postgres LOCATION \'/x\';'), undefined);
-    assert.equal(roleStatementTarget('SET client_encoding = \'UTF8\';'), undefined);
+    assert.equal(roleStatementTarget("CREATE TABLESPACE t OWNER postgres LOCATION '/x';"), undefined);
+    assert.equal(roleStatementTarget("SET client_encoding = 'UTF8';"), undefined);
     assert.equal(roleStatementTarget('CREATE ROLEX postgres;'), undefined);
   });
 });
 
 describe('filterGlobals', () => {
-  it('drops only the target user postgres\'s own CREATE ROLE / ALTER ROLE statements', () => {
+  it("drops only the target user postgres's own CREATE ROLE / ALTER ROLE statements", () => {
     const { kept, dropped } = filterGlobals(splitStatements(FIXTURE), 'postgres');
     assert.deepEqual(dropped, [
       'CREATE ROLE postgres;',
       `ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS PASSWORD '${SCRAM_PG}';`,
       "ALTER ROLE postgres SET statement_timeout TO '0';",
     ]);
-    assert.deepEqual(kept, EXPECTED.filter((s) => !dropped.includes(s)));
+    assert.deepEqual(
+      kept,
+      EXPECTED.filter((s) => !dropped.includes(s)),
+    );
     assert.ok(kept.includes('CREATE ROLE postgres2;'));
     assert.ok(kept.includes('CREATE ROLE "a b";'));
     assert.ok(kept.includes('CREATE ROLE "Admin";'));

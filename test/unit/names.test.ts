@@ -118,7 +118,8 @@ describe('encodeName / decodeName', () => {
     for (const n of names) assert.ok(Buffer.byteLength(n, 'utf8') <= 63 && Buffer.byteLength(n, 'utf8') >= 62, n);
     const suffixes: string[] = [];
     for (const m of MARKERS) suffixes.push(markerFile('', m).slice(1));
-    for (const k of ['src', 'dst'] as CountsKind[]) for (const v of ['', 'fast', 'delayed', 'delayed.fast'] as CountsVariant[]) suffixes.push(countsFile('', k, v).slice(1));
+    for (const k of ['src', 'dst'] as CountsKind[])
+      for (const v of ['', 'fast', 'delayed', 'delayed.fast'] as CountsVariant[]) suffixes.push(countsFile('', k, v).slice(1));
     assert.ok(suffixes.includes('.src_counts.delayed.fast.json'));
     for (const n of names) {
       for (const f of [...MARKERS.map((m) => markerFile(n, m)), countsFile(n, 'src', 'delayed.fast'), countsFile(n, 'dst', 'delayed.fast')]) {
@@ -131,7 +132,10 @@ describe('encodeName / decodeName', () => {
 
 describe('markerFile / countsFile', () => {
   it('one file per marker, all distinct, suffix after the only dot of the encoded name', () => {
-    assert.deepEqual(MARKERS.map((m) => markerFile('shop', m)), MARKERS.map((m) => `shop.${m}`));
+    assert.deepEqual(
+      MARKERS.map((m) => markerFile('shop', m)),
+      MARKERS.map((m) => `shop.${m}`),
+    );
     assert.equal(new Set(MARKERS).size, MARKERS.length);
     assert.equal(markerFile('a.b', 'done'), 'a%2Eb.done');
     assert.equal(markerFile('', 'done'), '%.done');

@@ -13,7 +13,7 @@ function parseLine(line: string): string[] {
   let cur = '';
   for (let i = 0; i < line.length; i++) {
     const ch = line[i]!;
-    if (ch === '\\' && i + 1 < line.length) cur += line[++i];
+    if (ch === '\\' && i + 1 < line.length) cur += line.charAt(++i);
     else if (ch === ':' && fields.length < 4) {
       fields.push(cur);
       cur = '';
@@ -53,7 +53,10 @@ describe('passfileLines', () => {
 
   it('maps the default socket directory to localhost', () => {
     const line = passfileLine(ep('/var/run/postgresql'), 'pw');
-    assert.ok(line.split('\n').some((l) => l.startsWith('localhost:5432:*:postgres:')), line);
+    assert.ok(
+      line.split('\n').some((l) => l.startsWith('localhost:5432:*:postgres:')),
+      line,
+    );
     assert.equal(libpqLookup(line, '/var/run/postgresql', 5432, 'shop', 'postgres', '/var/run/postgresql'), 'pw');
     assert.equal(libpqLookup(passfileLine(ep('/tmp'), 'pw'), '/tmp', 5432, 'shop', 'postgres', '/tmp'), 'pw');
   });

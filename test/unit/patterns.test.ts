@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { globMatch, matchesAny, parseTablePattern, patternMatchesDatabase, patternMatchesTable } from '../../src/patterns.ts';
 
-const matches = (pattern: string, db: string, schema: string, table: string): boolean =>
-  patternMatchesTable(parseTablePattern(pattern), db, schema, table);
+const matches = (pattern: string, db: string, schema: string, table: string): boolean => patternMatchesTable(parseTablePattern(pattern), db, schema, table);
 
 describe('parseTablePattern', () => {
   it('DATABASE.TABLE has no schema', () => {

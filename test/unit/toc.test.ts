@@ -52,8 +52,14 @@ describe('postDataPasses', () => {
   it('puts the PRIMARY KEY/UNIQUE/EXCLUDE constraints in a first pass and everything else in the second, each entry once', () => {
     const { keys, rest } = postDataPasses(LISTING, new Set());
     assert.ok(keys !== undefined);
-    assert.deepEqual(kept(keys).map((l) => l.split(' ').at(-2)), ['events_pkey', 'sessions_pkey', 'users_pkey']);
-    assert.deepEqual(kept(rest).map((l) => l.split(' ')[0]), ['3206;', '3209;', '3214;', '3215;', '3216;', '3213;']);
+    assert.deepEqual(
+      kept(keys).map((l) => l.split(' ').at(-2)),
+      ['events_pkey', 'sessions_pkey', 'users_pkey'],
+    );
+    assert.deepEqual(
+      kept(rest).map((l) => l.split(' ')[0]),
+      ['3206;', '3209;', '3214;', '3215;', '3216;', '3213;'],
+    );
     const all = [...kept(keys), ...kept(rest)].sort();
     assert.deepEqual(all, kept(LISTING).sort());
   });
@@ -67,7 +73,10 @@ describe('postDataPasses', () => {
 
   it('leaves a skipped key constraint out of the first pass, and has none when every key is skipped', () => {
     const { keys, rest } = postDataPasses(LISTING, new Set(['16591']));
-    assert.deepEqual(kept(keys!).map((l) => l.split(' ').at(-2)), ['sessions_pkey', 'users_pkey']);
+    assert.deepEqual(
+      kept(keys!).map((l) => l.split(' ').at(-2)),
+      ['sessions_pkey', 'users_pkey'],
+    );
     assert.ok(!kept(rest).some((l) => l.startsWith('3208;')), 'nor in the second');
     assert.equal(postDataPasses(LISTING, new Set(['16591', '16601', '16589'])).keys, undefined);
   });
@@ -75,12 +84,24 @@ describe('postDataPasses', () => {
   it('restores the foreign keys whose referenced key is in the first pass right after it, the others with the indexes', () => {
     // events_user_fk references users_pkey; a second foreign key references a unique index without a constraint.
     const listing = `${LISTING}3217; 2606 16593 FK CONSTRAINT public sessions sessions_code_fk postgres\n`;
-    const referenced = new Map([['16592', '16589'], ['16593', '16700']]);
+    const referenced = new Map([
+      ['16592', '16589'],
+      ['16593', '16700'],
+    ]);
     const { keys, fks, rest } = postDataPasses(listing, new Set(), referenced);
     assert.ok(keys !== undefined && fks !== undefined);
-    assert.deepEqual(kept(keys).map((l) => l.split(' ').at(-2)), ['events_pkey', 'sessions_pkey', 'users_pkey']);
-    assert.deepEqual(kept(fks).map((l) => l.split(' ').at(-2)), ['events_user_fk']);
-    assert.deepEqual(kept(rest).map((l) => l.split(' ')[0]), ['3206;', '3209;', '3214;', '3215;', '3216;', '3217;']);
+    assert.deepEqual(
+      kept(keys).map((l) => l.split(' ').at(-2)),
+      ['events_pkey', 'sessions_pkey', 'users_pkey'],
+    );
+    assert.deepEqual(
+      kept(fks).map((l) => l.split(' ').at(-2)),
+      ['events_user_fk'],
+    );
+    assert.deepEqual(
+      kept(rest).map((l) => l.split(' ')[0]),
+      ['3206;', '3209;', '3214;', '3215;', '3216;', '3217;'],
+    );
     assert.deepEqual([...kept(keys), ...kept(fks), ...kept(rest)].sort(), kept(listing).sort(), 'every entry once');
   });
 

@@ -26,7 +26,15 @@ export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
   }
   const children = new ChildRegistry();
   const reporter = createReporter(process.stdout, argv.progress);
-  const summary = await withSignals(children, (signal) => migrate(options, { signal, children, onEvent: (e) => reporter.onEvent(e) }));
+  const summary = await withSignals(children, (signal) =>
+    migrate(options, {
+      signal,
+      children,
+      onEvent: (e) => {
+        reporter.onEvent(e);
+      },
+    }),
+  );
   await reporter.close();
   if (summary.databases.length === 0 && summary.error !== undefined) {
     // Stopped before any database work (options, preflight, state): the error says it all.
