@@ -30,13 +30,22 @@ export function migrateOptions<T>(y: Argv<T>) {
     .option('dump-parallel', { type: 'number', describe: 'databases dumping at once [default: --max-parallel]' })
     .option('restore-parallel', { type: 'number', describe: 'databases restoring at once [default: --max-parallel]' })
     .option('verify-concurrency', { type: 'number', default: DEFAULTS.verifyConcurrency, describe: 'count(*) queries at once, both servers together' })
-    .group(['include-db', 'exclude-db', 'delay-table-data', 'migrate-globals', 'disable-dst-optimizations', 'fast-verify'], 'What to migrate:')
+    .group(
+      ['include-db', 'exclude-db', 'delay-table-data', 'delay-drop-keys', 'migrate-globals', 'disable-dst-optimizations', 'fast-verify'],
+      'What to migrate:',
+    )
     .option('include-db', { type: 'string', array: true, describe: 'only databases matching this glob (repeatable)' })
     .option('exclude-db', { type: 'string', array: true, describe: 'leave out databases matching this glob (repeatable)' })
     .option('delay-table-data', {
       type: 'string',
       array: true,
       describe: "DATABASE.[SCHEMA.]TABLE glob: load this table's data after the regular phase, indexes rebuilt afterwards (repeatable)",
+    })
+    .option('delay-drop-keys', {
+      type: 'boolean',
+      default: DEFAULTS.delayDropKeys,
+      describe:
+        "also drop the deferred tables' PRIMARY KEY/UNIQUE constraints and foreign keys during their load (faster): nobody may write to those tables until the run ends",
     })
     .option('migrate-globals', { type: 'boolean', default: DEFAULTS.migrateGlobals, describe: 'copy roles and tablespaces (pg_dumpall --globals-only)' })
     .option('disable-dst-optimizations', {

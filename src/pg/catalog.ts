@@ -210,15 +210,44 @@ export async function matviewsReading(client: Client, tableOids: string[]): Prom
   return r.rows;
 }
 
-export interface SplitCandidateRow {
+export interface CopyTableRow {
+  /** pg_class oid on the server asked. */
+  oid: string;
   schema: string;
   name: string;
   bytes: number;
   pages: number;
   /** Columns as COPY lists them: not dropped, not generated. */
   columns: string[];
-  /** Every column has a built-in type with binary send and receive functions. */
+  /**
+   * Every column has a built-in type with binary send and receive functions whose binary form means
+   * the same on another server: not the reg* types, whose binary form is an oid of the source.
+   */
   builtin: boolean;
+}
+
+/** The COPY-relevant facts of the ordinary tables a condition selects (`c` is pg_class, `n` its namespace). */
+async function copyTables(client: Client, major: number, condition: string, params: unknown[]): Promise<CopyTableRow[]> {
+  const copyable = `a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped${since(major, 12, " and a.attgenerated = ''")}`;
+  const r = await client.query<Omit<CopyTableRow, 'bytes' | 'pages'> & { bytes: string; pages: string }>(
+    `select c.oid::text as oid, n.nspname as schema, c.relname as name, pg_relation_size(c.oid)::text as bytes,
+            (pg_relation_size(c.oid) / current_setting('block_size')::int)::text as pages,
+            array(select a.attname::text from pg_attribute a where ${copyable} order by a.attnum) as columns,
+            coalesce((select bool_and(t.oid < 16384 and t.typsend <> 0 and t.typreceive <> 0 and t.typname !~ '^_?reg')
+                        from pg_attribute a join pg_type t on t.oid = a.atttypid
+                       where ${copyable}), false) as builtin
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind = 'r' and ${condition}
+      order by pg_relation_size(c.oid) desc, n.nspname, c.relname`,
+    params,
+  );
+  return r.rows.filter((t) => t.columns.length > 0).map((t) => ({ ...t, bytes: Number(t.bytes), pages: Number(t.pages) }));
+}
+
+/** The encoding of the database a client is connected to (pg_encoding_to_char). */
+export async function databaseEncoding(client: Client): Promise<string> {
+  const r = await client.query<{ enc: string }>('select pg_encoding_to_char(encoding) as enc from pg_database where datname = current_database()');
+  return r.rows[0]?.enc ?? 'UTF8';
 }
 
 /**
@@ -226,26 +255,18 @@ export interface SplitCandidateRow {
  * those), biggest first; none when the database is not UTF8 (rows copied in ranges pass through a UTF8
  * client encoding).
  */
-export async function splitCandidateTables(client: Client, major: number, minBytes: number): Promise<SplitCandidateRow[]> {
-  const enc = await client.query<{ enc: string }>('select pg_encoding_to_char(encoding) as enc from pg_database where datname = current_database()');
-  if (enc.rows[0]?.enc !== 'UTF8') return [];
-  const copyable = `a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped${since(major, 12, " and a.attgenerated = ''")}`;
-  const r = await client.query<{ schema: string; name: string; bytes: string; pages: string; columns: string[]; builtin: boolean }>(
-    `select n.nspname as schema, c.relname as name, pg_relation_size(c.oid) as bytes,
-            pg_relation_size(c.oid) / current_setting('block_size')::int as pages,
-            array(select a.attname::text from pg_attribute a where ${copyable} order by a.attnum) as columns,
-            coalesce((select bool_and(t.oid < 16384 and t.typsend <> 0 and t.typreceive <> 0)
-                        from pg_attribute a join pg_type t on t.oid = a.atttypid
-                       where ${copyable}), false) as builtin
-       from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where c.relkind = 'r' and c.relpersistence <> 't'
-        and ${USER_SCHEMA}
-        and pg_relation_size(c.oid) >= $1
-        and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
-      order by pg_relation_size(c.oid) desc, n.nspname, c.relname`,
+export async function splitCandidateTables(client: Client, major: number, minBytes: number): Promise<CopyTableRow[]> {
+  if ((await databaseEncoding(client)) !== 'UTF8') return [];
+  return copyTables(
+    client,
+    major,
+    `c.relpersistence <> 't' and ${USER_SCHEMA} and pg_relation_size(c.oid) >= $1
+     and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')`,
     [minBytes],
   );
-  return r.rows
-    .filter((t) => t.columns.length > 0)
-    .map((t) => ({ schema: t.schema, name: t.name, bytes: Number(t.bytes), pages: Number(t.pages), columns: t.columns, builtin: t.builtin }));
+}
+
+/** The given ordinary tables (pg_class oids), biggest first. */
+export function tablesToCopy(client: Client, major: number, oids: string[]): Promise<CopyTableRow[]> {
+  return copyTables(client, major, 'c.oid = any($1::oid[])', [oids]);
 }

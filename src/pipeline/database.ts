@@ -1,40 +1,59 @@
 /**
  * The regular phase of one database: dump (source queue) and restore (target queue) on the file path,
- * or both at once on the stream path; the source counted in the dump's snapshot.
+ * or both at once on the stream path; the source counted in the dump's snapshot. The target database
+ * is created by pg_restore --create, and its oid recorded as soon as it exists: a later run drops and
+ * recreates only a database whose oid matches, and never one that verified.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { withClient } from '../pg/connect.ts';
 import { quoteIdent } from '../pg/sql.ts';
 import { withExportedSnapshot } from '../pg/snapshot.ts';
 import { isDirectory, type MarkerInfo } from '../state/store.ts';
 import { Marker } from '../state/names.ts';
-import { MigrateError } from '../errors.ts';
-import type { DataPath, DataPart } from '../transfer/data-path.ts';
+import { MigrateError, errorMessage } from '../errors.ts';
+import type { DataPath } from '../transfer/data-path.ts';
 import { addForeignKeysNotValid, deferredForeignKeys } from './deferred.ts';
 import { clearCounts, countSource, ensureSourceCounts, verifyPhase } from './verify.ts';
 import { dbName, secondsSince, together, type Context, type DatabaseJob } from './context.ts';
 
-/**
- * Files or stream for one phase of a database (regular, or the deferred data). Dump files an earlier
- * run finished and nothing restored yet are kept: that phase stays on files.
- */
-export async function chooseDataPath(job: DatabaseJob, part: DataPart): Promise<'files' | 'stream'> {
-  const [dumpedMarker, doneMarker] = part === 'regular' ? [Marker.dumped, Marker.restored] : [Marker.deferredDumped, Marker.deferredLoaded];
-  const dumped = await job.state.marker(dumpedMarker);
-  if (dumped && dumped.streamed !== true && !(await job.state.marker(doneMarker))) return 'files';
+/** Files or stream for the regular phase. Dump files an earlier run finished and nothing restored yet are kept: it stays on files. */
+export async function chooseDataPath(job: DatabaseJob): Promise<'files' | 'stream'> {
+  const dumped = await job.state.marker(Marker.dumped);
+  if (dumped && dumped.streamed !== true && !(await job.state.marker(Marker.restored))) return 'files';
   return job.plan.dataPath;
 }
 
 /** The deferred tables' keys, sorted: what the `dumped` marker records of the regular phase. */
-const deferredKeys = (job: DatabaseJob): string[] => [...(job.plan.deferred?.keys ?? [])].sort();
+export const deferredKeys = (job: DatabaseJob): string[] => [...(job.plan.deferred?.keys ?? [])].sort();
+
+const describeKeys = (keys: string[]): string => (keys.length === 0 ? 'none' : keys.join(', '));
+
+/**
+ * A database whose regular phase verified is never redone, dropped or emptied unless the operator
+ * names it with --redo-db: when this run defers other tables of it than the run that migrated it, it
+ * is left alone and the run says what to do.
+ */
+export async function checkDeferredSetUnchanged(job: DatabaseJob): Promise<void> {
+  const db = dbName(job);
+  const dumped = await job.state.marker(Marker.dumped);
+  const recorded = (dumped?.deferred as string[] | undefined) ?? [];
+  if (!dumped || !(await job.state.marker(Marker.verified)) || JSON.stringify(recorded) === JSON.stringify(deferredKeys(job))) return;
+  throw new MigrateError(
+    `the --delay-table-data tables of ${db} differ from those of the run that migrated it (then: ${describeKeys(recorded)}; now: ${describeKeys(deferredKeys(job))}). ` +
+      `${db} verified on the target and may be in use, so it was left as it is: run with the --delay-table-data of that run, or migrate ${db} afresh (its target copy dropped) with --redo-db ${JSON.stringify(db)}`,
+  );
+}
 
 /**
  * The `dumped` marker, unless the regular phase it records left other tables empty than this run
- * would fill (other --delay-table-data tables): then nothing of that phase can be kept.
+ * would fill (other --delay-table-data tables, before the database verified): then nothing of that
+ * phase can be kept.
  */
 async function regularPhaseMarker(ctx: Context, job: DatabaseJob): Promise<MarkerInfo | undefined> {
   const db = dbName(job);
   const dumped = await job.state.marker(Marker.dumped);
   if (dumped && JSON.stringify(dumped.deferred ?? []) !== JSON.stringify(deferredKeys(job))) {
+    await checkDeferredSetUnchanged(job);
     ctx.emit({ type: 'warning', db, message: `the --delay-table-data tables of ${db} differ from those of the earlier run; migrating ${db} afresh` });
     await job.state.forget();
     return undefined;
@@ -74,42 +93,114 @@ export async function dumpStep(ctx: Context, job: DatabaseJob, dataPath: DataPat
   });
 }
 
-/** Whether a database exists on the target. */
-async function targetDatabaseExists(ctx: Context, db: string): Promise<boolean> {
-  const r = await ctx.control.query(ctx.target, 'select 1 from pg_database where datname = $1', [db]);
-  return (r.rowCount ?? 0) > 0;
+/** The oid of the target's database of that name, or undefined when there is none. */
+async function targetOid(ctx: Context, db: string): Promise<string | undefined> {
+  const r = await ctx.control.query<{ oid: string }>(ctx.target, 'select oid::text as oid from pg_database where datname = $1', [db]);
+  return r.rows[0]?.oid;
 }
 
-/** Drops a database this migration created earlier (all sessions in it are ended first). */
-async function dropTargetDatabase(ctx: Context, db: string): Promise<void> {
+/** The oid this migration recorded for the database it created on the target, if any. */
+const ownedOid = (started: MarkerInfo | undefined): string | undefined => (typeof started?.oid === 'string' ? started.oid : undefined);
+
+/**
+ * Drops the database this migration created (its oid must still be the one recorded), ending the
+ * sessions in it first. Never the target's --to-db, never a database that verified.
+ */
+async function dropOwnDatabase(ctx: Context, job: DatabaseJob, oid: string): Promise<void> {
+  const db = dbName(job);
   if (db === ctx.target.endpoint.database) throw new MigrateError(`refusing to drop ${db}: it is the target's --to-db`);
+  if (await job.state.marker(Marker.verified))
+    throw new MigrateError(`refusing to drop ${db}: it verified on the target and may be in use; name it with --redo-db to migrate it afresh`);
+  if ((await targetOid(ctx, db)) !== oid)
+    throw new MigrateError(`refusing to drop ${db}: the target's ${db} is no longer the database this migration created (oid ${oid})`);
+  ctx.emit({ type: 'info', message: `${db}: dropping the database this migration created on the target (oid ${oid}) to restore it afresh` });
   await ctx.control.query(ctx.target, `alter database ${quoteIdent(db)} allow_connections false`).catch(() => undefined);
   await ctx.control.query(ctx.target, 'select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [db]);
   await ctx.control.query(ctx.target, `drop database if exists ${quoteIdent(db)}${ctx.targetMajor >= 13 ? ' with (force)' : ''}`);
 }
 
-/** A target database this run may (re)create: absent, or created by this migration (then dropped). */
+/**
+ * Before a restore that creates the database: a target database of that name is dropped only when
+ * this migration proved it created it (recorded oid); any other is refused with what to do.
+ */
 async function prepareTargetDatabase(ctx: Context, job: DatabaseJob): Promise<void> {
   const db = dbName(job);
-  if (await targetDatabaseExists(ctx, db)) {
-    if (!(await job.state.marker(Marker.restoreStarted))) {
+  const oid = await targetOid(ctx, db);
+  if (oid !== undefined) {
+    const started = await job.state.marker(Marker.restoreStarted);
+    const owned = ownedOid(started);
+    if (owned === oid) await dropOwnDatabase(ctx, job, oid);
+    else if (started && owned === undefined) {
+      throw new MigrateError(
+        `database ${JSON.stringify(db)} exists on the target; this migration started restoring it but could not record that it created it (it was stopped at that very moment, or the state was written by an earlier pg-migrate), so it is left alone. ` +
+          `If the target's ${db} holds nothing you need, drop it there (DROP DATABASE ${quoteIdent(db)}) and run again; otherwise leave it out with --exclude-db`,
+      );
+    } else if (owned !== undefined) {
+      throw new MigrateError(
+        `database ${JSON.stringify(db)} on the target is not the one this migration created (that had oid ${owned}, this one has oid ${oid}: created or restored by hand since), so it is left alone; drop it there or leave it out with --exclude-db`,
+      );
+    } else {
       throw new MigrateError(
         `database ${JSON.stringify(db)} already exists on the target and was not created by this migration; drop it there or leave it out with --exclude-db`,
       );
     }
-    ctx.emit({ type: 'info', message: `${db}: dropping the partly restored database on the target to restore it afresh` });
-    await dropTargetDatabase(ctx, db);
   }
-  await job.state.setMarker(Marker.restoreStarted);
+  await job.state.setMarker(Marker.restoreStarted, {});
 }
 
-/** The restore marker, if the restore is done and the database still there on the target. */
+/**
+ * Runs a restore that creates the database (pg_restore --create) and records the new database's oid
+ * as soon as it shows on the target, so that the ownership is proved even when the restore fails. A
+ * restore that failed because the database already existed created nothing: no oid is kept then.
+ */
+async function restoreCreating<T>(ctx: Context, job: DatabaseJob, restore: () => Promise<T>): Promise<T> {
+  const db = dbName(job);
+  const watch = { stopped: false, recorded: undefined as string | undefined };
+  const watcher = (async () => {
+    while (!watch.stopped) {
+      const oid = await targetOid(ctx, db).catch(() => undefined);
+      if (oid !== undefined) {
+        await job.state.setMarker(Marker.restoreStarted, { oid });
+        watch.recorded = oid;
+        return;
+      }
+      await sleep(20);
+    }
+  })();
+  let failure: unknown;
+  try {
+    return await restore();
+  } catch (err) {
+    failure = err;
+    throw err;
+  } finally {
+    watch.stopped = true;
+    await watcher.catch(() => undefined);
+    if (failure !== undefined && /database ".*" already exists/.test(errorMessage(failure))) {
+      if (watch.recorded !== undefined) await job.state.setMarker(Marker.restoreStarted, {});
+    } else if (watch.recorded === undefined) {
+      // Created by the restore that just ended (none of that name existed before it started).
+      const oid = await targetOid(ctx, db).catch(() => undefined);
+      if (oid !== undefined) await job.state.setMarker(Marker.restoreStarted, { oid });
+    }
+  }
+}
+
+/** The restore marker, if the restore is done and the database still there on the target (and still ours). */
 async function restoreDone(ctx: Context, job: DatabaseJob): Promise<MarkerInfo | undefined> {
   const db = dbName(job);
   const done = await job.state.marker(Marker.restored);
-  if (done && !(await targetDatabaseExists(ctx, db))) {
+  if (!done) return undefined;
+  const oid = await targetOid(ctx, db);
+  if (oid === undefined) {
     ctx.emit({ type: 'warning', db, message: `${db} was restored by an earlier run but is gone from the target; restoring it again` });
     return undefined;
+  }
+  const owned = ownedOid(await job.state.marker(Marker.restoreStarted));
+  if (owned !== undefined && owned !== oid) {
+    throw new MigrateError(
+      `database ${JSON.stringify(db)} on the target is not the one this migration restored (that had oid ${owned}, this one has oid ${oid}: created or restored by hand since), so it is left alone; drop it there or leave it out with --exclude-db`,
+    );
   }
   return done;
 }
@@ -128,11 +219,13 @@ export async function restoreStep(ctx: Context, job: DatabaseJob, dataPath: Data
     ctx.emit({ type: 'phase', db: dbName(job), phase: 'restoring' });
     const t0 = performance.now();
     const plan = job.plan.deferred;
-    if (plan) {
-      const fks = await deferredForeignKeys(ctx, job, plan);
-      await dataPath.restoreDatabase(job.plan, { skipConstraints: new Set(fks.map((f) => f.oid)) });
-      await withClient(ctx.target, dbName(job), (c) => addForeignKeysNotValid(c, fks));
-    } else await dataPath.restoreDatabase(job.plan);
+    await restoreCreating(ctx, job, async () => {
+      if (plan) {
+        const fks = await deferredForeignKeys(ctx, job, plan);
+        await dataPath.restoreDatabase(job.plan, { skipConstraints: new Set(fks.map((f) => f.oid)) });
+        await withClient(ctx.target, dbName(job), (c) => addForeignKeysNotValid(c, fks));
+      } else await dataPath.restoreDatabase(job.plan);
+    });
     job.result.restoreSeconds = secondsSince(t0);
     await job.state.setMarker(Marker.restored, { seconds: job.result.restoreSeconds });
   }
@@ -163,12 +256,13 @@ export async function streamStep(ctx: Context, job: DatabaseJob, dataPath: DataP
     emit({ type: 'phase', db, phase: 'streaming' });
     const t0 = performance.now();
     await together(
-      async () => {
-        const split = await dataPath.streamDatabase(job.plan, { snapshot, excludeData: plan?.tables ?? [], skipConstraints: new Set(fks.map((f) => f.oid)) });
-        if (split.length > 0) job.result.splitTables = split;
-        if (fks.length > 0) await withClient(ctx.target, db, (c) => addForeignKeysNotValid(c, fks));
-        job.result.restoreSeconds = secondsSince(t0);
-      },
+      () =>
+        restoreCreating(ctx, job, async () => {
+          const split = await dataPath.streamDatabase(job.plan, { snapshot, excludeData: plan?.tables ?? [], skipConstraints: new Set(fks.map((f) => f.oid)) });
+          if (split.length > 0) job.result.splitTables = split;
+          if (fks.length > 0) await withClient(ctx.target, db, (c) => addForeignKeysNotValid(c, fks));
+          job.result.restoreSeconds = secondsSince(t0);
+        }),
       () => countSource(ctx, job, 'regular', snapshot),
     );
     await job.state.setMarker(Marker.dumped, { seconds: 0, deferred: deferredKeys(job), streamed: true });

@@ -21,6 +21,13 @@ export interface DeferredPlan {
   /** Materialized views that read a deferred table (directly or through views), in refresh order. */
   dependentMatviews: RelationName[];
   matviewKeys: Set<string>;
+  /**
+   * Partitioned tables above a deferred table that are not deferred themselves: their rows are
+   * complete only after the deferred load, so they are compared in the deferred phase, not before.
+   */
+  ancestorKeys: Set<string>;
+  /** The leaf partitions (keys) of every partitioned table among the deferred tables and their ancestors. */
+  leaves: Map<string, string[]>;
 }
 
 /**
@@ -59,15 +66,37 @@ export async function planDeferred(
       }
       if (tables.length === 0) return;
       tables.sort((a, b) => (tableKey(a.schema, a.name) < tableKey(b.schema, b.name) ? -1 : 1));
+      const keys = new Set(tables.map((t) => tableKey(t.schema, t.name)));
+      const keyOf = (oid: string): string | undefined => {
+        const r = byOid.get(oid);
+        return r === undefined ? undefined : tableKey(r.schema, r.name);
+      };
+      const ancestorKeys = new Set(
+        tables
+          .flatMap((t) => byOid.get(t.oid)?.ancestors ?? [])
+          .map(keyOf)
+          .filter((k): k is string => k !== undefined && !keys.has(k)),
+      );
+      const leaves = new Map<string, string[]>();
+      for (const r of rows) {
+        if (r.kind !== 'r') continue;
+        for (const a of r.ancestors) {
+          const k = keyOf(a);
+          if (k === undefined || !(keys.has(k) || ancestorKeys.has(k))) continue;
+          leaves.set(k, [...(leaves.get(k) ?? []), tableKey(r.schema, r.name)]);
+        }
+      }
       const matviews = await matviewsReading(
         c,
         tables.map((t) => t.oid),
       );
       plans.set(db.name, {
         tables,
-        keys: new Set(tables.map((t) => tableKey(t.schema, t.name))),
+        keys,
         dependentMatviews: matviews,
         matviewKeys: new Set(matviews.map((r) => tableKey(r.schema, r.name))),
+        ancestorKeys,
+        leaves,
       });
     });
   }

@@ -1,20 +1,22 @@
 /**
- * The deferred phase of a database (--delay-table-data): its deferred tables' data is dumped, their
- * indexes are dropped, the data is loaded, the indexes and foreign keys are rebuilt, and the tables
- * are verified.
+ * The deferred phase of a database (--delay-table-data), after its regular phase verified and the
+ * database is open for use: the deferred tables' secondary indexes are dropped (their keys, foreign
+ * keys, triggers and sequences stay, so applications can write meanwhile), their data is loaded from
+ * one snapshot of the source, the indexes are rebuilt and the foreign keys validated, and the tables
+ * are verified. Holds a source slot and a target slot, like the stream path.
  */
 import type pg from 'pg';
 import { describePgError, sqlState, withClient } from '../pg/connect.ts';
 import { foreignKeysTouching, type ForeignKeyDef } from '../pg/catalog.ts';
 import { qualify, quoteIdent } from '../pg/sql.ts';
-import type { WithSnapshot } from '../pg/snapshot.ts';
-import { isDirectory } from '../state/store.ts';
+import { withExportedSnapshot } from '../pg/snapshot.ts';
 import { Marker } from '../state/names.ts';
 import { MigrateError } from '../errors.ts';
 import type { DataPath } from '../transfer/data-path.ts';
 import type { DeferredPlan } from './deferred-plan.ts';
-import { constraintExists, dropIndexes, readSourceIndexes, recreateIndexes, type SavedIndex } from './deferred-indexes.ts';
-import { clearCounts, countSource, ensureSourceCounts, verifyPhase } from './verify.ts';
+import { addForeignKey, BOOKKEEPING_SESSION, constraintExists, dropIndexes, readSourceIndexes, recreateIndexes, type SavedIndex } from './deferred-indexes.ts';
+import { loadedCounts, loadUnits, undoInterruptedLoad } from './deferred-load.ts';
+import { clearCounts, countSource, verifyPhase } from './verify.ts';
 import { dbName, secondsSince, together, type Context, type DatabaseJob } from './context.ts';
 
 /** A foreign key from or to a deferred table: created NOT VALID in the regular phase, validated after the load. */
@@ -40,10 +42,11 @@ export async function deferredForeignKeys(ctx: Context, job: DatabaseJob, plan: 
 /** Adds the foreign keys NOT VALID (enforced for new rows, existing rows checked later). Returns those PostgreSQL refused NOT VALID for. */
 export async function addForeignKeysNotValid(c: pg.Client, fks: SavedForeignKey[]): Promise<SavedForeignKey[]> {
   const pending: SavedForeignKey[] = [];
+  await c.query(BOOKKEEPING_SESSION);
   for (const fk of fks) {
     if (await constraintExists(c, fk)) continue;
     try {
-      await c.query(`alter table ${qualify(fk.schema, fk.table)} add constraint ${quoteIdent(fk.name)} ${fk.definition} not valid`);
+      await c.query(addForeignKey(fk, true));
     } catch (err) {
       // Partitioned tables take no NOT VALID foreign key before PostgreSQL 18: added after the load.
       if (sqlState(err) === SQLSTATE_FEATURE_NOT_SUPPORTED) pending.push(fk);
@@ -53,63 +56,22 @@ export async function addForeignKeysNotValid(c: pg.Client, fks: SavedForeignKey[
   return pending;
 }
 
-async function dropForeignKeys(c: pg.Client, fks: SavedForeignKey[]): Promise<void> {
-  for (const fk of fks) await c.query(`alter table ${qualify(fk.schema, fk.table)} drop constraint if exists ${quoteIdent(fk.name)}`);
-}
-
-/** On the source queue (files path): data of the deferred tables, and their counts in the same snapshot. */
-export async function dumpDeferred(ctx: Context, job: DatabaseJob, plan: DeferredPlan, dataPath: DataPath, withSnapshot: WithSnapshot): Promise<void> {
-  const { emit } = ctx;
-  const db = dbName(job);
-  let dumped = await job.state.marker(Marker.deferredDumped);
-  if (dumped && !(await job.state.marker(Marker.deferredLoaded)) && !(await isDirectory(dataPath.location(db, 'deferred')))) {
-    emit({ type: 'warning', db, message: `the deferred-table dump of ${db} is gone; dumping it again` });
-    dumped = undefined;
-  }
-  if (dumped) {
-    await ensureSourceCounts(ctx, job, 'deferred');
-    return;
-  }
-  await job.state.clearFrom(Marker.deferredDumped);
-  await clearCounts(job, 'src', 'deferred');
-  await clearCounts(job, 'dst', 'deferred');
-  await withSnapshot(async (snapshot) => {
-    emit({ type: 'phase', db, phase: 'deferred dumping' });
-    const t0 = performance.now();
-    await together(
-      () => dataPath.dumpTableData(job.plan, plan.tables, { snapshot }),
-      () => countSource(ctx, job, 'deferred', snapshot),
-    );
-    await job.state.setMarker(Marker.deferredDumped, { seconds: secondsSince(t0) });
-  });
-}
-
-/**
- * On the target queue: drop the indexes, load, rebuild, verify. With `stream` (the stream path,
- * holding a source slot too), dumping and loading are one step: pg_dump of the deferred data piped
- * into pg_restore after the indexes were dropped, the source counted in the snapshot the dump used.
- */
-export async function loadDeferred(ctx: Context, job: DatabaseJob, plan: DeferredPlan, dataPath: DataPath, stream?: WithSnapshot): Promise<void> {
+/** The deferred phase, on a source and a target slot; each step skipped when its marker says it is done. */
+export async function loadDeferred(ctx: Context, job: DatabaseJob, plan: DeferredPlan, dataPath: DataPath): Promise<void> {
   const { emit } = ctx;
   const db = dbName(job);
   const fks = await deferredForeignKeys(ctx, job, plan);
+  const dropKeys = ctx.options.delayDropKeys;
 
-  // Drop the indexes (and the PRIMARY KEY/UNIQUE constraints they stand behind), their exact
-  // definitions saved first. The foreign keys from and to the tables go first (those to them depend
-  // on their unique indexes); all are added back, validated, after the load.
   if (!(await job.state.marker(Marker.deferredIndexesDropped))) {
     emit({ type: 'phase', db, phase: 'dropping indexes' });
     let saved = await job.state.doc<SavedIndex[]>('delayed_indexes.json');
     if (saved === undefined) {
-      saved = await readSourceIndexes(ctx, db, plan);
+      saved = await readSourceIndexes(ctx, db, plan, dropKeys);
       await job.state.setDoc('delayed_indexes.json', saved);
     }
-    const toDrop = saved;
-    await withClient(ctx.target, db, async (c) => {
-      await dropForeignKeys(c, fks);
-      await dropIndexes(ctx, c, db, toDrop);
-    });
-    await job.state.setMarker(Marker.deferredIndexesDropped, { indexes: saved.length });
+    await dropIndexes(ctx, db, saved, dropKeys ? fks : []);
+    await job.state.setMarker(Marker.deferredIndexesDropped, { indexes: saved.length, keysDropped: dropKeys });
   }
   const indexes = await job.state.doc<SavedIndex[]>('delayed_indexes.json');
   if (indexes === undefined) {
@@ -118,43 +80,37 @@ export async function loadDeferred(ctx: Context, job: DatabaseJob, plan: Deferre
     );
   }
 
-  // Load the data, always into empty tables.
   if (!(await job.state.marker(Marker.deferredLoaded))) {
-    await job.state.clearFrom(Marker.deferredLoaded);
+    await job.state.clearFrom(Marker.deferredDumped);
+    await clearCounts(job, 'src', 'deferred');
     await clearCounts(job, 'dst', 'deferred');
     emit({ type: 'phase', db, phase: 'deferred loading' });
-    await emptyDeferredTables(ctx, db, plan, fks);
+    await undoInterruptedLoad(ctx, job, plan);
     const t0 = performance.now();
-    if (stream) {
-      await clearCounts(job, 'src', 'deferred');
-      await stream(async (snapshot) => {
-        await together(
-          async () => {
-            const split = await dataPath.streamTableData(job.plan, plan.tables, { snapshot });
-            if (split.length > 0) job.result.splitTables = [...(job.result.splitTables ?? []), ...split];
-          },
-          () => countSource(ctx, job, 'deferred', snapshot),
-        );
-        await job.state.setMarker(Marker.deferredDumped, { seconds: 0, streamed: true });
-        await job.state.setMarker(Marker.deferredLoaded, { seconds: secondsSince(t0) });
-      });
-    } else {
-      await dataPath.restoreTableData(job.plan);
-      await job.state.setMarker(Marker.deferredLoaded, { seconds: secondsSince(t0) });
-    }
+    await withExportedSnapshot(ctx.source, db, async (snapshot) => {
+      await together(
+        async () => {
+          const split = await loadUnits(ctx, job, plan, snapshot, `${dataPath.location(db, 'deferred')}.ranges`);
+          if (split.length > 0) job.result.splitTables = [...(job.result.splitTables ?? []), ...split];
+        },
+        () => countSource(ctx, job, 'deferred', snapshot),
+      );
+    });
+    await job.state.setMarker(Marker.deferredDumped, { seconds: 0, streamed: true });
+    await job.state.setMarker(Marker.deferredLoaded, { seconds: secondsSince(t0) });
     job.result.restoreSeconds = (job.result.restoreSeconds ?? 0) + secondsSince(t0);
   }
 
-  // Rebuild the indexes in parallel (and put their PRIMARY KEY/UNIQUE constraints back on them), then
-  // add the foreign keys back (or validate those that stayed) and refresh dependent materialized views.
+  // Rebuild the indexes in parallel, then validate the foreign keys (or add back those that could not
+  // wait NOT VALID, or that --delay-drop-keys dropped) and refresh dependent materialized views.
   if (!(await job.state.marker(Marker.deferredIndexesRebuilt))) {
     emit({ type: 'phase', db, phase: 'rebuilding indexes', detail: `${String(indexes.length)} indexes` });
     await recreateIndexes(ctx, db, indexes);
     await withClient(ctx.target, db, async (c) => {
+      await c.query(BOOKKEEPING_SESSION);
       for (const fk of fks) {
-        const target = qualify(fk.schema, fk.table);
-        if (!(await constraintExists(c, fk))) await c.query(`alter table ${target} add constraint ${quoteIdent(fk.name)} ${fk.definition}`);
-        else await c.query(`alter table ${target} validate constraint ${quoteIdent(fk.name)}`);
+        if (!(await constraintExists(c, fk))) await c.query(addForeignKey(fk, false));
+        else await c.query(`alter table ${qualify(fk.schema, fk.table)} validate constraint ${quoteIdent(fk.name)}`);
       }
       for (const mv of plan.dependentMatviews) await c.query(`refresh materialized view ${qualify(mv.schema, mv.name)}`);
     }).catch((err: unknown) => {
@@ -163,32 +119,5 @@ export async function loadDeferred(ctx: Context, job: DatabaseJob, plan: Deferre
     await job.state.setMarker(Marker.deferredIndexesRebuilt, { indexes: indexes.length, foreignKeys: fks.length });
   }
 
-  await verifyPhase(ctx, job, 'deferred');
-}
-
-/**
- * A load that did not finish is never appended to: deferred tables holding rows are emptied first.
- * TRUNCATE refuses tables that foreign keys point at; those keys (ours, saved) were dropped with the
- * indexes already (a state from before that still has them: dropped here too), and come back after
- * the load. No user trigger fires (session_replication_role = replica).
- */
-async function emptyDeferredTables(ctx: Context, db: string, plan: DeferredPlan, fks: SavedForeignKey[]): Promise<void> {
-  await withClient(ctx.target, db, async (c) => {
-    let dirty = false;
-    for (const t of plan.tables) {
-      if (t.kind !== 'r') continue;
-      const r = await c.query(`select 1 from only ${qualify(t.schema, t.name)} limit 1`);
-      if ((r.rowCount ?? 0) > 0) {
-        dirty = true;
-        break;
-      }
-    }
-    if (!dirty) return;
-    ctx.emit({ type: 'info', message: `${db}: emptying the deferred tables left partly loaded by an interrupted run` });
-    await c.query('begin');
-    await c.query('set local session_replication_role = replica');
-    await dropForeignKeys(c, fks);
-    await c.query(`truncate ${plan.tables.map((t) => qualify(t.schema, t.name)).join(', ')}`);
-    await c.query('commit');
-  });
+  await verifyPhase(ctx, job, 'deferred', () => loadedCounts(ctx, job, plan));
 }

@@ -29,7 +29,7 @@ export async function takeOverRun(store: StateStore, source: Server, target: Ser
   const previous = await store.readDoc<RunLock>(file);
   if (previous && previous.pid !== process.pid && processAlive(previous.pid)) {
     throw new MigrateError(
-      `another pg-migrate (pid ${String(previous.pid)}, started ${previous.startedAt}) is using the state in ${store.markersDir}; wait for it or stop it first (if that process is not pg-migrate, remove ${file})`,
+      `another pg-migrate (pid ${String(previous.pid)}, started ${previous.startedAt}) is using the state in ${store.root}; wait for it or stop it first (if that process is not pg-migrate, remove ${file})`,
       ExitCode.stateMismatch,
     );
   }

@@ -10,20 +10,19 @@ import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
 import { ControlConnections, terminateSessions, withClient, type Server } from '../pg/connect.ts';
 import { prepareChildAuth } from '../pg/passfile.ts';
-import { withExportedSnapshot, type WithSnapshot } from '../pg/snapshot.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { StateStore, type PairIdentity } from '../state/store.ts';
 import { AbortError, ExitCode, MigrateError, errorMessage, isAborted } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
-import { matchesAny } from '../patterns.ts';
 import { createDataPath, type DataPath } from '../transfer/data-path.ts';
 import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
 import { takeOverRun } from './lock.ts';
 import { preflight } from './preflight.ts';
 import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, targetTuning } from './tune.ts';
 import { migrateGlobals } from './globals.ts';
-import { chooseDataPath, dumpStep, restoreStep, streamStep } from './database.ts';
-import { dumpDeferred, loadDeferred } from './deferred.ts';
+import { checkDeferredSetUnchanged, chooseDataPath, dumpStep, restoreStep, streamStep } from './database.ts';
+import { loadDeferred } from './deferred.ts';
+import { applyRedo } from './redo.ts';
 import { verifyPhase } from './verify.ts';
 
 export interface RunHooks {
@@ -87,12 +86,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     if (options.fresh) await store.wipe();
     await store.claim(pair);
     const { plan } = pre;
-    for (const db of plan.databases) {
-      if (matchesAny(db.name, options.redoDb)) {
-        await store.database(db.name).forget();
-        emit({ type: 'info', message: `${db.name}: --redo-db: migrating it afresh` });
-      }
-    }
+    await applyRedo(store, plan.databases, options.redoDb, emit);
 
     summary.parallelism = plan.parallelism;
     summary.compression = plan.compression;
@@ -242,7 +236,8 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
 async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPath, sourceQueue: PQueue, targetQueue: PQueue, runStart: number): Promise<void> {
   const { signal } = ctx;
   const db = dbName(job);
-  if ((await chooseDataPath(job, 'regular')) === 'stream') {
+  await checkDeferredSetUnchanged(job);
+  if ((await chooseDataPath(job)) === 'stream') {
     await sourceQueue.add(() => targetQueue.add(() => streamStep(ctx, job, dataPath), { signal }), { signal });
     await targetQueue.add(() => verifyPhase(ctx, job, 'regular'), { signal });
   } else {
@@ -252,15 +247,7 @@ async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPat
   }
   job.result.regularSeconds = secondsSince(runStart);
   const deferred = job.plan.deferred;
-  if (deferred) {
-    const snapshot: WithSnapshot = (fn) => withExportedSnapshot(ctx.source, db, fn);
-    if ((await chooseDataPath(job, 'deferred')) === 'stream') {
-      await sourceQueue.add(() => targetQueue.add(() => loadDeferred(ctx, job, deferred, dataPath, snapshot), { signal }), { signal });
-    } else {
-      await sourceQueue.add(() => dumpDeferred(ctx, job, deferred, dataPath, snapshot), { signal });
-      await targetQueue.add(() => loadDeferred(ctx, job, deferred, dataPath), { signal });
-    }
-  }
+  if (deferred) await sourceQueue.add(() => targetQueue.add(() => loadDeferred(ctx, job, deferred, dataPath), { signal }), { signal });
   job.result.totalSeconds = secondsSince(runStart);
   job.result.status = 'verified';
   ctx.emit({ type: 'phase', db, phase: 'verified' });

@@ -9,6 +9,7 @@ import { countsVariant, Marker, type VerifyPhase } from '../state/names.ts';
 import type { DeferredPlan } from './deferred-plan.ts';
 import { aggregateKeys, compareCounts, countTables, sortKeys } from './counts.ts';
 import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
+import type { TableCounts } from '../state/store.ts';
 
 interface Scope {
   /** The tables counted on both sides (all when undefined). */
@@ -21,14 +22,19 @@ interface Scope {
 
 /**
  * What a phase compares. Regular: everything but the materialized views that read deferred tables
- * (refreshed only after the deferred load); deferred tables must be empty on the target. Deferred: the
- * deferred tables and those materialized views; the other tables were verified when the database
- * became usable, and from then on the target database is the applications' to change.
+ * (refreshed only after the deferred load) and the partitioned tables above deferred partitions
+ * (complete only after it); deferred tables must be empty on the target. Deferred: the deferred
+ * tables, those partitioned tables and materialized views; the other tables were verified when the
+ * database became usable, and from then on the target database is the applications' to change.
  */
 function scope(plan: DeferredPlan | undefined, phase: VerifyPhase): Scope {
   if (!plan) return { emptyOnSource: new Set(), exact: new Set() };
-  if (phase === 'regular') return { select: (k) => !plan.matviewKeys.has(k), emptyOnSource: plan.keys, exact: plan.keys };
-  return { select: (k) => plan.keys.has(k) || plan.matviewKeys.has(k), emptyOnSource: new Set(), exact: plan.keys };
+  if (phase === 'regular') return { select: (k) => !plan.matviewKeys.has(k) && !plan.ancestorKeys.has(k), emptyOnSource: plan.keys, exact: plan.keys };
+  return {
+    select: (k) => plan.keys.has(k) || plan.matviewKeys.has(k) || plan.ancestorKeys.has(k),
+    emptyOnSource: new Set(),
+    exact: new Set([...plan.keys, ...plan.ancestorKeys]),
+  };
 }
 
 /** Counts the source for a phase (in `snapshot`, the one its data was read in) and keeps the counts. */
@@ -65,8 +71,14 @@ export async function clearCounts(job: DatabaseJob, kind: 'src' | 'dst', phase: 
   );
 }
 
-/** Counts the target for a phase (unless an earlier run did) and compares; a difference fails the database. */
-export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyPhase): Promise<void> {
+/** What the target holds for a phase, counted some other way than count(*) of every selected table. */
+export type TargetCounter = () => Promise<{ counts: TableCounts; estimated: string[]; aggregates: Set<string> }>;
+
+/**
+ * Counts the target for a phase (unless an earlier run did; with `countTarget` when given) and
+ * compares; a difference fails the database.
+ */
+export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyPhase, countTarget?: TargetCounter): Promise<void> {
   const db = dbName(job);
   const marker = phase === 'regular' ? Marker.verified : Marker.deferredVerified;
   const verified = await job.state.marker(marker);
@@ -86,21 +98,23 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
   let estimatedDst: string[] = [];
   let aggregates: Set<string> | undefined;
   if (dst === undefined) {
-    const r = await countTables({
-      server: ctx.target,
-      database: db,
-      verifyQueue: ctx.verifyQueue,
-      select: s.select,
-      fast: ctx.options.fastVerify ? { exact: s.exact } : undefined,
-      signal: ctx.signal,
-    });
+    const r = countTarget
+      ? await countTarget()
+      : await countTables({
+          server: ctx.target,
+          database: db,
+          verifyQueue: ctx.verifyQueue,
+          select: s.select,
+          fast: ctx.options.fastVerify ? { exact: s.exact } : undefined,
+          signal: ctx.signal,
+        });
     dst = r.counts;
     estimatedDst = r.estimated;
     aggregates = r.aggregates;
     await job.state.setCounts('dst', variant, dst);
   }
   if (phase === 'regular') ctx.emit({ type: 'phase', db, phase: 'verifying' });
-  const estimated = new Set([...(await job.state.estimated(variant)), ...estimatedDst].filter((k) => !s.exact.has(k)));
+  const estimated = new Set([...(await job.state.estimated(variant)).filter((k) => !s.exact.has(k)), ...estimatedDst]);
   const cmp = compareCounts(src, dst, estimated, aggregates ?? (await aggregateKeys(ctx.target, db)));
   const seconds = secondsSince(t0);
   job.result.verifySeconds = (job.result.verifySeconds ?? 0) + seconds;

@@ -1,10 +1,12 @@
 /**
- * File names for per-database state. An ordinary name (lower-case ASCII letters, digits, `_` and `-`,
- * not starting with `-`) is used as it is, so `shop.dumped` stays `shop.dumped`. Any other byte is
- * written as `%XX` (UTF-8, upper-case hex). The mapping is one-to-one: an encoded name always holds a
- * `%` and an ordinary one never does; it never yields `.`, `/` or an upper-case letter, so a name
- * stays inside its directory, its suffix is unambiguous, and case-insensitive file systems see no
- * collision either.
+ * Names of state files. A database's files live in a directory of its own (databases/<encoded name>/),
+ * apart from the run's own files, so no database name can collide with them.
+ *
+ * An ordinary database name (lower-case ASCII letters, digits, `_` and `-`, not starting with `-`) is
+ * used as it is, so `shop`'s directory is `databases/shop/`. Any other byte is written as `%XX`
+ * (UTF-8, upper-case hex). The mapping is one-to-one: an encoded name always holds a `%` and an
+ * ordinary one never does; it never yields `.`, `/` or an upper-case letter, so a name stays inside
+ * its directory and case-insensitive file systems see no collision either.
  */
 const ORDINARY = /^[a-z0-9_][a-z0-9_-]*$/;
 
@@ -31,13 +33,15 @@ export function decodeName(encoded: string): string {
 
 /** Per-database markers (the seed's file names), in the order the pipeline writes them. */
 export const MARKERS = [
-  // Written before the first restore attempt: the target database is this migration's to drop and redo.
+  // Written before the first restore attempt, then with the oid of the database the restore created:
+  // the target database this migration may drop and redo.
   'restore_started',
   'dumped',
   'done',
   'verify',
-  'delayed_dumped',
   'delayed_indexes_dropped',
+  // Since deferred loads copy server to server, written together with delayed_done (streamed: true).
+  'delayed_dumped',
   'delayed_done',
   'delayed_indexes_recreated',
   'delayed_verify',
@@ -57,10 +61,6 @@ export const Marker = {
   deferredVerified: 'delayed_verify',
 } as const satisfies Record<string, MarkerName>;
 
-export function markerFile(db: string, marker: MarkerName): string {
-  return `${encodeName(db)}.${marker}`;
-}
-
 export type CountsKind = 'src' | 'dst';
 export type CountsVariant = '' | 'fast' | 'delayed' | 'delayed.fast';
 /** The two verifications of a database: after its regular phase, and after its deferred tables loaded. */
@@ -74,15 +74,34 @@ export function countsVariant(fast: boolean, phase: VerifyPhase): CountsVariant 
 
 const suffix = (variant: CountsVariant): string => (variant === '' ? '' : `.${variant}`);
 
-/** `<db>.src_counts.json`, `<db>.dst_counts.fast.json`, `<db>.src_counts.delayed.json`, ... */
-export function countsFile(db: string, kind: CountsKind, variant: CountsVariant): string {
-  return `${encodeName(db)}.${kind}_counts${suffix(variant)}.json`;
+/** `src_counts.json`, `dst_counts.fast.json`, `src_counts.delayed.json`, ... (in the database's directory). */
+export function countsFile(kind: CountsKind, variant: CountsVariant): string {
+  return `${kind}_counts${suffix(variant)}.json`;
 }
 
-/** The keys of the source's counts that are estimates (fast verify): `<db>.src_estimated[.variant].json`. */
-export function estimatesFile(db: string, variant: CountsVariant): string {
-  return `${encodeName(db)}.src_estimated${suffix(variant)}.json`;
+/** The keys of the source's counts that are estimates (fast verify): `src_estimated[.variant].json`. */
+export function estimatesFile(variant: CountsVariant): string {
+  return `src_estimated${suffix(variant)}.json`;
 }
 
-/** Documents a database's deferred phase keeps (saved definitions). */
-export type DatabaseDoc = 'delayed_indexes.json' | 'delayed_fks.json';
+/** Documents a database keeps beside its markers. */
+export type DatabaseDoc =
+  /** Saved definitions of the deferred tables' dropped indexes. */
+  | 'delayed_indexes.json'
+  /** Saved definitions of the deferred tables' foreign keys. */
+  | 'delayed_fks.json'
+  /** The load units of the deferred tables and what each committed. */
+  | 'delayed_loads.json'
+  /** A --redo-db this migration has acted on. */
+  | 'redo.json';
+
+/** What a database directory holds that `forget` keeps: the proof of ownership, and the record of a redo. */
+export const KEPT_BY_FORGET: readonly string[] = ['restore_started', 'redo.json'];
+
+/** Per-database file suffixes of the first state layout (`<db>.<suffix>` in pg_migrate_state/ and pg_verify_state/). */
+export const LEGACY_DATABASE_SUFFIXES: readonly string[] = [
+  ...MARKERS,
+  'delayed_indexes.json',
+  'delayed_fks.json',
+  ...(['', 'fast', 'delayed', 'delayed.fast'] as const).flatMap((v) => [countsFile('src', v), countsFile('dst', v), estimatesFile(v)]),
+];

@@ -27,10 +27,6 @@ export interface DataPath {
    * out the constraints whose source oids are in `skipConstraints` (pg_constraint entries of the TOC).
    */
   restoreDatabase(db: DatabasePlan, opts?: { skipConstraints?: Set<string> }): Promise<void>;
-  /** Data only of the given tables. */
-  dumpTableData(db: DatabasePlan, tables: RelationName[], opts: { snapshot?: string }): Promise<void>;
-  /** Loads what dumpTableData wrote into the existing database (triggers disabled). */
-  restoreTableData(db: DatabasePlan): Promise<void>;
   /**
    * Dump and restore at once: `pg_dump -Fc -Z0` writes into a FIFO that `pg_restore --create` reads,
    * so the data never lands on disk and the restore runs while the dump does. pg_restore cannot run
@@ -42,11 +38,6 @@ export interface DataPath {
    * post-data file is restored in up to three passes (postDataPasses).
    */
   streamDatabase(db: DatabasePlan, opts: { snapshot?: string; excludeData?: RelationName[]; skipConstraints?: Set<string> }): Promise<SplitCopyResult[]>;
-  /**
-   * Data of the given tables, streamed the same way into the existing database (triggers disabled);
-   * tables of at least --split-table-size in page ranges.
-   */
-  streamTableData(db: DatabasePlan, tables: RelationName[], opts: { snapshot?: string }): Promise<SplitCopyResult[]>;
   /** Where a database's files are (to check and remove them). */
   location: (db: string, part: DataPart) => string;
   remove(db: string, part: DataPart): Promise<void>;

@@ -6,9 +6,9 @@
 import { rm } from 'node:fs/promises';
 import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
 import type { Context } from '../pipeline/context.ts';
-import { excludeDataArgs, exactPattern, type DataPath, type TransferIo } from './data-path.ts';
+import { excludeDataArgs, type DataPath, type TransferIo } from './data-path.ts';
 
-export function fileDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'dumpDatabase' | 'restoreDatabase' | 'dumpTableData' | 'restoreTableData'> {
+export function fileDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'dumpDatabase' | 'restoreDatabase'> {
   const { tools, plan } = ctx;
   return {
     async dumpDatabase(db, { snapshot, excludeData }) {
@@ -25,20 +25,6 @@ export function fileDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'dump
       const args = ['-j', String(db.restoreJobs), '--disable-triggers', '--create', ...connArgs(ctx.target)];
       args.push(...(await io.restoreListSkipping(dir, opts?.skipConstraints)));
       args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
-      await io.run(tools.pgRestore.path, args);
-    },
-    async dumpTableData(db, tables, { snapshot }) {
-      const dir = io.location(db.name, 'deferred');
-      await rm(dir, { recursive: true, force: true });
-      const args = ['-Fd', '-j', String(plan.parallelism.dumpJobs), '-Z', plan.compression, '--data-only', '-f', dir, ...connArgs(ctx.source)];
-      if (snapshot) args.push(`--snapshot=${snapshot}`);
-      for (const t of tables) args.push(`--table=${exactPattern(t)}`);
-      args.push(`--dbname=${dbnameConninfo(db.name)}`);
-      await io.run(tools.pgDump.path, args);
-    },
-    async restoreTableData(db) {
-      const args = ['-j', String(plan.parallelism.restoreJobs), '--data-only', '--disable-triggers', ...connArgs(ctx.target)];
-      args.push(`--dbname=${dbnameConninfo(db.name)}`, io.location(db.name, 'deferred'));
       await io.run(tools.pgRestore.path, args);
     },
   };

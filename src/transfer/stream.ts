@@ -18,8 +18,8 @@ import { excludeDataArgs, exactPattern, type DataPath, type TransferIo } from '.
 /** Progress detail naming the tables copied in page ranges. */
 const inRanges = (tables: RelationName[]): string => tables.map((t) => `${exactPattern(t)} in ranges`).join(', ');
 
-export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'streamDatabase' | 'streamTableData'> {
-  const { options, tools, plan } = ctx;
+export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'streamDatabase'> {
+  const { options, tools } = ctx;
   /** Tables to copy in page ranges: none without a snapshot, with --split-table-size off, or with one job. */
   const rangeCandidates = async (db: string, snapshot: string | undefined, rangeJobs: number): Promise<SplitTable[]> =>
     snapshot !== undefined && options.splitTableBytes !== null && rangeJobs > 1 ? splitCandidates(ctx, db, snapshot, options.splitTableBytes) : [];
@@ -74,27 +74,6 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
         await io.run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), `--use-list=${listFile(pass)}`, dbArg, postFile]);
       }
       for (const file of [postFile, ...POST_DATA_PASSES.map(listFile)]) await rm(file, { force: true });
-      return copied;
-    },
-    async streamTableData(db, tables, { snapshot }) {
-      const rangeJobs = Math.min(plan.parallelism.dumpJobs, plan.parallelism.restoreJobs);
-      const wanted = new Set(tables.map(exactPattern));
-      const split = (await rangeCandidates(db.name, snapshot, rangeJobs)).filter((t) => wanted.has(exactPattern(t)));
-      const inSplit = new Set(split.map(exactPattern));
-      const rest = tables.filter((t) => !inSplit.has(exactPattern(t)));
-      if (split.length > 0) ctx.emit({ type: 'phase', db: db.name, phase: 'deferred loading', detail: inRanges(split) });
-      let copied: SplitCopyResult[] = [];
-      const dbArg = `--dbname=${dbnameConninfo(db.name)}`;
-      await together(
-        async () => {
-          if (rest.length === 0) return;
-          const dumpArgs = ['--data-only', ...(snapshot ? [`--snapshot=${snapshot}`] : []), ...rest.map((t) => `--table=${exactPattern(t)}`), dbArg];
-          await io.pipe(`${io.location(db.name, 'deferred')}.fifo`, dumpArgs, ['--data-only', '--disable-triggers', dbArg]);
-        },
-        async () => {
-          if (split.length > 0) copied = await copyTablesInRanges(ctx, db.name, snapshot ?? '', split, rangeJobs, `${io.location(db.name, 'deferred')}.ranges`);
-        },
-      );
       return copied;
     },
   };

@@ -106,6 +106,9 @@ export async function removeDirs(dirs: Dirs | undefined): Promise<void> {
 
 export const markersDir = (dirs: Dirs): string => path.join(dirs.stateDir, 'pg_migrate_state');
 
+/** A file of one database's state: pg_migrate_state/databases/<db>/<name> (the test databases have ordinary names). */
+export const dbStateFile = (stateDir: string, db: string, name: string): string => path.join(stateDir, 'pg_migrate_state', 'databases', db, name);
+
 export interface BaseArgsOptions {
   /** 'flags' (default): --from-pass/--to-pass; 'env': none here, pass passwordEnv() as env. */
   passwords?: 'flags' | 'env';

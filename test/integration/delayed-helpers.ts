@@ -4,7 +4,7 @@
  * killed run left behind.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -58,7 +58,6 @@ export interface Workspace {
   stateDir: string;
   dumpRoot: string;
   markers: string;
-  verifyDir: string;
 }
 
 export async function makeWorkspace(label: string): Promise<Workspace> {
@@ -67,7 +66,7 @@ export async function makeWorkspace(label: string): Promise<Workspace> {
   const dumpRoot = path.join(dir, 'dumps');
   await fs.mkdir(stateDir);
   await fs.mkdir(dumpRoot);
-  return { dir, stateDir, dumpRoot, markers: path.join(stateDir, 'pg_migrate_state'), verifyDir: path.join(stateDir, 'pg_verify_state') };
+  return { dir, stateDir, dumpRoot, markers: path.join(stateDir, 'pg_migrate_state') };
 }
 
 /** Arguments of a migration from `src` to `dst` (passwords travel in the environment: see cliEnv). */
@@ -174,7 +173,7 @@ export async function rowsOf(c: Cluster, db: string, sql: string): Promise<strin
   return (await c.query(sql, [], db)).map((r) => JSON.stringify(r)).sort();
 }
 
-/** Processes whose command line mentions `needle` (e.g. this test's dump root): pg_dump / pg_restore a run left behind. */
+/** Processes whose command line or working directory mentions `needle` (e.g. this test's dump root): client programs a killed run left behind. */
 export function processesMentioning(needle: string): { pid: number; cmd: string }[] {
   const out: { pid: number; cmd: string }[] = [];
   for (const ent of readdirSync('/proc')) {
@@ -183,7 +182,13 @@ export function processesMentioning(needle: string): { pid: number; cmd: string 
     if (pid === process.pid) continue;
     try {
       const cmd = readFileSync(`/proc/${ent}/cmdline`, 'utf8').split('\0').join(' ');
-      if (cmd.includes(needle)) out.push({ pid, cmd });
+      let cwd = '';
+      try {
+        cwd = readlinkSync(`/proc/${ent}/cwd`);
+      } catch {
+        // not ours to read
+      }
+      if (cmd.includes(needle) || cwd.includes(needle)) out.push({ pid, cmd });
     } catch {
       // gone
     }
@@ -203,8 +208,14 @@ export function killAll(pids: number[]): void {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** A file of one database's state, named as `<db>.<file>` (the test databases have ordinary names). */
+export function stateFile(ws: Workspace, name: string): string {
+  const dot = name.indexOf('.');
+  return path.join(ws.markers, 'databases', name.slice(0, dot), name.slice(dot + 1));
+}
+
 export function markerExists(ws: Workspace, name: string): boolean {
-  return existsSync(path.join(ws.markers, name));
+  return existsSync(stateFile(ws, name));
 }
 
 /** Seconds since t0, for log lines. */

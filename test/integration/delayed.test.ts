@@ -4,7 +4,6 @@
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
-import path from 'node:path';
 import { afterEach, test } from 'node:test';
 import type { Cluster } from '../harness/cluster.ts';
 import {
@@ -24,6 +23,7 @@ import {
   sleep,
   startCli,
   startPair,
+  stateFile,
   type Workspace,
 } from './delayed-helpers.ts';
 
@@ -81,7 +81,7 @@ const EVENTS_SCHEMA = `
   );
 `;
 
-/** Every index of events: all are dropped for the load (with the constraints they stand behind) and rebuilt. */
+/** Every index of events: with --delay-drop-keys all are dropped for the load (with the constraints they stand behind) and rebuilt. */
 const EVENTS_INDEXES = [
   'events_big',
   'events_code_kind_key',
@@ -92,19 +92,22 @@ const EVENTS_INDEXES = [
   'events_pkey',
   'events_ri',
 ];
+/** The indexes of events behind no constraint: by default only these are dropped for the load. */
+const SECONDARY_EVENTS_INDEXES = EVENTS_INDEXES.filter((i) => i !== 'events_code_kind_key' && i !== 'events_pkey');
 
 /** PRIMARY KEY, UNIQUE and EXCLUDE constraints of a database, with their indexes and comments. */
 const KEY_CONSTRAINTS = `select conrelid::regclass::text as "table", conname as name, pg_get_constraintdef(oid) as def, conindid::regclass::text as index,
                                obj_description(oid, 'pg_constraint') as comment
                           from pg_constraint where contype in ('p', 'u', 'x') and connamespace = 'public'::regnamespace order by 1, 2`;
 
-test('deferred table: indexes, constraints, triggers, matviews and sequence come out as on the source', async () => {
-  const t0 = Date.now();
-  const { src, dst, ws } = await setUp('dly1');
-  await src.query('create database ana');
-  await src.query(EVENTS_SCHEMA, [], 'ana');
-  await src.query(
-    `insert into events (code, kind, amount, created, note)
+for (const dropKeys of [false, true])
+  test(`deferred table${dropKeys ? ' with --delay-drop-keys' : ''}: indexes, constraints, triggers, matviews and sequence come out as on the source`, async () => {
+    const t0 = Date.now();
+    const { src, dst, ws } = await setUp('dly1');
+    await src.query('create database ana');
+    await src.query(EVENTS_SCHEMA, [], 'ana');
+    await src.query(
+      `insert into events (code, kind, amount, created, note)
        select 'c' || g, g % 10, (g % 1000) + 0.5, date '2024-01-01' + (g % 366), case when g % 7 = 0 then null else 'Note ' || (g % 97) end
          from generate_series(1, 50000) g;
      insert into refs select g, g * 7, (g * 7) % 10 from generate_series(1, 2000) g;
@@ -114,109 +117,117 @@ test('deferred table: indexes, constraints, triggers, matviews and sequence come
      create view ev_recent as select * from events where created >= date '2024-10-01';
      create materialized view ev_recent_mv as select kind, count(*) as n, max(code) as top from ev_recent group by kind;
      analyze;`,
-    [],
-    'ana',
-  );
-  const [audit0] = await src.query<{ n: string }>('select count(*) as n from audit', [], 'ana');
-  assert.equal(audit0!.n, '0', 'the source audit table is empty after seeding');
-  console.log(`seeded in ${since(t0)}`);
+      [],
+      'ana',
+    );
+    const [audit0] = await src.query<{ n: string }>('select count(*) as n from audit', [], 'ana');
+    assert.equal(audit0!.n, '0', 'the source audit table is empty after seeding');
+    console.log(`seeded in ${since(t0)}`);
 
-  const r = await runCli(migrateArgs(src, dst, ws, ['--delay-table-data', 'ana.events']), cliEnv(src, dst));
-  console.log(`migration: exit ${r.code} in ${r.ms} ms`);
-  assert.equal(r.code, 0, r.output);
+    const r = await runCli(migrateArgs(src, dst, ws, ['--delay-table-data', 'ana.events', ...(dropKeys ? ['--delay-drop-keys'] : [])]), cliEnv(src, dst));
+    console.log(`migration: exit ${r.code} in ${r.ms} ms`);
+    assert.equal(r.code, 0, r.output);
 
-  // The deferred steps ran, all of them, and the secondary indexes went through the drop/rebuild.
-  for (const m of ['delayed_dumped', 'delayed_indexes_dropped', 'delayed_done', 'delayed_indexes_recreated', 'delayed_verify']) {
-    assert.ok(markerExists(ws, `ana.${m}`), `marker ana.${m}`);
-  }
-  const saved = readJson<{ name: string; constraint: { name: string; type: string } | null }[]>(path.join(ws.markers, 'ana.delayed_indexes.json'));
-  assert.deepEqual(saved.map((i) => i.name).sort(), EVENTS_INDEXES, 'saved indexes');
-  assert.deepEqual(
-    saved
-      .filter((i) => i.constraint)
-      .map((i) => `${i.name}:${i.constraint!.type}`)
-      .sort(),
-    ['events_code_kind_key:u', 'events_pkey:p'],
-    'constraints saved with their indexes',
-  );
-  // The primary key stays (the view depends on it) and says so; the unique constraint went and came back.
-  assert.match(r.output, /ana: kept index "public"\."events_pkey" during the load/);
-  assert.doesNotMatch(r.output, /kept index "public"\."events_code_kind_key"/);
-  // Stream data path (the default on this machine), for the regular phase too: the schema and the other
-  // tables' data are piped while they are restored, the foreign keys from and to events left out of the
-  // post-data restore and added NOT VALID (validated below); the deferred data follows the same way.
-  assert.match(r.stdout, /\[ana\] streaming/);
-  const dumped = readJson<{ streamed?: boolean; deferred?: string[] }>(path.join(ws.markers, 'ana.dumped'));
-  assert.deepEqual([dumped.streamed, dumped.deferred], [true, ['"public"."events"']]);
-  assert.match(r.stdout, /\[ana\] deferred loading/);
-  assert.match(r.stdout, /\[ana\] dropping indexes/);
-  assert.match(r.stdout, /\[ana\] deferred loading/);
-  assert.match(r.stdout, /\[ana\] rebuilding indexes.*8 indexes/);
-  assert.match(r.stdout, /\[ana\] deferred verifying/);
-  const header = r.stdout.split('\n').find((l) => l.includes('Database') && l.includes('Result'));
-  assert.ok(header, `summary header in:\n${r.stdout}`);
-  assert.match(header, /Regular/);
-  assert.match(header, /Total/);
+    // The deferred steps ran, all of them, and the secondary indexes went through the drop/rebuild.
+    for (const m of ['delayed_dumped', 'delayed_indexes_dropped', 'delayed_done', 'delayed_indexes_recreated', 'delayed_verify']) {
+      assert.ok(markerExists(ws, `ana.${m}`), `marker ana.${m}`);
+    }
+    const saved = readJson<{ name: string; constraint: { name: string; type: string } | null }[]>(stateFile(ws, 'ana.delayed_indexes.json'));
+    if (dropKeys) {
+      assert.deepEqual(saved.map((i) => i.name).sort(), EVENTS_INDEXES, 'saved indexes');
+      assert.deepEqual(
+        saved
+          .filter((i) => i.constraint)
+          .map((i) => `${i.name}:${i.constraint!.type}`)
+          .sort(),
+        ['events_code_kind_key:u', 'events_pkey:p'],
+        'constraints saved with their indexes',
+      );
+      // The primary key stays (the view depends on it) and says so; the unique constraint went and came back.
+      assert.match(r.output, /ana: kept index "public"\."events_pkey" during the load/);
+      assert.doesNotMatch(r.output, /kept index "public"\."events_code_kind_key"/);
+    } else {
+      // By default the PRIMARY KEY/UNIQUE constraints stay during the load, and the foreign keys too: only
+      // the secondary indexes go, but for the unique index a foreign key references (refs_event_kind_fkey).
+      assert.deepEqual(saved.map((i) => i.name).sort(), SECONDARY_EVENTS_INDEXES, 'saved indexes');
+      assert.ok(saved.every((i) => !i.constraint));
+      assert.deepEqual(r.output.match(/kept index \S+/g), ['kept index "public"."events_id_kind"']);
+    }
+    // Stream data path (the default on this machine), for the regular phase too: the schema and the other
+    // tables' data are piped while they are restored, the foreign keys from and to events left out of the
+    // post-data restore and added NOT VALID (validated below); the deferred data follows the same way.
+    assert.match(r.stdout, /\[ana\] streaming/);
+    const dumped = readJson<{ streamed?: boolean; deferred?: string[] }>(stateFile(ws, 'ana.dumped'));
+    assert.deepEqual([dumped.streamed, dumped.deferred], [true, ['"public"."events"']]);
+    assert.match(r.stdout, /\[ana\] deferred loading/);
+    assert.match(r.stdout, /\[ana\] dropping indexes/);
+    assert.match(r.stdout, /\[ana\] deferred loading/);
+    assert.match(r.stdout, dropKeys ? /\[ana\] rebuilding indexes.*8 indexes/ : /\[ana\] rebuilding indexes.*6 indexes/);
+    assert.match(r.stdout, /\[ana\] deferred verifying/);
+    const header = r.stdout.split('\n').find((l) => l.includes('Database') && l.includes('Result'));
+    assert.ok(header, `summary header in:\n${r.stdout}`);
+    assert.match(header, /Regular/);
+    assert.match(header, /Total/);
 
-  // Indexes: same names and definitions, all valid; replica identity and CLUSTER as on the source.
-  const srcIx = await indexesOf(src, 'ana', ['events']);
-  const dstIx = await indexesOf(dst, 'ana', ['events']);
-  assert.equal(srcIx.length, 8);
-  assert.deepEqual(dstIx, srcIx);
-  for (const ix of dstIx) assert.ok(ix.valid && ix.ready, `${ix.name} valid`);
-  assert.deepEqual(
-    dstIx.filter((i) => i.replident).map((i) => i.name),
-    ['events_ri'],
-  );
-  assert.deepEqual(
-    dstIx.filter((i) => i.clustered).map((i) => i.name),
-    ['events_created'],
-  );
-  const keys = await src.query(KEY_CONSTRAINTS, [], 'ana');
-  assert.ok(keys.some((k) => (k as { comment: string | null }).comment === 'one kind per code'));
-  assert.deepEqual(await dst.query(KEY_CONSTRAINTS, [], 'ana'), keys, 'PRIMARY KEY/UNIQUE constraints, their indexes and comments');
-  assert.deepEqual(
-    await rowsOf(dst, 'ana', 'select * from ev_first order by id limit 3'),
-    await rowsOf(src, 'ana', 'select * from ev_first order by id limit 3'),
-  );
-  const relreplident = 'select relreplident::text as r from pg_class where oid = $1::regclass';
-  assert.deepEqual(await dst.query(relreplident, ['events'], 'ana'), await src.query(relreplident, ['events'], 'ana'));
-  assert.deepEqual(await dst.query(relreplident, ['events'], 'ana'), [{ r: 'i' }]);
+    // Indexes: same names and definitions, all valid; replica identity and CLUSTER as on the source.
+    const srcIx = await indexesOf(src, 'ana', ['events']);
+    const dstIx = await indexesOf(dst, 'ana', ['events']);
+    assert.equal(srcIx.length, 8);
+    assert.deepEqual(dstIx, srcIx);
+    for (const ix of dstIx) assert.ok(ix.valid && ix.ready, `${ix.name} valid`);
+    assert.deepEqual(
+      dstIx.filter((i) => i.replident).map((i) => i.name),
+      ['events_ri'],
+    );
+    assert.deepEqual(
+      dstIx.filter((i) => i.clustered).map((i) => i.name),
+      ['events_created'],
+    );
+    const keys = await src.query(KEY_CONSTRAINTS, [], 'ana');
+    assert.ok(keys.some((k) => (k as { comment: string | null }).comment === 'one kind per code'));
+    assert.deepEqual(await dst.query(KEY_CONSTRAINTS, [], 'ana'), keys, 'PRIMARY KEY/UNIQUE constraints, their indexes and comments');
+    assert.deepEqual(
+      await rowsOf(dst, 'ana', 'select * from ev_first order by id limit 3'),
+      await rowsOf(src, 'ana', 'select * from ev_first order by id limit 3'),
+    );
+    const relreplident = 'select relreplident::text as r from pg_class where oid = $1::regclass';
+    assert.deepEqual(await dst.query(relreplident, ['events'], 'ana'), await src.query(relreplident, ['events'], 'ana'));
+    assert.deepEqual(await dst.query(relreplident, ['events'], 'ana'), [{ r: 'i' }]);
 
-  // Foreign keys from and to events: all there and validated.
-  const srcFk = await foreignKeysOf(src, 'ana', ['events']);
-  const dstFk = await foreignKeysOf(dst, 'ana', ['events']);
-  assert.equal(srcFk.length, 3);
-  assert.deepEqual(dstFk, srcFk);
-  for (const fk of dstFk) assert.equal(fk.validated, true, `${fk.table}.${fk.name} validated`);
+    // Foreign keys from and to events: all there and validated.
+    const srcFk = await foreignKeysOf(src, 'ana', ['events']);
+    const dstFk = await foreignKeysOf(dst, 'ana', ['events']);
+    assert.equal(srcFk.length, 3);
+    assert.deepEqual(dstFk, srcFk);
+    for (const fk of dstFk) assert.equal(fk.validated, true, `${fk.table}.${fk.name} validated`);
 
-  // The trigger exists (enabled) but did not fire for the loaded rows.
-  const trig = "select tgname, tgenabled::text as e from pg_trigger where tgrelid = 'events'::regclass and not tgisinternal";
-  assert.deepEqual(await dst.query(trig, [], 'ana'), [{ tgname: 'events_audit', e: 'O' }]);
-  assert.deepEqual(await dst.query('select count(*)::int as n from audit', [], 'ana'), [{ n: 0 }]);
+    // The trigger exists (enabled) but did not fire for the loaded rows.
+    const trig = "select tgname, tgenabled::text as e from pg_trigger where tgrelid = 'events'::regclass and not tgisinternal";
+    assert.deepEqual(await dst.query(trig, [], 'ana'), [{ tgname: 'events_audit', e: 'O' }]);
+    assert.deepEqual(await dst.query('select count(*)::int as n from audit', [], 'ana'), [{ n: 0 }]);
 
-  // Materialized views refreshed after the load (directly and through a view).
-  for (const mv of ['ev_by_kind', 'ev_recent_mv']) {
-    const sql = `select * from ${mv}`;
-    const want = await rowsOf(src, 'ana', sql);
-    assert.ok(want.length > 0);
-    assert.deepEqual(await rowsOf(dst, 'ana', sql), want, mv);
-  }
+    // Materialized views refreshed after the load (directly and through a view).
+    for (const mv of ['ev_by_kind', 'ev_recent_mv']) {
+      const sql = `select * from ${mv}`;
+      const want = await rowsOf(src, 'ana', sql);
+      assert.ok(want.length > 0);
+      assert.deepEqual(await rowsOf(dst, 'ana', sql), want, mv);
+    }
 
-  // The sequence continues where the source's is.
-  const seq = 'select last_value::text as v, is_called from events_id_seq';
-  assert.deepEqual(await dst.query(seq, [], 'ana'), await src.query(seq, [], 'ana'));
+    // The sequence continues where the source's is.
+    const seq = 'select last_value::text as v, is_called from events_id_seq';
+    assert.deepEqual(await dst.query(seq, [], 'ana'), await src.query(seq, [], 'ana'));
 
-  // Every table has the source's rows.
-  const want = await exactCounts(src, 'ana');
-  assert.equal(want['public.events'], 50000);
-  assert.deepEqual(await exactCounts(dst, 'ana'), want);
-  assert.deepEqual(
-    await rowsOf(dst, 'ana', "select md5(string_agg(e::text, ',' order by id)) as h from events e"),
-    await rowsOf(src, 'ana', "select md5(string_agg(e::text, ',' order by id)) as h from events e"),
-  );
-  console.log(`test 1 done in ${since(t0)}`);
-});
+    // Every table has the source's rows.
+    const want = await exactCounts(src, 'ana');
+    assert.equal(want['public.events'], 50000);
+    assert.deepEqual(await exactCounts(dst, 'ana'), want);
+    assert.deepEqual(
+      await rowsOf(dst, 'ana', "select md5(string_agg(e::text, ',' order by id)) as h from events e"),
+      await rowsOf(src, 'ana', "select md5(string_agg(e::text, ',' order by id)) as h from events e"),
+    );
+    console.log(`test 1 done in ${since(t0)}`);
+  });
 
 test('partitioned table deferred by a schema-qualified glob: partitions follow, other schemas do not', async () => {
   const t0 = Date.now();
@@ -254,21 +265,21 @@ test('partitioned table deferred by a schema-qualified glob: partitions follow, 
   assert.equal(r.code, 0, r.output);
 
   // The regular phase restored other.fact_x's data; the deferred tables were empty then.
-  const regular = readJson<Record<string, number>>(path.join(ws.verifyDir, 'wh.src_counts.json'));
+  const regular = readJson<Record<string, number>>(stateFile(ws, 'wh.src_counts.json'));
   assert.equal(regular['"other"."fact_x"'], 1234, JSON.stringify(regular));
   assert.equal(regular['"public"."dim"'], 50);
   for (const t of ['fact_sales', 'fact_sales_2023', 'fact_sales_2024', 'fact_sales_2025']) assert.equal(regular[`"public"."${t}"`], 0, t);
-  const delayed = readJson<Record<string, number>>(path.join(ws.verifyDir, 'wh.src_counts.delayed.json'));
+  const delayed = readJson<Record<string, number>>(stateFile(ws, 'wh.src_counts.delayed.json'));
   assert.equal(delayed['"public"."fact_sales"'], 30000);
   // The delayed verify counts the deferred tables only: the others were verified in the regular phase
   // and the database has been open for use since.
   const deferredKeys = ['fact_sales', 'fact_sales_2023', 'fact_sales_2024', 'fact_sales_2025'].map((t) => `"public"."${t}"`);
   assert.deepEqual(Object.keys(delayed).sort(), deferredKeys);
-  assert.deepEqual(Object.keys(readJson<Record<string, number>>(path.join(ws.verifyDir, 'wh.dst_counts.delayed.json'))).sort(), deferredKeys);
+  assert.deepEqual(Object.keys(readJson<Record<string, number>>(stateFile(ws, 'wh.dst_counts.delayed.json'))).sort(), deferredKeys);
 
   // Saved (dropped and rebuilt) indexes: the parent's, the partitions' indexes attached to it (with their
   // own names) and the partition-local one; never other.fact_x's.
-  const saved = readJson<{ schema: string; name: string; parent: { name: string } | null }[]>(path.join(ws.markers, 'wh.delayed_indexes.json'));
+  const saved = readJson<{ schema: string; name: string; parent: { name: string } | null }[]>(stateFile(ws, 'wh.delayed_indexes.json'));
   assert.deepEqual(saved.map((i) => `${i.schema}.${i.name}`).sort(), [
     'public.fact_sales_2023_region_sold_idx',
     'public.fact_sales_2024_amount',
@@ -336,9 +347,9 @@ for (const dataPath of ['files', 'stream'] as const)
       if (Date.now() > deadline) assert.fail(`the indexes were not dropped within 120 s:\n${first.output()}`);
       await sleep(10);
     }
-    // Kill while the load runs, if it gets that far within 10 s: its pg_restore then outlives the run.
+    // Kill while the load runs, if it gets that far within 10 s: its psql copies then outlive the run.
     const loadDeadline = Date.now() + 10_000;
-    while (!state.exited && Date.now() < loadDeadline && !processesMentioning(ws.dumpRoot).some((p) => p.cmd.includes('pg_restore'))) await sleep(10);
+    while (!state.exited && Date.now() < loadDeadline && !processesMentioning(ws.dumpRoot).some((p) => p.cmd.includes('psql'))) await sleep(10);
     const recreatedAtKill = markerExists(ws, 'ana.delayed_indexes_recreated');
     first.child.kill('SIGKILL');
     const killed = await first.done;
@@ -349,12 +360,12 @@ for (const dataPath of ['files', 'stream'] as const)
     assert.equal(markerExists(ws, 'ana.delayed_indexes_recreated'), false);
 
     // The secondary indexes are gone on the target, their definitions saved.
-    const saved = readJson<{ name: string }[]>(path.join(ws.markers, 'ana.delayed_indexes.json'));
+    const saved = readJson<{ name: string }[]>(stateFile(ws, 'ana.delayed_indexes.json'));
     assert.deepEqual(saved.map((i) => i.name).sort(), SECONDARY);
     assert.deepEqual(await indexesOf(dst, 'ana', ['events']), []);
 
-    // The run's pg_restore lives on in its own process group: let it finish the load it started (the
-    // hardest case for the next run: rows in the table, no marker), then kill whatever is left.
+    // The run's psql copies live on in their own process groups: let them finish the load they started
+    // (the hardest case for the next run: committed rows in the table, no marker), then kill whatever is left.
     const orphans = processesMentioning(ws.dumpRoot);
     console.log(`left behind: ${orphans.map((p) => `${p.pid} ${p.cmd.split(' ')[0]}`).join(', ') || 'nothing'}`);
     for (let i = 0; i < 600 && processesMentioning(ws.dumpRoot).length > 0; i++) await sleep(100);
@@ -367,7 +378,9 @@ for (const dataPath of ['files', 'stream'] as const)
     const second = await runCli(args, cliEnv(src, dst));
     console.log(`second run: exit ${second.code} in ${second.ms} ms`);
     assert.equal(second.code, 0, second.output);
-    if (!loadedAtKill && Number(between!.n) > 0) assert.match(second.stdout, /emptying the deferred tables/);
+    // Exactly the rows the interrupted load committed are removed before the load is done again.
+    if (!loadedAtKill && Number(between!.n) > 0)
+      assert.match(second.stdout, new RegExp(`removed the ${between!.n} rows an interrupted load of the deferred tables had committed`));
     assert.ok(markerExists(ws, 'ana.delayed_indexes_recreated'));
 
     const srcIx = await indexesOf(src, 'ana', ['events']);
@@ -442,7 +455,7 @@ test('--fast-verify counts never-analyzed and deferred tables exactly, and only 
   console.log(`migration: exit ${r.code} in ${r.ms} ms`);
   assert.equal(r.code, 0, r.output);
 
-  const counts = (name: string) => readJson<Record<string, number>>(path.join(ws.verifyDir, name));
+  const counts = (name: string) => readJson<Record<string, number>>(stateFile(ws, name));
   const srcFast = counts('fv.src_counts.fast.json');
   // Unknown estimates are counted exactly: never -1, never 0.
   assert.equal(srcFast['"public"."na1"'], 3210, JSON.stringify(srcFast));
@@ -451,7 +464,7 @@ test('--fast-verify counts never-analyzed and deferred tables exactly, and only 
   assert.equal(srcFast['"public"."an"'], 5000);
   assert.equal(srcFast['"public"."stale"'], 1000, 'an analyzed table may be an estimate');
   assert.equal(srcFast['"public"."big"'], 0, 'deferred: empty after the regular phase');
-  const estimated = readJson<string[]>(path.join(ws.markers, 'fv.src_estimated.fast.json')).sort();
+  const estimated = readJson<string[]>(stateFile(ws, 'fv.src_estimated.fast.json')).sort();
   assert.deepEqual(estimated, ['"public"."an"', '"public"."stale"']);
   const dstFast = counts('fv.dst_counts.fast.json');
   assert.equal(dstFast['"public"."na2"'], 4321, 'never analyzed on the target either: counted exactly');
@@ -467,7 +480,7 @@ test('--fast-verify counts never-analyzed and deferred tables exactly, and only 
   console.log(`test 4 done in ${since(t0)}`);
 });
 
-test('another --delay-table-data set on the next run: the database is migrated afresh (stream path)', async () => {
+test('another --delay-table-data set for a verified database: left alone, exit 1; --redo-db migrates it afresh once (stream path)', async () => {
   const t0 = Date.now();
   const { src, dst, ws } = await setUp('dly5');
   await src.query('create database sw');
@@ -481,12 +494,37 @@ test('another --delay-table-data set on the next run: the database is migrated a
   );
   const first = await runCli(migrateArgs(src, dst, ws, ['--data-path', 'stream', '--delay-table-data', 'sw.big']), cliEnv(src, dst));
   assert.equal(first.code, 0, first.output);
+  // An application uses the verified database on the target.
+  await dst.query('create table app_notes (id int primary key, note text); insert into app_notes values (1, $$kept$$)', [], 'sw');
+
   const second = await runCli(migrateArgs(src, dst, ws, ['--data-path', 'stream', '--delay-table-data', 'sw.small']), cliEnv(src, dst));
-  assert.equal(second.code, 0, second.output);
-  assert.match(second.output, /the --delay-table-data tables of sw differ from those of the earlier run; migrating sw afresh/);
-  assert.match(second.stdout, /\[sw\] streaming/);
-  assert.deepEqual(readJson<{ deferred?: string[] }>(path.join(ws.markers, 'sw.dumped')).deferred, ['"public"."small"']);
+  assert.equal(second.code, 1, second.output);
+  assert.match(
+    second.output,
+    /the --delay-table-data tables of sw differ from those of the run that migrated it \(then: "public"\."big"; now: "public"\."small"\)/,
+  );
+  assert.match(second.output, /--redo-db "sw"/);
+  assert.doesNotMatch(second.stdout, /\[sw\] streaming/);
+  assert.deepEqual(await dst.query('select note from app_notes', [], 'sw'), [{ note: 'kept' }], "the application's table is untouched");
+  // Dropping the flag altogether is a change of the set too.
+  const third = await runCli(migrateArgs(src, dst, ws, ['--data-path', 'stream']), cliEnv(src, dst));
+  assert.equal(third.code, 1, third.output);
+  assert.match(third.output, /then: "public"\."big"; now: none/);
+  assert.deepEqual(await dst.query('select note from app_notes', [], 'sw'), [{ note: 'kept' }]);
+
+  // Named by the operator, it is migrated afresh, once.
+  const redo = [...migrateArgs(src, dst, ws, ['--data-path', 'stream', '--delay-table-data', 'sw.small']), '--redo-db', 'sw'];
+  const fourth = await runCli(redo, cliEnv(src, dst));
+  assert.equal(fourth.code, 0, fourth.output);
+  assert.match(fourth.stdout, /\[sw\] streaming/);
+  assert.deepEqual(readJson<{ deferred?: string[] }>(stateFile(ws, 'sw.dumped')).deferred, ['"public"."small"']);
   assert.deepEqual(await exactCounts(dst, 'sw'), { 'public.big': 3000, 'public.small': 700 });
   assert.deepEqual(await foreignKeysOf(dst, 'sw', ['small']), await foreignKeysOf(src, 'sw', ['small']));
+  await dst.query('create table app_notes (id int primary key, note text); insert into app_notes values (2, $$new$$)', [], 'sw');
+  const fifth = await runCli(redo, cliEnv(src, dst));
+  assert.equal(fifth.code, 0, fifth.output);
+  assert.match(fifth.output, /sw: --redo-db was acted on at .*that redo verified, so it is not repeated/);
+  assert.doesNotMatch(fifth.stdout, /\[sw\] streaming/);
+  assert.deepEqual(await dst.query('select note from app_notes', [], 'sw'), [{ note: 'new' }], 'the same command again does not redo the database');
   console.log(`test 5 done in ${since(t0)}`);
 });

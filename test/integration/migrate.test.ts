@@ -257,9 +257,9 @@ describe('runs after a completed migration', () => {
     for (const ent of await fs.readdir(dirs!.dumpRoot, { recursive: true })) {
       out[ent] = (await fs.stat(path.join(dirs!.dumpRoot, ent))).mtimeMs;
     }
-    const markers = path.join(dirs!.stateDir, 'pg_migrate_state');
-    for (const ent of await fs.readdir(markers)) {
-      if (/\.(dumped|done|verify|restore_started)$/.test(ent)) out[`marker:${ent}`] = (await fs.stat(path.join(markers, ent))).mtimeMs;
+    const markers = path.join(dirs!.stateDir, 'pg_migrate_state', 'databases');
+    for (const ent of await fs.readdir(markers, { recursive: true })) {
+      if (/\/(dumped|done|verify|restore_started)$/.test(ent)) out[`marker:${ent}`] = (await fs.stat(path.join(markers, ent))).mtimeMs;
     }
     return out;
   }

@@ -16,6 +16,7 @@ import {
   clientPrograms,
   describeRun,
   makeDirs,
+  dbStateFile,
   markersDir,
   migrateSessions,
   passwordEnv,
@@ -106,7 +107,7 @@ describe('resume', () => {
         const args = [...baseArgs(src, dst, dirs), '--restore-jobs', '2', '--dump-jobs', '2', '--data-path', dataPath];
         const child = startCli(args);
         const done = waitCli(child, 240_000);
-        const marker = path.join(markersDir(dirs), 'big.restore_started');
+        const marker = dbStateFile(dirs.stateDir, 'big', 'restore_started');
         const t0 = performance.now();
         const copied = await waitFor(
           'the restore of big to be loading rows (restore_started marker, a pg_restore process, a COPY on the target)',
@@ -120,7 +121,7 @@ describe('resume', () => {
           20,
         );
         console.log(`# restore of big loading (${copied} rows copied) after ${Math.round(performance.now() - t0)} ms; kill -9`);
-        assert.ok(!existsSync(path.join(markersDir(dirs), 'big.done')));
+        assert.ok(!existsSync(dbStateFile(dirs.stateDir, 'big', 'done')));
         process.kill(child.pid!, 'SIGKILL');
         const killed = await done;
         assert.equal(killed.signal, 'SIGKILL');
@@ -194,7 +195,7 @@ describe('resume', () => {
       process.kill(first.child.pid!, 'SIGINT');
       const interrupted = await first.done;
       assert.equal(interrupted.exitCode, 130, describeRun(interrupted));
-      assert.ok(!existsSync(path.join(markersDir(dirs), 'big.done')));
+      assert.ok(!existsSync(dbStateFile(dirs.stateDir, 'big', 'done')));
       const quiet = await waitFor(
         'no session and no client program of the run left',
         async () => ((await migrateSessions(src)).length + (await migrateSessions(dst)).length + (await clientPrograms(dirs)).length === 0 ? true : undefined),
@@ -264,7 +265,7 @@ describe('resume', () => {
       console.log(`# exited ${r.exitCode} ${stopMs} ms after SIGINT`);
       assert.equal(r.exitCode, 130, describeRun(r));
       assert.ok(stopMs < 30_000, `stopped within 30 s (took ${stopMs} ms)`);
-      assert.ok(!existsSync(path.join(markersDir(dirs), 'big.dumped')));
+      assert.ok(!existsSync(dbStateFile(dirs.stateDir, 'big', 'dumped')));
 
       const gone = await waitFor(
         'pg_dump processes to end',

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { countsFile, decodeName, encodeName, markerFile, MARKERS, type CountsKind, type CountsVariant } from '../../src/state/names.ts';
+import { countsFile, decodeName, encodeName, MARKERS, type CountsKind, type CountsVariant } from '../../src/state/names.ts';
 
 const TRICKY = [
   'shop',
@@ -51,11 +51,10 @@ const TRICKY = [
 describe('encodeName / decodeName', () => {
   it('leaves ordinary names unchanged', () => {
     for (const n of ['shop', 'shop2', 'my_db-1', '_', 'x-', '0', 'a_b_c']) assert.equal(encodeName(n), n);
-    assert.equal(markerFile('shop', 'dumped'), 'shop.dumped');
-    assert.equal(countsFile('shop', 'src', ''), 'shop.src_counts.json');
-    assert.equal(countsFile('shop', 'dst', 'fast'), 'shop.dst_counts.fast.json');
-    assert.equal(countsFile('shop', 'src', 'delayed'), 'shop.src_counts.delayed.json');
-    assert.equal(countsFile('shop', 'dst', 'delayed.fast'), 'shop.dst_counts.delayed.fast.json');
+    assert.equal(countsFile('src', ''), 'src_counts.json');
+    assert.equal(countsFile('dst', 'fast'), 'dst_counts.fast.json');
+    assert.equal(countsFile('src', 'delayed'), 'src_counts.delayed.json');
+    assert.equal(countsFile('dst', 'delayed.fast'), 'dst_counts.delayed.fast.json');
   });
 
   it('encodes other bytes as upper-case %XX', () => {
@@ -113,38 +112,29 @@ describe('encodeName / decodeName', () => {
     assert.equal(decodeName('%E3%83%87'), 'デ');
   });
 
-  it('stays under 255 bytes with the longest suffix for a 63-byte name', () => {
+  it('stays under 255 bytes for a 63-byte name (the name of its state directory)', () => {
     const names = ['データベース名前二十一文字まであと少し足りない'.slice(0, 21), 'Ä'.repeat(31) + 'x', 'A'.repeat(63), '.'.repeat(63)];
     for (const n of names) assert.ok(Buffer.byteLength(n, 'utf8') <= 63 && Buffer.byteLength(n, 'utf8') >= 62, n);
-    const suffixes: string[] = [];
-    for (const m of MARKERS) suffixes.push(markerFile('', m).slice(1));
-    for (const k of ['src', 'dst'] as CountsKind[])
-      for (const v of ['', 'fast', 'delayed', 'delayed.fast'] as CountsVariant[]) suffixes.push(countsFile('', k, v).slice(1));
-    assert.ok(suffixes.includes('.src_counts.delayed.fast.json'));
     for (const n of names) {
-      for (const f of [...MARKERS.map((m) => markerFile(n, m)), countsFile(n, 'src', 'delayed.fast'), countsFile(n, 'dst', 'delayed.fast')]) {
-        assert.ok(Buffer.byteLength(f, 'utf8') < 255, `${f} is ${Buffer.byteLength(f, 'utf8')} bytes`);
-        assert.ok(!f.includes('/'));
-      }
+      const dir = encodeName(n);
+      assert.ok(Buffer.byteLength(dir, 'utf8') < 255, `${dir} is ${Buffer.byteLength(dir, 'utf8')} bytes`);
+      assert.ok(!dir.includes('/') && dir !== '.' && dir !== '..');
     }
   });
 });
 
-describe('markerFile / countsFile', () => {
-  it('one file per marker, all distinct, suffix after the only dot of the encoded name', () => {
-    assert.deepEqual(
-      MARKERS.map((m) => markerFile('shop', m)),
-      MARKERS.map((m) => `shop.${m}`),
-    );
+describe('file names inside a database directory', () => {
+  it('one file per marker, all distinct, none a counts file', () => {
     assert.equal(new Set(MARKERS).size, MARKERS.length);
-    assert.equal(markerFile('a.b', 'done'), 'a%2Eb.done');
-    assert.equal(markerFile('', 'done'), '%.done');
-    // Database "a.dumped" cannot be mistaken for the dumped marker of database "a".
-    assert.notEqual(markerFile('a.dumped', 'done').split('.')[0], 'a');
+    const counts: string[] = [];
+    for (const k of ['src', 'dst'] as CountsKind[]) for (const v of ['', 'fast', 'delayed', 'delayed.fast'] as CountsVariant[]) counts.push(countsFile(k, v));
+    assert.equal(new Set(counts).size, 8);
+    for (const m of MARKERS) assert.ok(!counts.includes(m));
   });
 
-  it('counts files of names that need encoding', () => {
-    assert.equal(countsFile('My DB', 'src', 'fast'), '%4Dy%20%44%42.src_counts.fast.json');
-    assert.equal(countsFile('..', 'dst', ''), '%2E%2E.dst_counts.json');
+  it('a database named like a run file or a marker gets a directory of its own', () => {
+    // The run's files (pair.json, tuning.json, run.lock, globals.done) sit beside databases/, never in it.
+    for (const n of ['tuning', 'pair', 'run', 'globals', 'lock', 'databases', 'a.dumped']) assert.ok(!encodeName(n).includes('.') || n.includes('.'));
+    assert.equal(encodeName('a.dumped'), 'a%2Edumped');
   });
 });
