@@ -54,8 +54,20 @@ export interface DbResult {
 
 export interface RunSummary {
   databases: DbResult[];
-  globals: { status: 'done' | 'skipped' | 'failed' | 'not run'; errors: string[]; skippedExisting: number };
+  globals: {
+    status: 'done' | 'skipped' | 'failed' | 'not run';
+    errors: string[];
+    skippedExisting: number;
+    /** Roles that existed on the target and were left as they are, each with what differs from the source's. */
+    rolesLeftAlone?: { name: string; differences: string[] }[];
+    /** Tablespaces that existed on the target and were left as they are. */
+    tablespacesLeftAlone?: string[];
+    /** Login roles created without a password (the source user could not read them): set them on the target. */
+    rolesWithoutPassword?: string[];
+  };
   tuning: { applied: boolean; reverted: boolean; notice?: string };
+  /** Databases the run left out on purpose (--include-db/--exclude-db), or that hold nothing to migrate. */
+  skipped?: { name: string; reason: string }[];
   parallelism?: Parallelism;
   compression?: string;
   /** Seconds until every database's regular phase ended. */

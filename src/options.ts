@@ -1,3 +1,4 @@
+import { statSync, type Stats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from './errors.ts';
@@ -54,6 +55,8 @@ export interface MigrateOptions {
    * (faster; nobody may write to those tables meanwhile). @default false
    */
   delayDropKeys: boolean;
+  /** Apply the source's definition to roles and tablespaces that already exist on the target. @default false */
+  overwriteExistingRoles: boolean;
   /** @default false */
   fastVerify: boolean;
   /** Tables at least this big are copied in parallel page ranges on the stream path; null: never. @default 256 MiB */
@@ -118,6 +121,7 @@ export interface RawOptions {
   dataPath?: string;
   delayTableData?: string[];
   delayDropKeys?: boolean;
+  overwriteExistingRoles?: boolean;
   fastVerify?: boolean;
   splitTableSize?: string;
   removeDumps?: boolean;
@@ -138,6 +142,7 @@ export const DEFAULTS = {
   disableDstOptimizations: false,
   fastVerify: false,
   delayDropKeys: false,
+  overwriteExistingRoles: false,
   fresh: false,
   removeDumps: false,
   dataPath: 'auto' as DataPathKind,
@@ -153,6 +158,27 @@ function checkInt(problems: string[], name: string, value: number | undefined, m
 
 function checkText(problems: string[], name: string, value: string | undefined): void {
   if (value?.trim() === '') problems.push(`--${name} must not be empty`);
+}
+
+/**
+ * A path option that must be a directory (or not exist yet): a file in its place,
+ * or a parent that is a file, is a usage error naming the option.
+ */
+function checkDirectory(problems: string[], name: string, dir: string, what: string): void {
+  for (let p = path.resolve(dir); ; p = path.dirname(p)) {
+    let st: Stats | undefined;
+    try {
+      st = statSync(p);
+    } catch {
+      st = undefined;
+    }
+    if (st?.isDirectory()) return;
+    if (st !== undefined) {
+      problems.push(`--${name} ${dir}: ${p} is not a directory; pass ${what}`);
+      return;
+    }
+    if (path.dirname(p) === p) return;
+  }
 }
 
 /** Validates raw values and applies defaults. Throws one UsageError that lists every problem. */
@@ -209,9 +235,12 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   ] as const) {
     for (const g of globs ?? []) if (g === '') problems.push(`--${name} must not be an empty pattern`);
   }
+  const home = env.HOME ?? os.homedir();
+  checkDirectory(problems, 'state-dir', raw.stateDir ?? home, 'a directory for pg_migrate_state/ (it is created if missing)');
+  checkDirectory(problems, 'dump-root', raw.dumpRoot ?? DEFAULTS.dumpRoot, 'a directory for the dumps (it is created if missing)');
+  if (raw.report !== undefined) checkDirectory(problems, 'report', path.dirname(path.resolve(raw.report)), 'a file path (its directory is created if missing)');
   if (problems.length > 0) throw new UsageError(problems);
 
-  const home = env.HOME ?? os.homedir();
   return {
     from: {
       host: raw.fromHost ?? DEFAULTS.fromHost,
@@ -246,6 +275,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     dataPath: (raw.dataPath as DataPathKind | undefined) ?? DEFAULTS.dataPath,
     delayTableData,
     delayDropKeys: raw.delayDropKeys ?? DEFAULTS.delayDropKeys,
+    overwriteExistingRoles: raw.overwriteExistingRoles ?? DEFAULTS.overwriteExistingRoles,
     fastVerify: raw.fastVerify ?? DEFAULTS.fastVerify,
     splitTableBytes,
     removeDumps: raw.removeDumps ?? DEFAULTS.removeDumps,

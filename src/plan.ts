@@ -39,6 +39,11 @@ export interface DatabasePlan {
   dataPath: 'files' | 'stream';
   /** Its deferred tables (--delay-table-data), if any. */
   deferred?: DeferredPlan;
+  /**
+   * postgres or template1: restored into the target's existing database of that name, in one
+   * transaction (so an interrupted restore leaves nothing), never created or dropped; stream path.
+   */
+  inPlace?: boolean;
 }
 
 export interface RunPlan {
@@ -113,13 +118,14 @@ export function autoDataPath(cores: number, sizeBytes: number | null): 'files' |
 
 /** Plans one database: its jobs and data path. */
 export function planDatabase(
-  db: { name: string; sizeBytes: number | null },
+  db: { name: string; sizeBytes: number | null; inPlace?: boolean },
   options: Pick<MigrateOptions, 'dumpJobs' | 'restoreJobs' | 'dataPath'>,
   parallelism: Parallelism,
   cores: number,
   deferred: DeferredPlan | undefined,
 ): DatabasePlan {
   const dataPath: DataPathKind = options.dataPath;
+  if (db.inPlace === true) return { name: db.name, sizeBytes: db.sizeBytes, dumpJobs: 1, restoreJobs: 1, dataPath: 'stream', inPlace: true };
   return {
     name: db.name,
     sizeBytes: db.sizeBytes,

@@ -31,7 +31,16 @@ export function migrateOptions<T>(y: Argv<T>) {
     .option('restore-parallel', { type: 'number', describe: 'databases restoring at once [default: --max-parallel]' })
     .option('verify-concurrency', { type: 'number', default: DEFAULTS.verifyConcurrency, describe: 'count(*) queries at once, both servers together' })
     .group(
-      ['include-db', 'exclude-db', 'delay-table-data', 'delay-drop-keys', 'migrate-globals', 'disable-dst-optimizations', 'fast-verify'],
+      [
+        'include-db',
+        'exclude-db',
+        'delay-table-data',
+        'delay-drop-keys',
+        'migrate-globals',
+        'overwrite-existing-roles',
+        'disable-dst-optimizations',
+        'fast-verify',
+      ],
       'What to migrate:',
     )
     .option('include-db', { type: 'string', array: true, describe: 'only databases matching this glob (repeatable)' })
@@ -48,6 +57,12 @@ export function migrateOptions<T>(y: Argv<T>) {
         "also drop the deferred tables' PRIMARY KEY/UNIQUE constraints and foreign keys during their load (faster): nobody may write to those tables until the run ends",
     })
     .option('migrate-globals', { type: 'boolean', default: DEFAULTS.migrateGlobals, describe: 'copy roles and tablespaces (pg_dumpall --globals-only)' })
+    .option('overwrite-existing-roles', {
+      type: 'boolean',
+      default: DEFAULTS.overwriteExistingRoles,
+      describe:
+        "give roles and tablespaces that already exist on the target the source's definition (password, attributes, settings); by default they are left as they are and listed",
+    })
     .option('disable-dst-optimizations', {
       type: 'boolean',
       default: DEFAULTS.disableDstOptimizations,

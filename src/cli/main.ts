@@ -16,6 +16,13 @@ const EXIT_CODES =
 /** Parses the arguments and runs the command they name; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
   process.exitCode = undefined;
+  for (const flag of ['--from-pass', '--to-pass']) {
+    if (args.some((a) => a === flag || a.startsWith(`${flag}=`))) {
+      process.stderr.write(
+        `pg-migrate: warning: ${flag} puts a password on the command line, where ps shows it to every user of this machine; use ${flag === '--from-pass' ? 'PG_MIGRATE_FROM_PASS' : 'PG_MIGRATE_TO_PASS'}, PGPASSWORD or ~/.pgpass instead\n`,
+      );
+    }
+  }
   try {
     await yargs(args)
       .scriptName('pg-migrate')

@@ -1,10 +1,11 @@
 import { ExitCode } from '../errors.ts';
 import type { ChildRegistry } from '../proc/run.ts';
 
-const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+/** SIGHUP too: what a dropped ssh session sends. */
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /**
- * Turns SIGINT and SIGTERM into an AbortSignal for the duration of `fn`: the first stops the run
+ * Turns SIGINT, SIGTERM and SIGHUP into an AbortSignal for the duration of `fn`: the first stops the run
  * cleanly, a second kills the children at once and exits.
  */
 export async function withSignals<T>(children: ChildRegistry, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {

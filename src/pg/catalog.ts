@@ -18,17 +18,59 @@ export interface DatabaseRow {
   /** null when the user may not connect to it. */
   sizeBytes: number | null;
   allowConnections: boolean;
+  /** A template (datistemplate). */
+  isTemplate: boolean;
 }
 
-/** The user databases of a server (no templates, not `postgres`). */
+/** The databases of a server but template0 (which nobody can change). */
 export async function listDatabases(client: Client): Promise<DatabaseRow[]> {
-  const r = await client.query<{ datname: string; size: string | null; datallowconn: boolean }>(
-    `select datname, datallowconn,
+  const r = await client.query<{ datname: string; size: string | null; datallowconn: boolean; datistemplate: boolean }>(
+    `select datname, datallowconn, datistemplate,
             case when datallowconn and has_database_privilege(oid, 'CONNECT') then pg_database_size(oid)::text end as size
        from pg_database
-      where not datistemplate and datname <> 'postgres'`,
+      where datname <> 'template0'`,
   );
-  return r.rows.map((row) => ({ name: row.datname, sizeBytes: row.size === null ? null : Number(row.size), allowConnections: row.datallowconn }));
+  return r.rows.map((row) => ({
+    name: row.datname,
+    sizeBytes: row.size === null ? null : Number(row.size),
+    allowConnections: row.datallowconn,
+    isTemplate: row.datistemplate,
+  }));
+}
+
+/**
+ * The objects a user made in a database that exists on every server (postgres, template1), by kind;
+ * empty when it holds none. Extension members and the public schema itself do not count.
+ */
+export async function userObjects(client: Client, major: number): Promise<string[]> {
+  const notExtension = (classid: string, oid: string): string =>
+    `not exists (select 1 from pg_depend d where d.classid = '${classid}'::regclass and d.objid = ${oid} and d.deptype = 'e')`;
+  const r = await client.query<{ kind: string; n: string }>(
+    `select 'tables, views or sequences' as kind, count(*)::text as n from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and ${USER_SCHEMA} and ${notExtension('pg_class', 'c.oid')}
+     union all
+     select 'functions', count(*)::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where ${USER_SCHEMA} and ${notExtension('pg_proc', 'p.oid')}
+     union all
+     select 'types', count(*)::text from pg_type t join pg_namespace n on n.oid = t.typnamespace
+      where ${USER_SCHEMA} and t.typtype in ('e', 'd', 'r', 'c') and (t.typrelid = 0 or (select relkind from pg_class where oid = t.typrelid) = 'c')
+        and ${notExtension('pg_type', 't.oid')}
+     union all
+     select 'schemas', count(*)::text from pg_namespace n where ${USER_SCHEMA} and n.nspname <> 'public' and ${notExtension('pg_namespace', 'n.oid')}
+     union all
+     select 'extensions', count(*)::text from pg_extension where extname <> 'plpgsql'
+     union all
+     select 'large objects', count(*)::text from pg_largeobject_metadata${since(
+       major,
+       10,
+       `
+     union all
+     select 'publications', count(*)::text from pg_publication`,
+     )}
+     union all
+     select 'event triggers', count(*)::text from pg_event_trigger`,
+  );
+  return r.rows.filter((row) => row.n !== '0').map((row) => `${row.n} ${row.kind}`);
 }
 
 export interface TableRef {

@@ -148,8 +148,11 @@ export async function terminateSessions(server: Server, appName: string = server
  */
 export class ControlConnections {
   private readonly clients = new Map<Server, Promise<pg.Client>>();
+  private closed = false;
 
   async query<R extends pg.QueryResultRow>(server: Server, sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+    // After close no connection is opened again (nothing of the run may outlive it).
+    if (this.closed) throw new MigrateError('the run is ending: no more queries on its control connections');
     let client = this.clients.get(server);
     if (!client) {
       client = connect(server, server.endpoint.database);
@@ -166,6 +169,7 @@ export class ControlConnections {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const all = [...this.clients.values()];
     this.clients.clear();
     await Promise.all(all.map((p) => p.then((c) => c.end()).catch(() => undefined)));

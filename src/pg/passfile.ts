@@ -3,6 +3,7 @@ import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Endpoint } from '../options.ts';
+import { CONNECT_TIMEOUT_SECONDS } from './connect.ts';
 
 const escapeField = (s: string): string => s.replaceAll('\\', '\\\\').replaceAll(':', '\\:');
 
@@ -16,8 +17,10 @@ export function passfileLines(e: Endpoint, password: string): string[] {
 }
 
 export interface ChildAuth {
-  /** Environment for client programs: PGPASSFILE set when the tool holds a password, PGPASSWORD removed. */
+  /** Environment for client programs: PGPASSFILE set when the tool holds a password, PGPASSWORD and PG_MIGRATE_* removed. */
   env: NodeJS.ProcessEnv;
+  /** The private directory of the passfile, when there is one (recorded in the run lock, so a run that takes over removes it). */
+  dir?: string;
   dispose(): Promise<void>;
 }
 
@@ -27,7 +30,10 @@ export interface ChildAuth {
  * operator's own passfile; otherwise libpq's usual sources apply unchanged.
  */
 export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.ProcessEnv, appName: string): Promise<ChildAuth> {
-  const env: NodeJS.ProcessEnv = { ...baseEnv, PGAPPNAME: appName, PGCONNECT_TIMEOUT: baseEnv.PGCONNECT_TIMEOUT ?? '30' };
+  // The tool's own variables (PG_MIGRATE_FROM_PASS, ...) are not the children's business.
+  const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(baseEnv).filter(([k]) => !k.startsWith('PG_MIGRATE_')));
+  env.PGAPPNAME = appName;
+  env.PGCONNECT_TIMEOUT = baseEnv.PGCONNECT_TIMEOUT ?? String(CONNECT_TIMEOUT_SECONDS);
   const lines: string[] = [];
   for (const e of endpoints) {
     const pw = e.password ?? baseEnv.PGPASSWORD;
@@ -40,7 +46,7 @@ export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.Pr
   } catch {
     // no passfile of the operator's
   }
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'pg-migrate-'));
+  const dir = await mkdtemp(path.join(os.tmpdir(), `pg-migrate-${String(process.pid)}-`));
   const file = path.join(dir, 'pgpass');
   await writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
   delete env.PGPASSWORD;
@@ -51,6 +57,7 @@ export async function prepareChildAuth(endpoints: Endpoint[], baseEnv: NodeJS.Pr
   process.once('exit', cleanup);
   return {
     env,
+    dir,
     dispose: async () => {
       process.removeListener('exit', cleanup);
       await rm(dir, { recursive: true, force: true });

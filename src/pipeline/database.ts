@@ -10,7 +10,7 @@ import { quoteIdent } from '../pg/sql.ts';
 import { withExportedSnapshot } from '../pg/snapshot.ts';
 import { isDirectory, type MarkerInfo } from '../state/store.ts';
 import { Marker } from '../state/names.ts';
-import { MigrateError, errorMessage } from '../errors.ts';
+import { MigrateError, errorMessage, isAborted } from '../errors.ts';
 import type { DataPath } from '../transfer/data-path.ts';
 import { addForeignKeysNotValid, deferredForeignKeys } from './deferred.ts';
 import { clearCounts, countSource, ensureSourceCounts, verifyPhase } from './verify.ts';
@@ -115,6 +115,7 @@ async function dropOwnDatabase(ctx: Context, job: DatabaseJob, oid: string): Pro
     throw new MigrateError(`refusing to drop ${db}: the target's ${db} is no longer the database this migration created (oid ${oid})`);
   ctx.emit({ type: 'info', message: `${db}: dropping the database this migration created on the target (oid ${oid}) to restore it afresh` });
   await ctx.control.query(ctx.target, `alter database ${quoteIdent(db)} allow_connections false`).catch(() => undefined);
+  await ctx.control.query(ctx.target, `alter database ${quoteIdent(db)} is_template false`).catch(() => undefined);
   await ctx.control.query(ctx.target, 'select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [db]);
   await ctx.control.query(ctx.target, `drop database if exists ${quoteIdent(db)}${ctx.targetMajor >= 13 ? ' with (force)' : ''}`);
 }
@@ -157,7 +158,7 @@ async function restoreCreating<T>(ctx: Context, job: DatabaseJob, restore: () =>
   const db = dbName(job);
   const watch = { stopped: false, recorded: undefined as string | undefined };
   const watcher = (async () => {
-    while (!watch.stopped) {
+    while (!watch.stopped && !isAborted(ctx.signal)) {
       const oid = await targetOid(ctx, db).catch(() => undefined);
       if (oid !== undefined) {
         await job.state.setMarker(Marker.restoreStarted, { oid });
@@ -190,7 +191,7 @@ async function restoreCreating<T>(ctx: Context, job: DatabaseJob, restore: () =>
 async function restoreDone(ctx: Context, job: DatabaseJob): Promise<MarkerInfo | undefined> {
   const db = dbName(job);
   const done = await job.state.marker(Marker.restored);
-  if (!done) return undefined;
+  if (!done || job.plan.inPlace === true) return done;
   const oid = await targetOid(ctx, db);
   if (oid === undefined) {
     ctx.emit({ type: 'warning', db, message: `${db} was restored by an earlier run but is gone from the target; restoring it again` });
@@ -249,15 +250,17 @@ export async function streamStep(ctx: Context, job: DatabaseJob, dataPath: DataP
   await job.state.clearFrom(Marker.dumped);
   await clearCounts(job, 'src', 'both');
   await clearCounts(job, 'dst', 'both');
-  await prepareTargetDatabase(ctx, job);
+  const inPlace = job.plan.inPlace === true;
+  if (!inPlace) await prepareTargetDatabase(ctx, job);
   const plan = job.plan.deferred;
   const fks = plan ? await deferredForeignKeys(ctx, job, plan) : [];
+  const creating = <T>(restore: () => Promise<T>): Promise<T> => (inPlace ? restore() : restoreCreating(ctx, job, restore));
   await withExportedSnapshot(ctx.source, db, async (snapshot) => {
     emit({ type: 'phase', db, phase: 'streaming' });
     const t0 = performance.now();
     await together(
       () =>
-        restoreCreating(ctx, job, async () => {
+        creating(async () => {
           const split = await dataPath.streamDatabase(job.plan, { snapshot, excludeData: plan?.tables ?? [], skipConstraints: new Set(fks.map((f) => f.oid)) });
           if (split.length > 0) job.result.splitTables = split;
           if (fks.length > 0) await withClient(ctx.target, db, (c) => addForeignKeysNotValid(c, fks));

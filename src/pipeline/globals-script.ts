@@ -62,36 +62,76 @@ export function splitStatements(script: string): string[] {
   return out;
 }
 
-/** The role named right after `CREATE ROLE` / `ALTER ROLE`, unquoted as PostgreSQL would read it. */
-export function roleStatementTarget(statement: string): string | undefined {
-  const m = /^(?:CREATE|ALTER)\s+ROLE\s+/i.exec(statement);
-  if (!m) return undefined;
-  const rest = statement.slice(m[0].length);
-  if (rest.startsWith('"')) {
+/** The identifier at the start of `text`, unquoted as PostgreSQL would read it. */
+function leadingIdentifier(text: string): string | undefined {
+  if (text.startsWith('"')) {
     let name = '';
-    for (let i = 1; i < rest.length; i++) {
-      if (rest[i] === '"') {
-        if (rest[i + 1] === '"') {
+    for (let i = 1; i < text.length; i++) {
+      if (text[i] === '"') {
+        if (text[i + 1] === '"') {
           name += '"';
           i++;
         } else return name;
-      } else name += rest.charAt(i);
+      } else name += text.charAt(i);
     }
     return undefined;
   }
-  const word = /^[^\s;]+/.exec(rest)?.[0];
-  return word?.toLowerCase();
+  return /^[^\s;]+/.exec(text)?.[0].toLowerCase();
 }
 
-/** Drops the CREATE ROLE / ALTER ROLE statements of the target's own user, and nothing else. */
-export function filterGlobals(statements: string[], targetUser: string): { kept: string[]; dropped: string[] } {
+/** The role named right after `CREATE ROLE` / `ALTER ROLE`, unquoted as PostgreSQL would read it. */
+export function roleStatementTarget(statement: string): string | undefined {
+  const m = /^(?:CREATE|ALTER)\s+ROLE\s+/i.exec(statement);
+  return m ? leadingIdentifier(statement.slice(m[0].length)) : undefined;
+}
+
+/**
+ * The role or tablespace a statement defines or changes: CREATE/ALTER ROLE (attributes, password,
+ * settings), COMMENT ON and SECURITY LABEL ON a role or tablespace, CREATE/ALTER TABLESPACE. GRANTs
+ * (memberships, privileges) add to an object and are not counted as changing it.
+ */
+export function statementObject(statement: string): { kind: 'role' | 'tablespace'; name: string } | undefined {
+  const m =
+    /^(?:CREATE|ALTER)\s+(ROLE|TABLESPACE)\s+/i.exec(statement) ??
+    /^COMMENT\s+ON\s+(ROLE|TABLESPACE)\s+/i.exec(statement) ??
+    /^SECURITY\s+LABEL\s+(?:FOR\s+(?:"(?:[^"]|"")*"|\S+)\s+)?ON\s+(ROLE|TABLESPACE)\s+/i.exec(statement);
+  if (!m?.[1]) return undefined;
+  const name = leadingIdentifier(statement.slice(m[0].length));
+  return name === undefined ? undefined : { kind: m[1].toLowerCase() === 'role' ? 'role' : 'tablespace', name };
+}
+
+/**
+ * Leaves out the statements that would define or change the given roles and tablespaces (those that
+ * exist on the target, which are the target's to keep as they are); everything else is kept, GRANTs
+ * to and of those roles included.
+ */
+export function filterGlobals(
+  statements: string[],
+  roles: string | Iterable<string>,
+  tablespaces: Iterable<string> = [],
+): { kept: string[]; dropped: string[] } {
+  const keepRoles = new Set(typeof roles === 'string' ? [roles] : roles);
+  const keepTablespaces = new Set(tablespaces);
   const kept: string[] = [];
   const dropped: string[] = [];
   for (const s of statements) {
-    if (roleStatementTarget(s) === targetUser) dropped.push(s);
+    const o = statementObject(s);
+    if (o && (o.kind === 'role' ? keepRoles : keepTablespaces).has(o.name)) dropped.push(s);
     else kept.push(s);
   }
   return { kept, dropped };
+}
+
+/**
+ * A statement's text as it may be shown: passwords and password hashes masked (PASSWORD '…', md5…,
+ * SCRAM-SHA-256$…, password=… in connection strings).
+ */
+export function redactSecrets(text: string): string {
+  return text
+    .replace(/(PASSWORD\s+)'(?:[^']|'')*'/gi, "$1'***'")
+    .replace(/\bmd5[0-9a-f]{32}\b/gi, 'md5***')
+    .replace(/SCRAM-SHA-256\$[^'\s;]+/g, 'SCRAM-SHA-256$***')
+    .replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
 }
 
 export interface GlobalsOutcome {
@@ -112,7 +152,10 @@ export async function applyGlobals(client: pg.Client, statements: string[]): Pro
       outcome.applied++;
     } catch (err) {
       if (sqlState(err) === DUPLICATE_OBJECT) outcome.alreadyExisted++;
-      else outcome.errors.push(`${describePgError(err)} — in: ${s.length > 200 ? `${s.slice(0, 200)}…` : s}`);
+      else {
+        const shown = redactSecrets(s);
+        outcome.errors.push(`${redactSecrets(describePgError(err))} — in: ${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}`);
+      }
     }
   }
   return outcome;

@@ -1,16 +1,71 @@
-/** Roles and tablespaces: `pg_dumpall --globals-only` from the source, applied statement by statement on the target. */
+/**
+ * Roles and tablespaces: `pg_dumpall --globals-only` from the source, applied statement by statement
+ * on the target. A role or tablespace that existed on the target before this migration first touched
+ * it is the target's and is left exactly as it is (password, attributes, connection limit, validity,
+ * settings, comment) unless --overwrite-existing-roles; the summary names each with what differs.
+ * Memberships and grants are added either way. Roles created by this migration are migrated whole.
+ */
+import type pg from 'pg';
 import { describePgError, withClient } from '../pg/connect.ts';
 import { dbnameConninfo } from '../pg/passfile.ts';
 import { runTool } from '../proc/run.ts';
 import { MigrateError } from '../errors.ts';
 import type { RunSummary } from '../events.ts';
-import { applyGlobals, filterGlobals, splitStatements } from './globals-script.ts';
+import { applyGlobals, filterGlobals, splitStatements, statementObject } from './globals-script.ts';
 import type { Context } from './context.ts';
+
+/** What the target had before this migration applied any global statement (state: roles.json). */
+interface TargetGlobals {
+  at: string;
+  roles: string[];
+  tablespaces: string[];
+}
+
+interface RoleRow {
+  name: string;
+  superuser: boolean;
+  inherit: boolean;
+  createrole: boolean;
+  createdb: boolean;
+  login: boolean;
+  replication: boolean;
+  bypassrls: boolean;
+  connlimit: number;
+  validuntil: string | null;
+  config: string[] | null;
+}
+
+async function roles(c: pg.Client): Promise<Map<string, RoleRow>> {
+  const r = await c.query<RoleRow>(
+    `select rolname as name, rolsuper as superuser, rolinherit as inherit, rolcreaterole as createrole, rolcreatedb as createdb,
+            rolcanlogin as login, rolreplication as replication, rolbypassrls as bypassrls, rolconnlimit as connlimit,
+            rolvaliduntil::text as validuntil, rolconfig as config
+       from pg_roles`,
+  );
+  return new Map(r.rows.map((row) => [row.name, row]));
+}
+
+/** What differs between the source's and the target's definition of a role (passwords are never compared, only said to be kept). */
+function roleDifferences(src: RoleRow, dst: RoleRow): string[] {
+  const out: string[] = [];
+  for (const attr of ['superuser', 'inherit', 'createrole', 'createdb', 'login', 'replication', 'bypassrls'] as const) {
+    if (src[attr] !== dst[attr])
+      out.push(`${src[attr] ? '' : 'NO'}${attr.toUpperCase()} on the source, ${dst[attr] ? '' : 'NO'}${attr.toUpperCase()} on the target`);
+  }
+  if (src.connlimit !== dst.connlimit) out.push(`connection limit ${String(src.connlimit)} on the source, ${String(dst.connlimit)} on the target`);
+  if (src.validuntil !== dst.validuntil) out.push(`valid until ${src.validuntil ?? 'infinity'} on the source, ${dst.validuntil ?? 'infinity'} on the target`);
+  const settings = (c: string[] | null): string => (c ?? []).join(', ') || 'none';
+  if (settings(src.config) !== settings(dst.config)) out.push(`settings ${settings(src.config)} on the source, ${settings(dst.config)} on the target`);
+  return out;
+}
 
 export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, summary: RunSummary): Promise<void> {
   const { emit, store } = ctx;
-  if ((await store.globalsDone()) !== undefined) {
+  const done = await store.globalsDone();
+  if (done !== undefined) {
     summary.globals.status = 'done';
+    summary.globals.rolesLeftAlone = (done.rolesLeftAlone as RunSummary['globals']['rolesLeftAlone'] | undefined) ?? [];
+    summary.globals.tablespacesLeftAlone = (done.tablespacesLeftAlone as string[] | undefined) ?? [];
     emit({ type: 'stage', stage: 'globals', status: 'done', message: 'already migrated (globals.done)' });
     return;
   }
@@ -19,23 +74,67 @@ export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, sum
   const args = ['--globals-only', '-h', e.host, '-p', String(e.port), '-U', e.user, '-w', `--dbname=${dbnameConninfo(e.database)}`];
   if (!sourceSuperuser) args.push('--no-role-passwords');
   const out = await runTool(ctx.tools.pgDumpall.path, args, { env: ctx.childEnv, signal: ctx.signal, children: ctx.children, captureStdout: true });
-  const { kept } = filterGlobals(splitStatements(out.stdout), ctx.target.endpoint.user);
-  const outcome = await withClient(ctx.target, ctx.target.endpoint.database, (c) => applyGlobals(c, kept)).catch((err: unknown) => {
-    throw new MigrateError(`globals: ${describePgError(err)}`);
-  });
-  summary.globals.skippedExisting = outcome.alreadyExisted;
-  summary.globals.errors = outcome.errors;
-  if (outcome.errors.length > 0) {
-    summary.globals.status = 'failed';
-    emit({ type: 'stage', stage: 'globals', status: 'failed', message: outcome.errors.join('\n') });
-    return;
-  }
-  await store.setGlobalsDone({ applied: outcome.applied, alreadyExisted: outcome.alreadyExisted });
-  summary.globals.status = 'done';
-  emit({
-    type: 'stage',
-    stage: 'globals',
-    status: 'done',
-    message: `${String(outcome.applied)} statements, ${String(outcome.alreadyExisted)} already existed`,
+  const statements = splitStatements(out.stdout);
+  const sourceRoles = await withClient(ctx.source, e.database, roles);
+
+  await withClient(ctx.target, ctx.target.endpoint.database, async (c) => {
+    // What the target had before the first global statement of this migration (kept across reruns).
+    let before = await store.readDoc<TargetGlobals>(store.rolesPath);
+    if (before === undefined) {
+      const ts = await c.query<{ spcname: string }>('select spcname from pg_tablespace');
+      before = { at: new Date().toISOString(), roles: [...(await roles(c)).keys()], tablespaces: ts.rows.map((r) => r.spcname) };
+      await store.writeDoc(store.rolesPath, before);
+    }
+    const targetRoles = await roles(c);
+    const preexisting = new Set(before.roles);
+    // The target's own user is never rewritten, whatever the options say (its password would change under the run).
+    const leftAloneRoles = ctx.options.overwriteExistingRoles ? new Set([ctx.target.endpoint.user]) : preexisting;
+    const leftAloneTablespaces = ctx.options.overwriteExistingRoles ? [] : before.tablespaces;
+    const { kept } = filterGlobals(statements, leftAloneRoles, leftAloneTablespaces);
+    const mentioned = new Set(
+      statements
+        .map(statementObject)
+        .filter((o) => o !== undefined)
+        .map((o) => `${o.kind}:${o.name}`),
+    );
+    summary.globals.rolesLeftAlone = [...leftAloneRoles]
+      .filter((name) => mentioned.has(`role:${name}`))
+      .sort()
+      .map((name) => {
+        const src = sourceRoles.get(name);
+        const dst = targetRoles.get(name);
+        return { name, differences: src && dst ? roleDifferences(src, dst) : [] };
+      });
+    summary.globals.tablespacesLeftAlone = leftAloneTablespaces.filter((name) => mentioned.has(`tablespace:${name}`)).sort();
+    if (!sourceSuperuser) {
+      summary.globals.rolesWithoutPassword = [...sourceRoles.values()]
+        .filter((r) => r.login && !preexisting.has(r.name))
+        .map((r) => r.name)
+        .sort();
+    }
+    const outcome = await applyGlobals(c, kept).catch((err: unknown) => {
+      throw new MigrateError(`globals: ${describePgError(err)}`);
+    });
+    summary.globals.skippedExisting = outcome.alreadyExisted;
+    summary.globals.errors = outcome.errors;
+    if (outcome.errors.length > 0) {
+      summary.globals.status = 'failed';
+      emit({ type: 'stage', stage: 'globals', status: 'failed', message: outcome.errors.join('\n') });
+      return;
+    }
+    await store.setGlobalsDone({
+      applied: outcome.applied,
+      alreadyExisted: outcome.alreadyExisted,
+      rolesLeftAlone: summary.globals.rolesLeftAlone,
+      tablespacesLeftAlone: summary.globals.tablespacesLeftAlone,
+    });
+    summary.globals.status = 'done';
+    const left = summary.globals.rolesLeftAlone.length;
+    emit({
+      type: 'stage',
+      stage: 'globals',
+      status: 'done',
+      message: `${String(outcome.applied)} statements, ${String(outcome.alreadyExisted)} already existed${left > 0 ? `, ${String(left)} existing roles left as they are` : ''}`,
+    });
   });
 }

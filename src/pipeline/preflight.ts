@@ -1,15 +1,17 @@
 import { access, constants, mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import type pg from 'pg';
 import type { MigrateOptions } from '../options.ts';
 import { connectionsNeeded, planDatabase, planParallelism, type RunPlan } from '../plan.ts';
 import { connect, oneRow, type Server } from '../pg/connect.ts';
-import { chooseCompression, discoverTools, majorOfVersionNum, type Tools } from '../proc/tools.ts';
+import { chooseCompression, discoverTools, majorOfVersionNum, versionProblems, type Tools } from '../proc/tools.ts';
 import { MigrateError, PreflightError } from '../errors.ts';
 import { Marker } from '../state/names.ts';
 import type { ServerIdentity, StateStore } from '../state/store.ts';
 import { globMatch } from '../patterns.ts';
 import { listDatabases, selectDatabases } from './discover.ts';
 import { planDeferred } from './deferred-plan.ts';
+import { alterSystemAllowed } from './tune.ts';
 
 export interface ServerFacts {
   identity: ServerIdentity;
@@ -20,6 +22,8 @@ export interface ServerFacts {
   available: number;
   maxConnections: number;
   inRecovery: boolean;
+  /** Whether ALTER SYSTEM may be used (the tuning needs it). */
+  alterSystem: { ok: boolean; why?: string };
 }
 
 export interface PreflightResult {
@@ -29,6 +33,8 @@ export interface PreflightResult {
   plan: RunPlan;
   /** Databases of the selection that cannot be migrated, each with its reason. */
   notMigrated: { name: string; reason: string }[];
+  /** Databases left out on purpose or with nothing to migrate, each with its reason. */
+  skipped: { name: string; reason: string }[];
   warnings: string[];
 }
 
@@ -61,6 +67,7 @@ async function serverFacts(client: pg.Client, server: Server): Promise<ServerFac
     maxConnections: max,
     available: max - Number(row.reserved) - Number(row.used),
     inRecovery: row.recovery,
+    alterSystem: await alterSystemAllowed(client),
   };
 }
 
@@ -114,23 +121,20 @@ export async function preflight(
       );
     }
     const tools = toolsFound.tools;
-    if (tools && tools.pgDump.major < sourceFacts.major) {
-      problems.push(
-        `pg_dump ${tools.pgDump.version} (${tools.pgDump.path}) is older than the source server (${sourceFacts.major}); install the client programs of PostgreSQL ${sourceFacts.major} or newer and pass --pg-bin-dir`,
-      );
+    if (tools) {
+      const v = versionProblems(tools.pgDump.major, `${tools.pgDump.version} in ${path.dirname(tools.pgDump.path)}`, sourceFacts.major, targetFacts.major);
+      problems.push(...v.problems);
+      warnings.push(...v.warnings);
     }
-    if (tools && tools.pgRestore.major > targetFacts.major) {
+    if (!options.disableDstOptimizations && !targetFacts.alterSystem.ok) {
       warnings.push(
-        `pg_restore ${tools.pgRestore.version} is newer than the target server (${targetFacts.major}); a dump from a newer pg_dump may use syntax the target does not know`,
+        `the target will not be tuned for the load: ${targetFacts.alterSystem.why ?? ''}. For speed you may set fsync = off, synchronous_commit = off, full_page_writes = off and autovacuum = off there yourself for the run (and back afterwards), or pass --disable-dst-optimizations to silence this`,
       );
-    }
-    if (targetFacts.major < sourceFacts.major) {
-      warnings.push(`the target (${targetFacts.major}) is older than the source (${sourceFacts.major}): a downgrade may fail on features the target lacks`);
     }
 
     // Databases and their conflicts on the target.
     const all = await listDatabases(src);
-    const selection = selectDatabases(all, options.includeDb, options.excludeDb);
+    const selection = await selectDatabases(all, options.includeDb, options.excludeDb, source, sourceFacts.major);
     for (const glob of options.includeDb) {
       if (!all.some((d) => globMatch(d.name, glob))) {
         problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
@@ -138,7 +142,12 @@ export async function preflight(
     }
     const onTarget = new Set((await dst.query<{ datname: string }>('select datname from pg_database')).rows.map((r) => r.datname));
     for (const db of selection.migrate) {
-      if (onTarget.has(db.name) && (await store?.database(db.name).marker(Marker.restoreStarted)) === undefined) {
+      if (db.inPlace === true) {
+        if (!onTarget.has(db.name))
+          problems.push(
+            `the target has no database ${db.name} to restore the source's ${db.name} into; create it there or leave it out with --exclude-db ${db.name}`,
+          );
+      } else if (onTarget.has(db.name) && (await store?.database(db.name).marker(Marker.restoreStarted)) === undefined) {
         problems.push(
           `database ${JSON.stringify(db.name)} already exists on the target and was not created by this migration; drop it there (DROP DATABASE ${JSON.stringify(db.name)}) or leave it out with --exclude-db`,
         );
@@ -147,6 +156,13 @@ export async function preflight(
 
     // Deferred tables.
     const deferred = await planDeferred(options.delayTableData, selection.migrate, source, problems);
+    for (const db of selection.migrate) {
+      if (db.inPlace === true && deferred.has(db.name)) {
+        problems.push(
+          `--delay-table-data names tables of ${db.name}, which is restored into the target's own ${db.name} in one transaction: its tables cannot be deferred`,
+        );
+      }
+    }
 
     // Connections.
     const parallelism = planParallelism(options, cores, sourceFacts, targetFacts);
@@ -180,7 +196,7 @@ export async function preflight(
       compression: options.compression ?? chooseCompression(tools.pgDump.major),
       databases: selection.migrate.map((db) => planDatabase(db, options, parallelism, cores, deferred.get(db.name))),
     };
-    return { sourceFacts, targetFacts, tools, plan, notMigrated: selection.notMigrated, warnings };
+    return { sourceFacts, targetFacts, tools, plan, notMigrated: selection.notMigrated, skipped: selection.skipped, warnings };
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   }

@@ -16,8 +16,8 @@ interface RedoRecord {
 }
 
 /** Acts on the --redo-db globs for the databases of this run. */
-export async function applyRedo(store: StateStore, databases: { name: string }[], globs: string[], emit: EventSink): Promise<void> {
-  for (const { name } of databases) {
+export async function applyRedo(store: StateStore, databases: { name: string; inPlace?: boolean }[], globs: string[], emit: EventSink): Promise<void> {
+  for (const { name, inPlace } of databases) {
     const state = store.database(name);
     const record = await state.doc<RedoRecord>('redo.json');
     if (!matchesAny(name, globs)) {
@@ -36,6 +36,12 @@ export async function applyRedo(store: StateStore, databases: { name: string }[]
     await state.setDoc('redo.json', { at, status: 'forgetting' } satisfies RedoRecord);
     await state.forget();
     await state.setDoc('redo.json', { at, status: 'acted' } satisfies RedoRecord);
-    emit({ type: 'info', message: `${name}: --redo-db: migrating it afresh` });
+    emit({
+      type: 'info',
+      message:
+        inPlace === true
+          ? `${name}: --redo-db: restoring it again into the target's own ${name}, which is never dropped (remove what an earlier run restored there first, or the restore fails on objects that exist)`
+          : `${name}: --redo-db: migrating it afresh`,
+    });
   }
 }

@@ -8,17 +8,15 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
-import { ControlConnections, terminateSessions, withClient, type Server } from '../pg/connect.ts';
-import { prepareChildAuth } from '../pg/passfile.ts';
+import { ControlConnections, terminateSessions, type Server } from '../pg/connect.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { StateStore, type PairIdentity } from '../state/store.ts';
 import { AbortError, ExitCode, MigrateError, errorMessage, isAborted } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import { createDataPath, type DataPath } from '../transfer/data-path.ts';
 import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
-import { takeOverRun } from './lock.ts';
+import { RunGuard } from './guard.ts';
 import { preflight } from './preflight.ts';
-import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, targetTuning } from './tune.ts';
 import { migrateGlobals } from './globals.ts';
 import { checkDeferredSetUnchanged, chooseDataPath, dumpStep, restoreStep, streamStep } from './database.ts';
 import { loadDeferred } from './deferred.ts';
@@ -35,7 +33,6 @@ export interface RunHooks {
 
 /** The whole migration. */
 export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}): Promise<RunSummary> {
-  const emit: EventSink = hooks.onEvent ?? (() => undefined);
   const env = hooks.env ?? process.env;
   const controller = new AbortController();
   const outer = hooks.signal;
@@ -47,11 +44,28 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
   const signal = controller.signal;
   const started = performance.now();
   const appName = `pg-migrate/${randomBytes(4).toString('hex')}`;
-  const source: Server = { side: 'source', endpoint: options.from, appName };
-  const target: Server = { side: 'target', endpoint: options.to, appName };
+  const servers = {
+    source: { side: 'source', endpoint: options.from, appName } as Server,
+    target: { side: 'target', endpoint: options.to, appName } as Server,
+  };
+  const { source, target } = servers;
+  // On an interruption the queries of the run are cancelled at once on both servers (its children get
+  // their signal from runTool); the steps then end, and the run cleans up after them.
+  signal.addEventListener(
+    'abort',
+    () => {
+      void Promise.all([terminateSessions(servers.source), terminateSessions(servers.target)]);
+    },
+    { once: true },
+  );
   const store = new StateStore(options.stateDir);
   const children = hooks.children ?? new ChildRegistry();
   const control = new ControlConnections();
+  const phases = new Map<string, string>();
+  const emit: EventSink = (e) => {
+    if (e.type === 'phase') phases.set(e.db, e.phase);
+    hooks.onEvent?.(e);
+  };
   const summary: RunSummary = {
     databases: [],
     globals: { status: 'not run', errors: [], skippedExisting: 0 },
@@ -60,30 +74,25 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     elapsedSeconds: 0,
     exitCode: ExitCode.ok,
   };
-  const auth = await prepareChildAuth([options.from, options.to], env, appName);
-  const tuning = { applied: false };
-  let releaseLock: (() => Promise<void>) | undefined;
+  let guard: RunGuard | undefined;
   try {
     emit({ type: 'stage', stage: 'preflight', status: 'start' });
-    // A fresh start keeps nothing of the earlier run but its tuning backup (reverted below).
-    if (!options.fresh) await store.checkPair(pairOf(options), false);
-    const pre = await preflight(options, source, target, options.fresh ? undefined : store, auth.env, os.availableParallelism());
+    // First the locks, the leftovers of a killed run and its tuning: before anything else can fail.
+    guard = await RunGuard.open(options, store, servers, children, env, emit);
+    // A fresh start keeps nothing of the earlier run (its tuning was reverted above).
+    if (!options.fresh) {
+      await store.init();
+      await store.checkPair(pairOf(options), false);
+    }
+    const pre = await preflight(options, source, target, options.fresh ? undefined : store, guard.auth.env, os.availableParallelism());
     const pair: PairIdentity = { source: pre.sourceFacts.identity, target: pre.targetFacts.identity };
     for (const w of pre.warnings) emit({ type: 'warning', message: w });
     emit({ type: 'stage', stage: 'preflight', status: 'done' });
 
-    await store.init();
-    // One run per state directory: taken before anything of an earlier run (its tuning) is touched.
-    releaseLock = await takeOverRun(store, source, target, emit);
-    const recovered = await withClient(target, options.to.database, (c) => recoverTuning(c, store, pair.target));
-    if (recovered === 'reverted') emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
-    if (recovered === 'other-server') {
-      throw new MigrateError(
-        `${store.tuningPath} holds the settings to put back on another target server (an interrupted earlier run); revert them there by running pg-migrate against that target once, or remove the file if they were put back by hand`,
-        ExitCode.stateMismatch,
-      );
+    if (options.fresh) {
+      await store.wipe();
+      await store.init();
     }
-    if (options.fresh) await store.wipe();
     await store.claim(pair);
     const { plan } = pre;
     await applyRedo(store, plan.databases, options.redoDb, emit);
@@ -99,6 +108,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       toolsVersion: pre.tools.pgDump.version,
     });
     for (const nm of pre.notMigrated) summary.databases.push({ name: nm.name, sizeBytes: null, status: 'not migrated', reason: nm.reason, warnings: [] });
+    summary.skipped = pre.skipped;
 
     const ctx: Context = {
       options,
@@ -109,7 +119,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       store,
       tools: pre.tools,
       plan,
-      childEnv: auth.env,
+      childEnv: guard.auth.env,
       children,
       control,
       verifyQueue: new PQueue({ concurrency: plan.parallelism.verifyConcurrency }),
@@ -117,24 +127,11 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       emit,
     };
 
-    if (!options.disableDstOptimizations) {
-      const builds = plan.parallelism.restoreJobs * plan.parallelism.restoreParallel;
-      await withClient(target, options.to.database, async (c) => {
-        const values = await targetTuning(c, builds);
-        emit({
-          type: 'stage',
-          stage: 'tuning',
-          status: 'start',
-          message: Object.entries(values)
-            .map(([k, v]) => `${k}=${v}`)
-            .join(' '),
-        });
-        tuning.applied = true; // the backup is written before the first ALTER SYSTEM: revert from here on
-        await applyTuning(c, store, pair.target, values);
-      });
-      summary.tuning.applied = true;
-      emit({ type: 'stage', stage: 'tuning', status: 'done' });
-    } else emit({ type: 'stage', stage: 'tuning', status: 'skipped' });
+    if (options.disableDstOptimizations) emit({ type: 'stage', stage: 'tuning', status: 'skipped' });
+    else if (!pre.targetFacts.alterSystem.ok) {
+      summary.tuning.notice = `tuning skipped: ${pre.targetFacts.alterSystem.why ?? ''}`;
+      emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: pre.targetFacts.alterSystem.why });
+    } else await guard.tune(store, target, pair.target, plan.parallelism.restoreJobs * plan.parallelism.restoreParallel, summary, emit);
 
     if (options.migrateGlobals) await migrateGlobals(ctx, pre.sourceFacts.superuser, summary);
     else {
@@ -142,40 +139,23 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       emit({ type: 'stage', stage: 'globals', status: 'skipped' });
     }
 
-    const results = await migrateDatabases(ctx, started, summary);
+    const results = await migrateDatabases(ctx, started, summary, phases);
     summary.databases.push(...results);
   } catch (err) {
-    if (err instanceof AbortError || signal.aborted) summary.exitCode = ExitCode.interrupted;
+    if (err instanceof AbortError || isAborted(signal)) summary.exitCode = ExitCode.interrupted;
     else {
       summary.exitCode = err instanceof MigrateError ? err.exitCode : ExitCode.internal;
       summary.error = errorMessage(err);
     }
   } finally {
     outer?.removeEventListener('abort', onOuterAbort);
-    if (isAborted(signal)) {
-      // Children were stopped by their signal; end whatever still runs on either server.
-      await Promise.all([terminateSessions(source), terminateSessions(target)]);
-    }
-    if (tuning.applied) {
-      emit({ type: 'stage', stage: 'reverting', status: 'start' });
-      try {
-        summary.tuning.reverted = await withClient(target, options.to.database, (c) => revertTuning(c, store));
-        summary.tuning.notice = FSYNC_NOTICE;
-        emit({ type: 'stage', stage: 'reverting', status: 'done' });
-      } catch (err) {
-        const msg = `could not revert the target tuning (${errorMessage(err)}); the saved values are in ${store.tuningPath} and the next run puts them back`;
-        emit({ type: 'stage', stage: 'reverting', status: 'failed', message: msg });
-        summary.error = summary.error ? `${summary.error}\n${msg}` : msg;
-        if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.internal;
-      }
-    }
     await control.close();
-    await auth.dispose();
-    await releaseLock?.();
+    if (guard) await guard.close(store, servers, children, isAborted(signal), summary, emit);
+    else await children.settled();
   }
   summary.elapsedSeconds = secondsSince(started);
   if (summary.exitCode === ExitCode.ok) {
-    if (signal.aborted) summary.exitCode = ExitCode.interrupted;
+    if (isAborted(signal)) summary.exitCode = ExitCode.interrupted;
     else if (summary.globals.status === 'failed' || summary.databases.some((d) => d.status !== 'verified')) summary.exitCode = ExitCode.failed;
   }
   return summary;
@@ -197,8 +177,8 @@ export function processingOrder<T extends { sizeBytes: number | null }>(dbs: T[]
   return largest === undefined ? [] : [largest, ...ascending];
 }
 
-/** Every database through the two queues. */
-async function migrateDatabases(ctx: Context, runStart: number, summary: RunSummary): Promise<DbResult[]> {
+/** Every database through the two queues; `phases` holds the step each database was at (a failure names it). */
+async function migrateDatabases(ctx: Context, runStart: number, summary: RunSummary, phases: Map<string, string>): Promise<DbResult[]> {
   const { plan, signal } = ctx;
   const sourceQueue = new PQueue({ concurrency: plan.parallelism.dumpParallel });
   const targetQueue = new PQueue({ concurrency: plan.parallelism.restoreParallel });
@@ -216,12 +196,14 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
         regularEnd = Math.max(regularEnd, job.result.regularSeconds ?? 0);
       } catch (err) {
         regularEnd = Math.max(regularEnd, job.result.regularSeconds ?? 0);
-        if (signal.aborted || err instanceof AbortError || (err as Error | undefined)?.name === 'AbortError') {
+        const step = phases.get(dbName(job)) ?? 'queued';
+        if (isAborted(signal)) {
           job.result.status = 'interrupted';
-          job.result.reason = 'interrupted';
+          job.result.reason = `interrupted while ${step}`;
         } else {
+          // A failure is named with its step and the server's or the program's own words.
           job.result.status = 'failed';
-          job.result.reason = errorMessage(err);
+          job.result.reason = `${step}: ${errorMessage(err)}`;
           ctx.emit({ type: 'phase', db: dbName(job), phase: 'failed', detail: job.result.reason });
         }
       }
@@ -232,22 +214,35 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
   return jobs.map((job) => job.result);
 }
 
-/** One database: its regular phase, then its deferred phase, each step on the queue of its side. */
+/**
+ * A step on a queue. No AbortSignal is given to p-queue: it would reject the add() of a running step
+ * at once while the step (and its children) still runs; a step that has not started yet sees the
+ * abort and does not start, and one that runs ends on its own (its children are stopped, its
+ * queries cancelled), so awaiting add() means the step is over.
+ */
+function step<T>(ctx: Context, queue: PQueue, fn: () => Promise<T>): Promise<T> {
+  return queue.add(async () => {
+    if (isAborted(ctx.signal)) throw new AbortError();
+    return fn();
+  });
+}
+
+/** One database: its regular phase, then its deferred phase, each step on the queue of its side (or both). */
 async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPath, sourceQueue: PQueue, targetQueue: PQueue, runStart: number): Promise<void> {
-  const { signal } = ctx;
   const db = dbName(job);
+  const onBoth = <T>(fn: () => Promise<T>): Promise<T> => step(ctx, sourceQueue, () => step(ctx, targetQueue, fn));
   await checkDeferredSetUnchanged(job);
   if ((await chooseDataPath(job)) === 'stream') {
-    await sourceQueue.add(() => targetQueue.add(() => streamStep(ctx, job, dataPath), { signal }), { signal });
-    await targetQueue.add(() => verifyPhase(ctx, job, 'regular'), { signal });
+    await onBoth(() => streamStep(ctx, job, dataPath));
+    await step(ctx, targetQueue, () => verifyPhase(ctx, job, 'regular'));
   } else {
-    await sourceQueue.add(() => dumpStep(ctx, job, dataPath), { signal });
+    await step(ctx, sourceQueue, () => dumpStep(ctx, job, dataPath));
     ctx.emit({ type: 'phase', db, phase: 'waiting for target' });
-    await targetQueue.add(() => restoreStep(ctx, job, dataPath), { signal });
+    await step(ctx, targetQueue, () => restoreStep(ctx, job, dataPath));
   }
   job.result.regularSeconds = secondsSince(runStart);
   const deferred = job.plan.deferred;
-  if (deferred) await sourceQueue.add(() => targetQueue.add(() => loadDeferred(ctx, job, deferred, dataPath), { signal }), { signal });
+  if (deferred) await onBoth(() => loadDeferred(ctx, job, deferred, dataPath));
   job.result.totalSeconds = secondsSince(runStart);
   job.result.status = 'verified';
   ctx.emit({ type: 'phase', db, phase: 'verified' });

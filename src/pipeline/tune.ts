@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { oneRow } from '../pg/connect.ts';
+import { MigrateError } from '../errors.ts';
 import { quoteIdent, quoteLiteral } from '../pg/sql.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
 
@@ -39,10 +40,19 @@ export const FSYNC_NOTICE =
   'force everything written meanwhile to durable storage before relying on it: on the target host run `sync` ' +
   '(or `initdb --sync-only -D <data directory>`, or stop the server cleanly, or reboot). Until then an OS crash can corrupt the migrated data.';
 
-interface TuningBackup {
-  target: ServerIdentity;
-  /** The value each setting had in postgresql.auto.conf, or null when it was not set there. */
+/** The pg-migrate settings record in the target's postgresql.auto.conf (a custom placeholder parameter). */
+const RECORD = 'pg_migrate.tuning';
+
+/** What a run's tuning changed: the value each setting had in postgresql.auto.conf before (null: not set there). */
+export interface TuningBackup {
+  /** The target (kept in the state directory's copy; the target's own record is on that target). */
+  target?: ServerIdentity;
   previous: Record<string, string | null>;
+  /** The values applied. */
+  applied?: Record<string, string>;
+  /** application_name of the run that applied it. */
+  by?: string;
+  at?: string;
 }
 
 /** Values of the given settings as written in postgresql.auto.conf (the last line for a name wins). */
@@ -62,32 +72,97 @@ async function setAll(client: pg.Client, values: Record<string, string | null>):
   for (const [name, value] of Object.entries(values)) {
     await client.query(value === null ? `alter system reset ${quoteIdent(name)}` : `alter system set ${quoteIdent(name)} = ${quoteLiteral(value)}`);
   }
-  await client.query('select pg_reload_conf()');
 }
 
-/** Puts back what a crashed or interrupted run left applied. Returns true when it reverted something. */
+/**
+ * The record a run left in the target's postgresql.auto.conf, if any: read from the file
+ * (pg_file_settings, which needs a superuser or pg_read_all_settings), else from the setting the
+ * server loaded (visible to every user).
+ */
+export async function targetRecord(client: pg.Client): Promise<TuningBackup | undefined> {
+  const readable = oneRow(await client.query<{ ok: boolean }>("select has_table_privilege('pg_catalog.pg_file_settings', 'select') as ok")).ok;
+  const text = readable
+    ? (await readAutoConf(client, [RECORD]))[RECORD]
+    : oneRow(await client.query<{ v: string | null }>('select nullif(current_setting($1, true), $2) as v', [RECORD, ''])).v;
+  if (text === null || text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as TuningBackup;
+  } catch {
+    throw new MigrateError(
+      `the target's postgresql.auto.conf holds ${RECORD} = ${text}, which is not what pg-migrate writes; remove it with ALTER SYSTEM RESET "${RECORD}"`,
+    );
+  }
+}
+
+/** Whether ALTER SYSTEM may be used on this target (superuser, and allow_alter_system not off on 17+). */
+export async function alterSystemAllowed(client: pg.Client): Promise<{ ok: boolean; why?: string }> {
+  const r = await client.query<{ su: boolean; allow: string | null }>(
+    "select (select rolsuper from pg_roles where rolname = current_user) as su, current_setting('allow_alter_system', true) as allow",
+  );
+  const row = oneRow(r);
+  if (!row.su) return { ok: false, why: 'the target user is not a superuser (ALTER SYSTEM needs one)' };
+  if (row.allow === 'off') return { ok: false, why: 'ALTER SYSTEM is disabled on the target (allow_alter_system = off)' };
+  return { ok: true };
+}
+
+/**
+ * Puts back what a crashed or interrupted run left applied: the target's own record (whichever state
+ * directory that run used), else the backup in this state directory (written by an earlier version).
+ * Returns what it did.
+ */
 export async function recoverTuning(client: pg.Client, store: StateStore, target: ServerIdentity): Promise<'none' | 'reverted' | 'other-server'> {
-  const backup = await store.readDoc<TuningBackup>(store.tuningPath);
-  if (backup === undefined) return 'none';
-  if (backup.target.systemIdentifier !== target.systemIdentifier) return 'other-server';
-  await setAll(client, backup.previous);
+  const record = await targetRecord(client);
+  const saved = await store.readDoc<TuningBackup>(store.tuningPath);
+  if (record !== undefined) {
+    await restore(client, record);
+    await store.removeDoc(store.tuningPath);
+    return 'reverted';
+  }
+  if (saved === undefined) return 'none';
+  if (saved.target !== undefined && saved.target.systemIdentifier !== target.systemIdentifier) return 'other-server';
+  // The target carries no record: the backup of an earlier version, or one whose revert finished but for removing the file.
+  if (saved.applied === undefined) await restore(client, saved);
   await store.removeDoc(store.tuningPath);
-  return 'reverted';
+  return saved.applied === undefined ? 'reverted' : 'none';
 }
 
-/** Saves what is there (durably, first), then applies the tuning. */
-export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity, values: Record<string, string>): Promise<void> {
-  const previous = await readAutoConf(client, Object.keys(values));
-  await store.writeDoc(store.tuningPath, { target, previous } satisfies TuningBackup);
-  await setAll(client, values);
-}
-
-export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {
-  const backup = await store.readDoc<TuningBackup>(store.tuningPath);
-  if (backup === undefined) return false;
+async function restore(client: pg.Client, backup: TuningBackup): Promise<void> {
+  const allowed = await alterSystemAllowed(client);
+  if (!allowed.ok) {
+    const values = Object.entries(backup.previous)
+      .map(([k, v]) => (v === null ? `RESET ${k}` : `${k} = '${v}'`))
+      .join(', ');
+    throw new MigrateError(
+      `the target still carries the tuning of an interrupted pg-migrate run, but it cannot be reverted: ${allowed.why ?? ''}. Put these back by hand: ${values}; then ALTER SYSTEM RESET "${RECORD}"`,
+    );
+  }
   // No CHECKPOINT: with fsync off PostgreSQL did not track the files it wrote, so a checkpoint would
   // not make them durable; only an OS-level sync does (FSYNC_NOTICE).
   await setAll(client, backup.previous);
+  await client.query(`alter system reset ${quoteIdent(RECORD)}`);
+  await client.query('select pg_reload_conf()');
+}
+
+/**
+ * Saves what is there, then applies the tuning: the record goes into the target's own
+ * postgresql.auto.conf first (durably, by ALTER SYSTEM), so any later run finds and reverts it, with
+ * whatever state directory; a copy goes to the state directory for `status`.
+ */
+export async function applyTuning(client: pg.Client, store: StateStore, target: ServerIdentity, values: Record<string, string>, by: string): Promise<void> {
+  const previous = await readAutoConf(client, Object.keys(values));
+  const backup: TuningBackup = { target, previous, applied: values, by, at: new Date().toISOString() };
+  // ALTER SYSTEM takes a custom parameter that the session knows.
+  await client.query(`select set_config($1, '', false)`, [RECORD]);
+  await client.query(`alter system set ${quoteIdent(RECORD)} = ${quoteLiteral(JSON.stringify(backup))}`);
+  await store.writeDoc(store.tuningPath, backup);
+  await setAll(client, values);
+  await client.query('select pg_reload_conf()');
+}
+
+/** Reverts this run's tuning. Returns whether there was one. */
+export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {
+  const record = await targetRecord(client);
+  if (record !== undefined) await restore(client, record);
   await store.removeDoc(store.tuningPath);
-  return true;
+  return record !== undefined;
 }

@@ -98,13 +98,15 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
   let estimatedDst: string[] = [];
   let aggregates: Set<string> | undefined;
   if (dst === undefined) {
+    // Restored into the target's own database (postgres, template1): the target's own tables are none of ours.
+    const inPlaceSelect = job.plan.inPlace === true ? (k: string) => k in src : undefined;
     const r = countTarget
       ? await countTarget()
       : await countTables({
           server: ctx.target,
           database: db,
           verifyQueue: ctx.verifyQueue,
-          select: s.select,
+          select: inPlaceSelect ?? s.select,
           fast: ctx.options.fastVerify ? { exact: s.exact } : undefined,
           signal: ctx.signal,
         });

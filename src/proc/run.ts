@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -9,13 +10,22 @@ import { AbortError, MigrateError, isAborted } from '../errors.ts';
  */
 export class ChildRegistry {
   private readonly running = new Set<ResultPromise>();
+  /** Called whenever the set of running children changes (the run records them in its lock). */
+  onChange: ((pids: number[]) => void) | undefined;
 
   add(child: ResultPromise): void {
     this.running.add(child);
+    this.onChange?.(this.pids());
   }
 
   delete(child: ResultPromise): void {
     this.running.delete(child);
+    this.onChange?.(this.pids());
+  }
+
+  /** Waits until every child has exited (after a cancellation, before anything is cleaned up). */
+  async settled(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
   }
 
   /** Process groups of children still running. */
@@ -60,6 +70,18 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 const ERROR_LINE = /(^|\s)(error|ERROR|FATAL|PANIC):/;
+
+/**
+ * util-linux's setpriv, when the machine has it (Linux): a child started through it gets SIGKILL the
+ * moment this process dies, even by kill -9, so no client program of a killed run goes on creating
+ * databases or loading rows that nobody records. Elsewhere children are ended by the next run.
+ */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
+/** The program and arguments to spawn: through setpriv --pdeathsig KILL where it exists. */
+function withParentDeathSignal(file: string, args: string[]): [string, string[]] {
+  return SETPRIV === undefined ? [file, args] : [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]];
+}
 /** How long a cancelled child may take to exit after SIGTERM before its group gets SIGKILL. */
 const KILL_GRACE_MS = 5000;
 
@@ -73,7 +95,8 @@ export async function runTool(file: string, args: string[], options: RunOptions)
   if (signal?.aborted) throw new AbortError();
   const stderrTail: string[] = [];
   const errorLines: string[] = [];
-  const child = execa(file, args, {
+  const [program, argv] = withParentDeathSignal(file, args);
+  const child = execa(program, argv, {
     env: options.env,
     extendEnv: false,
     cwd: options.cwd,

@@ -106,3 +106,42 @@ export async function discoverTools(binDir: string | undefined, env: NodeJS.Proc
 export function chooseCompression(pgDumpMajor: number): string {
   return pgDumpMajor >= 16 ? 'zstd:5' : '1';
 }
+
+/** The oldest target server pg-migrate supports (txid_status, pg_file_settings, ...). */
+export const OLDEST_TARGET_MAJOR = 10;
+
+/**
+ * What the versions of the client programs and of both servers allow: pg_dump must be at least as new
+ * as the source; client programs of 17 or newer write `SET transaction_timeout` into every dump, which
+ * servers before 17 reject, so pg_restore would report an error for every database.
+ */
+export function versionProblems(
+  toolsMajor: number,
+  toolsVersion: string,
+  sourceMajor: number,
+  targetMajor: number,
+): { problems: string[]; warnings: string[] } {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  if (targetMajor < OLDEST_TARGET_MAJOR) {
+    problems.push(`the target runs PostgreSQL ${String(targetMajor)}; pg-migrate migrates onto PostgreSQL ${String(OLDEST_TARGET_MAJOR)} or newer`);
+  }
+  if (toolsMajor < sourceMajor) {
+    problems.push(
+      `the client programs (${toolsVersion}) are older than the source server (${String(sourceMajor)}); pg_dump must be at least as new as the source: install the client programs of PostgreSQL ${String(sourceMajor)} or newer and pass --pg-bin-dir`,
+    );
+  } else if (toolsMajor >= 17 && targetMajor < 17) {
+    problems.push(
+      sourceMajor >= 17
+        ? `the client programs (${toolsVersion}) write SET transaction_timeout into every dump, which the target (PostgreSQL ${String(targetMajor)}) rejects, and no older pg_dump can read the source (PostgreSQL ${String(sourceMajor)}): migrating onto an older major version is not supported`
+        : `the client programs (${toolsVersion}) write SET transaction_timeout into every dump, which the target (PostgreSQL ${String(targetMajor)}) rejects, so every restore would fail: install the client programs of PostgreSQL 16 (at least as new as the source, older than 17) and pass --pg-bin-dir`,
+    );
+  } else if (toolsMajor > targetMajor) {
+    warnings.push(
+      `pg_restore ${toolsVersion} is newer than the target server (${String(targetMajor)}); a dump from a newer pg_dump may use syntax the target does not know`,
+    );
+  }
+  if (targetMajor < sourceMajor)
+    warnings.push(`the target (${String(targetMajor)}) is older than the source (${String(sourceMajor)}): a downgrade may fail on features the target lacks`);
+  return { problems, warnings };
+}

@@ -63,7 +63,12 @@ export class StateStore {
     return path.join(this.root, name);
   }
 
-  /** Creates the state directory, converting the first layout (files named `<db>.<step>`) once. */
+  /** Creates the state directory (nothing in it yet: the run lock goes there first). */
+  async ensureRoot(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
+  }
+
+  /** Prepares the state for this version, converting the first layout (files named `<db>.<step>`) once; under the run lock. */
   async init(): Promise<void> {
     await mkdir(path.join(this.root, DATABASES), { recursive: true });
     const layout = await readJson<{ version: number }>(this.file(RUN_FILES.layout));

@@ -34,6 +34,11 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
       const fifo = `${stem}.fifo`;
       const postJobs = db.restoreJobs;
       const rangeJobs = Math.min(db.dumpJobs, postJobs);
+      if (db.inPlace === true) {
+        // Into the target's own database of that name, all or nothing: one transaction, no --create.
+        await io.pipe(fifo, [...snap, dbArg], ['--single-transaction', '--disable-triggers', dbArg]);
+        return [];
+      }
       const split = (await rangeCandidates(db.name, snapshot, rangeJobs)).filter((t) => !deferred.has(exactPattern(t)));
       if (postJobs <= 1 && split.length === 0 && (skipConstraints?.size ?? 0) === 0) {
         await io.pipe(fifo, ['--create', ...noData, ...snap, dbArg], restoreArgs);

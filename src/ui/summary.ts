@@ -35,6 +35,18 @@ export function renderSummary(s: RunSummary, color: boolean): string {
     );
   }
   for (const e of s.globals.errors) lines.push(`globals error: ${e}`);
+  for (const r of s.globals.rolesLeftAlone ?? []) {
+    lines.push(
+      `role ${r.name} existed on the target and was left as it is${r.differences.length > 0 ? `; differs from the source: ${r.differences.join('; ')}` : ''}`,
+    );
+  }
+  for (const t of s.globals.tablespacesLeftAlone ?? []) lines.push(`tablespace ${t} existed on the target and was left as it is`);
+  if ((s.globals.rolesWithoutPassword ?? []).length > 0) {
+    lines.push(
+      `login roles created without a password (the source user may not read passwords): ${(s.globals.rolesWithoutPassword ?? []).join(', ')}; set them on the target with ALTER ROLE … PASSWORD`,
+    );
+  }
+  for (const d of s.skipped ?? []) lines.push(`left out ${d.name}: ${d.reason}`);
   for (const d of s.databases) {
     if (d.status === 'failed') lines.push(`FAILED ${d.name}: ${d.reason ?? 'unknown reason'}`);
     if (d.status === 'not migrated') lines.push(`NOT MIGRATED ${d.name}: ${d.reason ?? ''}`);

@@ -41,6 +41,14 @@ after(async () => {
   await Promise.all(allDirs.map(removeDirs));
 });
 
+/** The CLI as a user runs it: passwords in the environment, not on the command line. */
+function runEnv(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return runCli(args, { env: { ...passwordEnv(src!, dst!), ...env } });
+}
+
+/** Connection, state and dump arguments without passwords (see runEnv). */
+const argsOf = (d: Dirs, opts: { pgBinDir?: string } = {}): string[] => baseArgs(src!, dst!, d, { passwords: 'env', ...opts });
+
 async function dirs(): Promise<Dirs> {
   const d = await makeDirs('pf');
   allDirs.push(d);
@@ -73,14 +81,14 @@ describe('preflight refuses, exit 3, nothing changed', () => {
   test('unreachable source', async () => {
     const d = await dirs();
     const deadPort = await freePort();
-    const args = baseArgs(src!, dst!, d).map((a) => (a === String(src!.port) ? String(deadPort) : a));
-    await expectPreflightFailure(d, () => runCli(args), [new RegExp(`source server 127\\.0\\.0\\.1:${deadPort}`), /refused/, /--from-host|--from-port/]);
+    const args = argsOf(d).map((a) => (a === String(src!.port) ? String(deadPort) : a));
+    await expectPreflightFailure(d, () => runEnv(args), [new RegExp(`source server 127\\.0\\.0\\.1:${deadPort}`), /refused/, /--from-host|--from-port/]);
   });
 
   test('wrong target password', async () => {
     const d = await dirs();
     const env = { ...passwordEnv(src!, dst!), PG_MIGRATE_TO_PASS: 'definitely-wrong' };
-    await expectPreflightFailure(d, () => runCli(baseArgs(src!, dst!, d, { passwords: 'env' }), { env }), [
+    await expectPreflightFailure(d, () => runCli(argsOf(d), { env }), [
       new RegExp(`target server 127\\.0\\.0\\.1:${dst!.port}`),
       /password/,
       /--to-pass|PG_MIGRATE_TO_PASS/,
@@ -91,8 +99,8 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     const d = await dirs();
     await dst!.query(`CREATE ROLE plain_user LOGIN PASSWORD 'plain_pw' CREATEDB`);
     try {
-      const args = [...baseArgs(src!, dst!, d).map((a) => (a === dst!.password ? 'plain_pw' : a)), '--to-user', 'plain_user'];
-      await expectPreflightFailure(d, () => runCli(args), [/plain_user/, /not a superuser/, /--to-user/]);
+      const args = [...argsOf(d), '--to-user', 'plain_user'];
+      await expectPreflightFailure(d, () => runEnv(args, { PG_MIGRATE_TO_PASS: 'plain_pw' }), [/plain_user/, /not a superuser/, /--to-user/]);
     } finally {
       await dst!.query('DROP ROLE plain_user');
     }
@@ -102,11 +110,7 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     const d = await dirs();
     await dst!.query('CREATE DATABASE tiny');
     try {
-      const r = await expectPreflightFailure(d, () => runCli(baseArgs(src!, dst!, d)), [
-        /"tiny"/,
-        /already exists on the target/,
-        /DROP DATABASE|--exclude-db/,
-      ]);
+      const r = await expectPreflightFailure(d, () => runEnv(argsOf(d)), [/"tiny"/, /already exists on the target/, /DROP DATABASE|--exclude-db/]);
       assert.doesNotMatch(r.stderr, /not a superuser|refused/);
       // The existing database was left alone.
       assert.ok((await userDatabases(dst!)).includes('tiny'));
@@ -120,7 +124,7 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     const [row] = await src!.query<{ max: string }>(`select current_setting('max_connections') as max`);
     const max = row!.max;
     assert.equal(max, '200');
-    await expectPreflightFailure(d, () => runCli([...baseArgs(src!, dst!, d), '--dump-jobs', '200']), [/source/, /max_connections 200/, /--dump-jobs/]);
+    await expectPreflightFailure(d, () => runEnv([...argsOf(d), '--dump-jobs', '200']), [/source/, /max_connections 200/, /--dump-jobs/]);
   });
 
   test('a --pg-bin-dir without psql (the range copies run in it)', async () => {
@@ -128,7 +132,7 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     const bin = path.join(d.dumpRoot, 'bin-without-psql');
     await fs.mkdir(bin, { recursive: true });
     for (const tool of ['pg_dump', 'pg_dumpall', 'pg_restore']) await fs.symlink(path.join(PG15_BIN, tool), path.join(bin, tool));
-    await expectPreflightFailure(d, () => runCli(baseArgs(src!, dst!, d, { pgBinDir: bin })), [/psql is not in --pg-bin-dir/, /--pg-bin-dir/]);
+    await expectPreflightFailure(d, () => runEnv(argsOf(d, { pgBinDir: bin })), [/psql is not in --pg-bin-dir/, /--pg-bin-dir/]);
   });
 });
 

@@ -125,8 +125,9 @@ describe('resume', () => {
         process.kill(child.pid!, 'SIGKILL');
         const killed = await done;
         assert.equal(killed.signal, 'SIGKILL');
-        // The killed run's pg_restore is orphaned but still running: the next run must deal with it.
-        assert.ok((await clientPrograms(dirs, /\bpg_restore\b/)).length > 0, 'orphaned pg_restore still running');
+        // The killed run's client programs die with it (parent-death signal): none goes on restoring
+        // into a database whose creation nobody records.
+        await waitFor("the killed run's client programs to be gone", async () => ((await clientPrograms(dirs)).length === 0 ? true : undefined), 5_000, 50);
 
         const r = await runCli(args, { timeoutMs: 240_000 });
         assert.equal(r.exitCode, 0, describeRun(r));

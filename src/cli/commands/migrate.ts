@@ -1,5 +1,6 @@
 /** `pg-migrate [migrate]`: the whole migration (the default command). */
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { migrate, resolveOptions, type RawOptions } from '../../index.ts';
 import { ExitCode, MigrateError } from '../../errors.ts';
@@ -42,9 +43,11 @@ export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
   } else process.stdout.write(`\n${renderSummary(summary, process.stdout.isTTY)}\n`);
   const report = options.report;
   if (report) {
-    await writeFile(report, `${JSON.stringify(summary, null, 2)}\n`).catch((err: unknown) => {
-      process.stderr.write(`pg-migrate: could not write the report ${report}: ${(err as Error).message}\n`);
-    });
+    await mkdir(path.dirname(report), { recursive: true })
+      .then(() => writeFile(report, `${JSON.stringify(summary, null, 2)}\n`))
+      .catch((err: unknown) => {
+        process.stderr.write(`pg-migrate: could not write the report ${report}: ${(err as Error).message}\n`);
+      });
   }
   return summary.exitCode;
 }

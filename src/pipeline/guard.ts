@@ -1,0 +1,130 @@
+/**
+ * What a run takes hold of from its start and lets go of at its end, whatever happens in between: the
+ * state directory's lock, the target's advisory lock, the private passfile, and the target's tuning.
+ * Opening it first ends what a killed run left behind and reverts a tuning it left applied, before
+ * anything else can fail; closing it waits for every child process to exit before the tuning is put
+ * back and the locks are released.
+ */
+import type { MigrateOptions } from '../options.ts';
+import { terminateSessions, withClient, oneRow, type Server } from '../pg/connect.ts';
+import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
+import type { ChildRegistry } from '../proc/run.ts';
+import type { StateStore, ServerIdentity } from '../state/store.ts';
+import { ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.ts';
+import type { EventSink, RunSummary } from '../events.ts';
+import { endLeftovers, startTicksOf, StateLock, TargetLock } from './lock.ts';
+import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, targetTuning } from './tune.ts';
+
+export class RunGuard {
+  private readonly stateLock: StateLock;
+  private readonly targetLock: TargetLock;
+  readonly auth: ChildAuth;
+  private tuned = false;
+
+  private constructor(stateLock: StateLock, targetLock: TargetLock, auth: ChildAuth) {
+    this.stateLock = stateLock;
+    this.targetLock = targetLock;
+    this.auth = auth;
+  }
+
+  /** Takes the locks, cleans up after a dead run, reverts a leftover tuning, prepares the children's credentials. */
+  static async open(
+    options: MigrateOptions,
+    store: StateStore,
+    servers: { source: Server; target: Server },
+    children: ChildRegistry,
+    env: NodeJS.ProcessEnv,
+    emit: EventSink,
+  ): Promise<RunGuard> {
+    const { source, target } = servers;
+    const { lock, previous } = await StateLock.take(store, target.appName);
+    let targetLock: TargetLock | undefined;
+    try {
+      targetLock = await TargetLock.take(target).catch((err: unknown) => {
+        // Not reachable or not let in: preflight's kind of problem (exit 3), nothing was changed.
+        throw err instanceof MigrateError && err.exitCode === ExitCode.stateMismatch ? err : new PreflightError([errorMessage(err)]);
+      });
+      if (previous) {
+        const line = await endLeftovers(previous, [source, target]);
+        if (line) emit({ type: 'info', message: line });
+      }
+      const c = targetLock.session;
+      const identity = oneRow(await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
+      const recovered = await recoverTuning(c, store, { host: target.endpoint.host, port: target.endpoint.port, systemIdentifier: identity });
+      if (recovered === 'reverted') emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
+      if (recovered === 'other-server') {
+        throw new MigrateError(
+          `${store.tuningPath} holds the settings to put back on another target server (an interrupted earlier run); revert them there by running pg-migrate against that target once, or remove the file if they were put back by hand`,
+          ExitCode.stateMismatch,
+        );
+      }
+      const auth = await prepareChildAuth([options.from, options.to], env, target.appName);
+      await lock.update({ passfileDir: auth.dir });
+      children.onChange = (pids) => {
+        void Promise.all(pids.map(async (pid) => ({ pid, startTicks: await startTicksOf(pid) }))).then((list) =>
+          lock.update({ children: list }).catch(() => undefined),
+        );
+      };
+      return new RunGuard(lock, targetLock, auth);
+    } catch (err) {
+      await targetLock?.release();
+      await lock.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Tunes the target for the load (unless told not to or not allowed): the earlier values are saved on
+   * the target itself before the first change, so the revert is owed from here on.
+   */
+  async tune(store: StateStore, target: Server, identity: ServerIdentity, builds: number, summary: RunSummary, emit: EventSink): Promise<void> {
+    await withClient(target, target.endpoint.database, async (c) => {
+      const values = await targetTuning(c, builds);
+      emit({
+        type: 'stage',
+        stage: 'tuning',
+        status: 'start',
+        message: Object.entries(values)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' '),
+      });
+      this.tuned = true;
+      await applyTuning(c, store, identity, values, target.appName);
+    });
+    summary.tuning.applied = true;
+    emit({ type: 'stage', stage: 'tuning', status: 'done' });
+  }
+
+  /**
+   * Ends the run: waits for every child to exit, ends the run's sessions when it was interrupted,
+   * reverts the tuning, removes the passfile, releases the locks.
+   */
+  async close(
+    store: StateStore,
+    servers: { source: Server; target: Server },
+    children: ChildRegistry,
+    interrupted: boolean,
+    summary: RunSummary,
+    emit: EventSink,
+  ): Promise<void> {
+    await children.settled();
+    if (interrupted) await Promise.all([terminateSessions(servers.source), terminateSessions(servers.target)]);
+    children.onChange = undefined;
+    if (this.tuned) {
+      emit({ type: 'stage', stage: 'reverting', status: 'start' });
+      try {
+        summary.tuning.reverted = await withClient(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store));
+        summary.tuning.notice = FSYNC_NOTICE;
+        emit({ type: 'stage', stage: 'reverting', status: 'done' });
+      } catch (err) {
+        const msg = `could not revert the target tuning (${errorMessage(err)}); the target keeps its own record of the earlier values (pg_migrate.tuning in postgresql.auto.conf) and the next run of pg-migrate (or pg-migrate cleanup) puts them back`;
+        emit({ type: 'stage', stage: 'reverting', status: 'failed', message: msg });
+        summary.error = summary.error ? `${summary.error}\n${msg}` : msg;
+        if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.internal;
+      }
+    }
+    await this.auth.dispose();
+    await this.targetLock.release();
+    await this.stateLock.release();
+  }
+}
