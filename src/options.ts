@@ -182,9 +182,9 @@ function checkDirectory(problems: string[], name: string, dir: string, what: str
 }
 
 /** Validates raw values and applies defaults. Throws one UsageError that lists every problem. */
-export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process.env): MigrateOptions {
+export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process.env, opts: { targetRequired?: boolean } = {}): MigrateOptions {
   const problems: string[] = [];
-  if (raw.toHost === undefined || raw.toHost.trim() === '') {
+  if ((opts.targetRequired ?? true) && (raw.toHost === undefined || raw.toHost.trim() === '')) {
     problems.push('--to-host is required: the target server to migrate onto (or set PG_MIGRATE_TO_HOST)');
   }
   for (const [name, v] of [

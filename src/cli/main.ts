@@ -7,6 +7,9 @@ import yargs from 'yargs';
 import { ExitCode, UsageError } from '../errors.ts';
 import { explainUnknown } from './args.ts';
 import * as migrateCommand from './commands/migrate.ts';
+import * as planCommand from './commands/plan.ts';
+import * as statusCommand from './commands/status.ts';
+import * as cleanupCommand from './commands/cleanup.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -32,6 +35,9 @@ export async function main(args: string[]): Promise<number> {
       .env('PG_MIGRATE')
       .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true })
       .command(migrateCommand)
+      .command(planCommand)
+      .command(statusCommand)
+      .command(cleanupCommand)
       .strict()
       .version(pkg.version)
       .help()

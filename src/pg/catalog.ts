@@ -208,6 +208,8 @@ export interface RelationRow {
   schema: string;
   name: string;
   kind: 'r' | 'p';
+  /** Its size on disk with TOAST and indexes (pg_total_relation_size). */
+  bytes: number;
   /** oids of the partitioned tables above it (every level). */
   ancestors: string[];
 }
@@ -222,6 +224,7 @@ export async function tablesWithAncestors(client: Client): Promise<RelationRow[]
          join pg_class p on p.oid = i.inhparent and p.relkind = 'p'
      )
      select c.oid::text as oid, n.nspname as schema, c.relname as name, c.relkind::text as kind,
+            pg_total_relation_size(c.oid)::float8 as bytes,
             coalesce((select array_agg(a.parent::text) from anc a where a.child = c.oid), '{}') as ancestors
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where c.relkind in ('r', 'p') and ${USER_SCHEMA}`,

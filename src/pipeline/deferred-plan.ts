@@ -12,6 +12,8 @@ export interface DeferredTable extends RelationName {
   oid: string;
   /** r: table (or leaf partition), p: partitioned table */
   kind: 'r' | 'p';
+  /** Its size on the source when planned (table, TOAST and indexes). */
+  bytes: number;
 }
 
 export interface DeferredPlan {
@@ -62,7 +64,7 @@ export async function planDeferred(
           if (self) hits.set(p, (hits.get(p) ?? 0) + 1);
           if (self || viaParent) matched = true;
         }
-        if (matched) tables.push({ oid: t.oid, schema: t.schema, name: t.name, kind: t.kind });
+        if (matched) tables.push({ oid: t.oid, schema: t.schema, name: t.name, kind: t.kind, bytes: t.bytes });
       }
       if (tables.length === 0) return;
       tables.sort((a, b) => (tableKey(a.schema, a.name) < tableKey(b.schema, b.name) ? -1 : 1));

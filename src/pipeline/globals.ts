@@ -5,7 +5,6 @@
  * settings, comment) unless --overwrite-existing-roles; the summary names each with what differs.
  * Memberships and grants are added either way. Roles created by this migration are migrated whole.
  */
-import type pg from 'pg';
 import { describePgError, withClient } from '../pg/connect.ts';
 import { dbnameConninfo } from '../pg/passfile.ts';
 import { runTool } from '../proc/run.ts';
@@ -13,50 +12,13 @@ import { MigrateError } from '../errors.ts';
 import type { RunSummary } from '../events.ts';
 import { applyGlobals, filterGlobals, splitStatements, statementObject } from './globals-script.ts';
 import type { Context } from './context.ts';
+import { roleDifferences, roles } from './roles.ts';
 
 /** What the target had before this migration applied any global statement (state: roles.json). */
 interface TargetGlobals {
   at: string;
   roles: string[];
   tablespaces: string[];
-}
-
-interface RoleRow {
-  name: string;
-  superuser: boolean;
-  inherit: boolean;
-  createrole: boolean;
-  createdb: boolean;
-  login: boolean;
-  replication: boolean;
-  bypassrls: boolean;
-  connlimit: number;
-  validuntil: string | null;
-  config: string[] | null;
-}
-
-async function roles(c: pg.Client): Promise<Map<string, RoleRow>> {
-  const r = await c.query<RoleRow>(
-    `select rolname as name, rolsuper as superuser, rolinherit as inherit, rolcreaterole as createrole, rolcreatedb as createdb,
-            rolcanlogin as login, rolreplication as replication, rolbypassrls as bypassrls, rolconnlimit as connlimit,
-            rolvaliduntil::text as validuntil, rolconfig as config
-       from pg_roles`,
-  );
-  return new Map(r.rows.map((row) => [row.name, row]));
-}
-
-/** What differs between the source's and the target's definition of a role (passwords are never compared, only said to be kept). */
-function roleDifferences(src: RoleRow, dst: RoleRow): string[] {
-  const out: string[] = [];
-  for (const attr of ['superuser', 'inherit', 'createrole', 'createdb', 'login', 'replication', 'bypassrls'] as const) {
-    if (src[attr] !== dst[attr])
-      out.push(`${src[attr] ? '' : 'NO'}${attr.toUpperCase()} on the source, ${dst[attr] ? '' : 'NO'}${attr.toUpperCase()} on the target`);
-  }
-  if (src.connlimit !== dst.connlimit) out.push(`connection limit ${String(src.connlimit)} on the source, ${String(dst.connlimit)} on the target`);
-  if (src.validuntil !== dst.validuntil) out.push(`valid until ${src.validuntil ?? 'infinity'} on the source, ${dst.validuntil ?? 'infinity'} on the target`);
-  const settings = (c: string[] | null): string => (c ?? []).join(', ') || 'none';
-  if (settings(src.config) !== settings(dst.config)) out.push(`settings ${settings(src.config)} on the source, ${settings(dst.config)} on the target`);
-  return out;
 }
 
 export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, summary: RunSummary): Promise<void> {

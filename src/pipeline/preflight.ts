@@ -1,30 +1,28 @@
-import { access, constants, mkdir } from 'node:fs/promises';
+/**
+ * Everything that can be checked before anything changes, and the plan of the run: `inspect` reports
+ * every problem at once, each with its fix, and what the run would do (the `plan` command prints it);
+ * `preflight` is the same with problems turned into exit 3. Nothing on either server, and nothing on
+ * disk, is changed here.
+ */
+import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
 import type { MigrateOptions } from '../options.ts';
-import { connectionsNeeded, planDatabase, planParallelism, type RunPlan } from '../plan.ts';
-import { connect, oneRow, type Server } from '../pg/connect.ts';
-import { chooseCompression, discoverTools, majorOfVersionNum, versionProblems, type Tools } from '../proc/tools.ts';
-import { MigrateError, PreflightError } from '../errors.ts';
+import { planDatabase, planParallelism, type RunPlan } from '../plan.ts';
+import { connect, type Server } from '../pg/connect.ts';
+import { chooseCompression, discoverTools, versionProblems, type Tools } from '../proc/tools.ts';
+import { MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import { Marker } from '../state/names.ts';
-import type { ServerIdentity, StateStore } from '../state/store.ts';
+import type { StateStore } from '../state/store.ts';
 import { globMatch } from '../patterns.ts';
 import { listDatabases, selectDatabases } from './discover.ts';
 import { planDeferred } from './deferred-plan.ts';
-import { alterSystemAllowed } from './tune.ts';
+import { serverFacts, type ServerFacts } from './facts.ts';
+import { budgetProblems, connectionBudget, diskNeed, DUMP_SIZE_FACTOR, type Budget, type DiskNeed } from './capacity.ts';
+import { rolePlan, roles } from './roles.ts';
+import { targetRecord, targetTuning, type TuningBackup } from './tune.ts';
 
-export interface ServerFacts {
-  identity: ServerIdentity;
-  major: number;
-  versionNum: number;
-  superuser: boolean;
-  /** Connections this run may open. */
-  available: number;
-  maxConnections: number;
-  inRecovery: boolean;
-  /** Whether ALTER SYSTEM may be used (the tuning needs it). */
-  alterSystem: { ok: boolean; why?: string };
-}
+export type { ServerFacts } from './facts.ts';
 
 export interface PreflightResult {
   sourceFacts: ServerFacts;
@@ -38,54 +36,33 @@ export interface PreflightResult {
   warnings: string[];
 }
 
-async function serverFacts(client: pg.Client, server: Server): Promise<ServerFacts> {
-  const v = await client.query<{ num: string; superuser: boolean; max: string; reserved: string; used: string; recovery: boolean }>(
-    `select current_setting('server_version_num') as num,
-            (select rolsuper from pg_roles where rolname = current_user) as superuser,
-            current_setting('max_connections') as max,
-            (current_setting('superuser_reserved_connections')::int
-              + coalesce((select setting::int from pg_settings where name = 'reserved_connections'), 0))::text as reserved,
-            (select count(*) from pg_stat_activity where datid is not null)::text as used,
-            pg_is_in_recovery() as recovery`,
-  );
-  const row = oneRow(v);
-  const versionNum = Number(row.num);
-  let systemIdentifier: string;
-  if (versionNum >= 90600) {
-    systemIdentifier = oneRow(await client.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
-  } else {
-    // pg_control_system() came with 9.6; the data directory stands in for the identifier.
-    const dd = await client.query<{ dd: string }>("select current_setting('data_directory') as dd").catch(() => undefined);
-    systemIdentifier = `data_directory:${dd?.rows[0]?.dd ?? 'unknown'}`;
-  }
-  const max = Number(row.max);
-  return {
-    identity: { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier },
-    major: majorOfVersionNum(versionNum),
-    versionNum,
-    superuser: row.superuser,
-    maxConnections: max,
-    available: max - Number(row.reserved) - Number(row.used),
-    inRecovery: row.recovery,
-    alterSystem: await alterSystemAllowed(client),
-  };
+/** What `plan` shows: as much of the run as could be worked out, and every problem. */
+export interface Inspection extends Partial<PreflightResult> {
+  problems: string[];
+  warnings: string[];
+  budget?: { source: Budget; target: Budget };
+  disk?: DiskNeed;
+  /** The settings the run would apply, or why it would not tune; a tuning an interrupted run left applied. */
+  tuning?: { values: Record<string, string>; skipped?: string; pending?: TuningBackup };
+  roles?: { create: string[]; leftAlone: { name: string; differences: string[] }[] };
+  /** Sizes of the deferred tables matched, per database. */
+  deferredSizes?: Record<string, { table: string; bytes: number }[]>;
 }
 
 /**
- * `store` holds the markers of the run being resumed (undefined with --fresh: nothing on the target is ours).
- * Everything that can be checked before anything changes. Every problem found is reported at once,
- * each with its fix; nothing on either server is changed here.
+ * Inspects both servers, the client programs and the dump root, and plans the run. `store` holds the
+ * markers of the run being resumed (undefined with --fresh: nothing on the target is ours).
  */
-export async function preflight(
+export async function inspect(
   options: MigrateOptions,
   source: Server,
   target: Server,
   store: StateStore | undefined,
   env: NodeJS.ProcessEnv,
   cores: number,
-): Promise<PreflightResult> {
-  const problems: string[] = [];
-  const warnings: string[] = [];
+): Promise<Inspection> {
+  const out: Inspection = { problems: [], warnings: [] };
+  const { problems, warnings } = out;
   const clients: pg.Client[] = [];
   const open = async (server: Server): Promise<pg.Client | undefined> => {
     try {
@@ -101,9 +78,10 @@ export async function preflight(
     const [src, dst] = await Promise.all([open(source), open(target)]);
     const toolsFound = await discoverTools(options.pgBinDir, env);
     problems.push(...toolsFound.problems);
-    if (!src || !dst) throw new PreflightError(problems);
+    if (!src || !dst) return out;
 
     const [sourceFacts, targetFacts] = await Promise.all([serverFacts(src, source), serverFacts(dst, target)]);
+    Object.assign(out, { sourceFacts, targetFacts });
     if (sourceFacts.identity.systemIdentifier === targetFacts.identity.systemIdentifier) {
       problems.push(
         `the source and the target are the same server (system identifier ${sourceFacts.identity.systemIdentifier}); point --to-host/--to-port at the server to migrate onto`,
@@ -122,31 +100,27 @@ export async function preflight(
     }
     const tools = toolsFound.tools;
     if (tools) {
+      out.tools = tools;
       const v = versionProblems(tools.pgDump.major, `${tools.pgDump.version} in ${path.dirname(tools.pgDump.path)}`, sourceFacts.major, targetFacts.major);
       problems.push(...v.problems);
       warnings.push(...v.warnings);
-    }
-    if (!options.disableDstOptimizations && !targetFacts.alterSystem.ok) {
-      warnings.push(
-        `the target will not be tuned for the load: ${targetFacts.alterSystem.why ?? ''}. For speed you may set fsync = off, synchronous_commit = off, full_page_writes = off and autovacuum = off there yourself for the run (and back afterwards), or pass --disable-dst-optimizations to silence this`,
-      );
     }
 
     // Databases and their conflicts on the target.
     const all = await listDatabases(src);
     const selection = await selectDatabases(all, options.includeDb, options.excludeDb, source, sourceFacts.major);
+    Object.assign(out, { notMigrated: selection.notMigrated, skipped: selection.skipped });
     for (const glob of options.includeDb) {
-      if (!all.some((d) => globMatch(d.name, glob))) {
-        problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
-      }
+      if (!all.some((d) => globMatch(d.name, glob))) problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
     }
     const onTarget = new Set((await dst.query<{ datname: string }>('select datname from pg_database')).rows.map((r) => r.datname));
     for (const db of selection.migrate) {
       if (db.inPlace === true) {
-        if (!onTarget.has(db.name))
+        if (!onTarget.has(db.name)) {
           problems.push(
             `the target has no database ${db.name} to restore the source's ${db.name} into; create it there or leave it out with --exclude-db ${db.name}`,
           );
+        }
       } else if (onTarget.has(db.name) && (await store?.database(db.name).marker(Marker.restoreStarted)) === undefined) {
         problems.push(
           `database ${JSON.stringify(db.name)} already exists on the target and was not created by this migration; drop it there (DROP DATABASE ${JSON.stringify(db.name)}) or leave it out with --exclude-db`,
@@ -156,6 +130,7 @@ export async function preflight(
 
     // Deferred tables.
     const deferred = await planDeferred(options.delayTableData, selection.migrate, source, problems);
+    out.deferredSizes = Object.fromEntries([...deferred].map(([db, p]) => [db, p.tables.map((t) => ({ table: `${t.schema}.${t.name}`, bytes: t.bytes }))]));
     for (const db of selection.migrate) {
       if (db.inPlace === true && deferred.has(db.name)) {
         problems.push(
@@ -166,38 +141,82 @@ export async function preflight(
 
     // Connections.
     const parallelism = planParallelism(options, cores, sourceFacts, targetFacts);
-    const needSrc = connectionsNeeded(parallelism.dumpParallel, parallelism.dumpJobs, parallelism.verifyConcurrency);
-    const needDst = connectionsNeeded(parallelism.restoreParallel, parallelism.restoreJobs, parallelism.verifyConcurrency);
-    if (needSrc > sourceFacts.available) {
-      problems.push(
-        `the source has ${sourceFacts.available} free connections (max_connections ${sourceFacts.maxConnections}) but these options need ${needSrc} ` +
-          `(dump-parallel ${parallelism.dumpParallel} × (2 + dump-jobs ${parallelism.dumpJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --dump-jobs/--dump-parallel/--verify-concurrency or raise max_connections on the source`,
-      );
-    }
-    if (needDst > targetFacts.available) {
-      problems.push(
-        `the target has ${targetFacts.available} free connections (max_connections ${targetFacts.maxConnections}) but these options need ${needDst} ` +
-          `(restore-parallel ${parallelism.restoreParallel} × (2 + restore-jobs ${parallelism.restoreJobs}) + verify-concurrency ${parallelism.verifyConcurrency} + 2); lower --restore-jobs/--restore-parallel/--verify-concurrency or raise max_connections on the target`,
-      );
-    }
+    out.budget = connectionBudget(parallelism, sourceFacts, targetFacts);
+    problems.push(...budgetProblems(out.budget, parallelism));
 
-    // Dump root.
-    try {
-      await mkdir(options.dumpRoot, { recursive: true });
-      await access(options.dumpRoot, constants.W_OK);
-    } catch (err) {
-      problems.push(`the dump root ${options.dumpRoot} cannot be written (${(err as Error).message}); pass a writable --dump-root`);
-    }
-
-    if (problems.length > 0 || !tools) throw new PreflightError(problems);
     const plan: RunPlan = {
       cores,
       parallelism,
-      compression: options.compression ?? chooseCompression(tools.pgDump.major),
+      compression: options.compression ?? (tools ? chooseCompression(tools.pgDump.major) : '1'),
       databases: selection.migrate.map((db) => planDatabase(db, options, parallelism, cores, deferred.get(db.name))),
     };
-    return { sourceFacts, targetFacts, tools, plan, notMigrated: selection.notMigrated, skipped: selection.skipped, warnings };
+    out.plan = plan;
+
+    // The dump root: writable (it is created if missing), with room for the dumps of the file path.
+    await checkDumpRoot(options.dumpRoot, problems);
+    const filesPath = plan.databases.filter((d) => d.dataPath === 'files').map((d) => d.name);
+    out.disk = await diskNeed(source, options.dumpRoot, filesPath).catch((err: unknown) => {
+      warnings.push(`the disk the dumps need could not be worked out: ${errorMessage(err)}`);
+      return undefined;
+    });
+    if (out.disk?.free != null && out.disk.needed > out.disk.free) {
+      problems.push(
+        `the dump root ${options.dumpRoot} has ${formatGiB(out.disk.free)} free, but the dumps of the databases on the file path (${filesPath.join(', ')}) are planned at ${formatGiB(out.disk.needed)} (${String(DUMP_SIZE_FACTOR * 100)} % of their tables' size on disk); free space there, pass another --dump-root, or use --data-path stream (nothing on disk)`,
+      );
+    }
+
+    // The tuning it would apply, and the roles it would create or leave alone.
+    out.tuning = {
+      values: await targetTuning(dst, parallelism.restoreJobs * parallelism.restoreParallel),
+      pending: await targetRecord(dst).catch(() => undefined),
+      ...(options.disableDstOptimizations
+        ? { skipped: '--disable-dst-optimizations' }
+        : targetFacts.alterSystem.ok
+          ? {}
+          : { skipped: targetFacts.alterSystem.why ?? 'not allowed' }),
+    };
+    if (out.tuning.skipped !== undefined && !options.disableDstOptimizations) {
+      warnings.push(
+        `the target will not be tuned for the load: ${out.tuning.skipped}. For speed you may set fsync = off, synchronous_commit = off, full_page_writes = off and autovacuum = off there yourself for the run (and back afterwards), or pass --disable-dst-optimizations to silence this`,
+      );
+    }
+    if (options.migrateGlobals) out.roles = rolePlan(await roles(src), await roles(dst));
+    return out;
   } finally {
     await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   }
+}
+
+const formatGiB = (bytes: number): string => `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+
+/** The dump root, or the nearest directory above it that exists, must be writable: checked without creating anything. */
+async function checkDumpRoot(dumpRoot: string, problems: string[]): Promise<void> {
+  for (let p = path.resolve(dumpRoot); ; p = path.dirname(p)) {
+    try {
+      await access(p, constants.F_OK);
+    } catch {
+      if (path.dirname(p) !== p) continue;
+    }
+    try {
+      await access(p, constants.W_OK);
+    } catch (err) {
+      problems.push(`the dump root ${dumpRoot} cannot be written (${(err as Error).message}); pass a writable --dump-root`);
+    }
+    return;
+  }
+}
+
+/** Inspects, and refuses (exit 3, every problem listed) when the run could not start. */
+export async function preflight(
+  options: MigrateOptions,
+  source: Server,
+  target: Server,
+  store: StateStore | undefined,
+  env: NodeJS.ProcessEnv,
+  cores: number,
+): Promise<PreflightResult> {
+  const r = await inspect(options, source, target, store, env, cores);
+  const { sourceFacts, targetFacts, tools, plan, notMigrated, skipped } = r;
+  if (r.problems.length > 0 || !sourceFacts || !targetFacts || !tools || !plan || !notMigrated || !skipped) throw new PreflightError(r.problems);
+  return { sourceFacts, targetFacts, tools, plan, notMigrated, skipped, warnings: r.warnings };
 }

@@ -5,6 +5,7 @@
  * returned summary.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
@@ -93,6 +94,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       await store.wipe();
       await store.init();
     }
+    await mkdir(options.dumpRoot, { recursive: true });
     await store.claim(pair);
     const { plan } = pre;
     await applyRedo(store, plan.databases, options.redoDb, emit);
@@ -204,6 +206,7 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
           // A failure is named with its step and the server's or the program's own words.
           job.result.status = 'failed';
           job.result.reason = `${step}: ${errorMessage(err)}`;
+          await job.state.setDoc('last_error.json', { at: new Date().toISOString(), step, message: errorMessage(err) }).catch(() => undefined);
           ctx.emit({ type: 'phase', db: dbName(job), phase: 'failed', detail: job.result.reason });
         }
       }
@@ -245,6 +248,7 @@ async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPat
   if (deferred) await onBoth(() => loadDeferred(ctx, job, deferred, dataPath));
   job.result.totalSeconds = secondsSince(runStart);
   job.result.status = 'verified';
+  await job.state.removeDoc('last_error.json');
   ctx.emit({ type: 'phase', db, phase: 'verified' });
   if (ctx.options.removeDumps) {
     await dataPath.remove(db, 'regular');

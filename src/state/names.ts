@@ -93,7 +93,9 @@ export type DatabaseDoc =
   /** The load units of the deferred tables and what each committed. */
   | 'delayed_loads.json'
   /** A --redo-db this migration has acted on. */
-  | 'redo.json';
+  | 'redo.json'
+  /** Why the database's last attempt failed, and in which step (removed once it verifies). */
+  | 'last_error.json';
 
 /** What a database directory holds that `forget` keeps: the proof of ownership, and the record of a redo. */
 export const KEPT_BY_FORGET: readonly string[] = ['restore_started', 'redo.json'];

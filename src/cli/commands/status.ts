@@ -1,0 +1,26 @@
+/** `pg-migrate status`: where the migration stands, from the state directory alone (no server needed; safe while a run is going). */
+import os from 'node:os';
+import path from 'node:path';
+import type { ArgumentsCamelCase, Argv } from 'yargs';
+import { readStatus } from '../../pipeline/status.ts';
+import { ExitCode } from '../../errors.ts';
+import { renderStatus } from '../../ui/status.ts';
+
+export const command = 'status';
+export const describe = 'show, from the state directory alone, where the migration stands: each database, the run going, a pending tuning';
+export const builder = <T>(y: Argv<T>) =>
+  y
+    .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ [default: $HOME]' })
+    .option('json', { type: 'boolean', default: false, describe: 'print the status as JSON' });
+
+type StatusArgs = ArgumentsCamelCase<{ stateDir?: string; json: boolean }>;
+
+export async function runStatusCommand(argv: StatusArgs): Promise<number> {
+  const status = await readStatus(path.resolve(argv.stateDir ?? process.env.HOME ?? os.homedir()));
+  process.stdout.write(argv.json ? `${JSON.stringify(status, null, 2)}\n` : `${renderStatus(status)}\n`);
+  return ExitCode.ok;
+}
+
+export const handler = async (argv: StatusArgs): Promise<void> => {
+  process.exitCode = await runStatusCommand(argv);
+};

@@ -1,0 +1,113 @@
+/**
+ * `cleanup`: what killed runs left behind, removed without a migration: the target's tuning (put
+ * back from the target's own record), the dead run's lock, client programs, sessions and passfile,
+ * stale passfiles of other dead runs, and on request the dumps and the state.
+ */
+import { existsSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { oneRow, type Server } from '../pg/connect.ts';
+import { encodeName } from '../state/names.ts';
+import { StateStore } from '../state/store.ts';
+import { errorMessage } from '../errors.ts';
+import { endLeftovers, holderAlive, StateLock, TargetLock } from './lock.ts';
+import { recoverTuning, type TuningBackup } from './tune.ts';
+
+export interface CleanupOptions {
+  stateDir: string;
+  dumpRoot: string;
+  source?: Server;
+  /** The target, to revert a tuning a killed run left there (without it only local leftovers are removed). */
+  target?: Server;
+  removeDumps: boolean;
+  removeState: boolean;
+}
+
+export interface CleanupReport {
+  /** What was done, one sentence each. */
+  done: string[];
+  /** What could not be done, with what to do. */
+  problems: string[];
+}
+
+/** Passfile directories (`pg-migrate-<pid>-*` in the temporary directory) whose process is gone. */
+async function removeStalePassfiles(done: string[]): Promise<void> {
+  const tmp = os.tmpdir();
+  for (const name of await readdir(tmp).catch(() => [])) {
+    const m = /^pg-migrate-(\d+)-/.exec(name);
+    if (!m || Number(m[1]) === process.pid || (await holderAlive({ pid: Number(m[1]), startTicks: null }))) continue;
+    await rm(path.join(tmp, name), { recursive: true, force: true });
+    done.push(`removed the passfile of a run that is gone (${path.join(tmp, name)})`);
+  }
+}
+
+export async function cleanup(o: CleanupOptions): Promise<CleanupReport> {
+  const report: CleanupReport = { done: [], problems: [] };
+  const store = new StateStore(o.stateDir);
+  const appName = `pg-migrate/cleanup-${String(process.pid)}`;
+  if (!existsSync(store.root)) {
+    await removeStalePassfiles(report.done);
+    if (o.target) report.problems.push(`there is no state in ${store.root}; pass the --state-dir of the migration to clean up after`);
+    return report;
+  }
+  const { lock, previous } = await StateLock.take(store, appName); // refuses while a run is going
+  try {
+    if (previous) {
+      report.done.push(`took over the lock of a run that is gone (pid ${String(previous.pid)}, started ${previous.startedAt})`);
+      const line = await endLeftovers(
+        previous,
+        [o.source, o.target].filter((s) => s !== undefined),
+      );
+      if (line) report.done.push(line);
+    }
+    await removeStalePassfiles(report.done);
+    const saved = await store.readDoc<TuningBackup>(store.tuningPath);
+    if (o.target) {
+      try {
+        const targetLock = await TargetLock.take(o.target);
+        try {
+          const c = targetLock.session;
+          const id = oneRow(await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
+          const r = await recoverTuning(c, store, { host: o.target.endpoint.host, port: o.target.endpoint.port, systemIdentifier: id });
+          if (r === 'reverted') report.done.push('reverted the tuning an interrupted run had left on the target to the values it had before');
+          else if (r === 'other-server')
+            report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
+          else report.done.push('the target carries no tuning of pg-migrate');
+        } finally {
+          await targetLock.release();
+        }
+      } catch (err) {
+        report.problems.push(`the target could not be cleaned: ${errorMessage(err)}`);
+      }
+    } else if (saved !== undefined) {
+      report.problems.push(
+        `the state says the target ${saved.target ? `${saved.target.host}:${String(saved.target.port)} ` : ''}may still be tuned by an interrupted run: run pg-migrate cleanup with the target's connection options (--to-host ...) to put its settings back`,
+      );
+    }
+    const names = await store.databaseNames();
+    if (o.removeDumps) {
+      let removed = 0;
+      for (const name of await readdir(o.dumpRoot).catch(() => [])) {
+        const base = name.split('.')[0] ?? '';
+        if (!names.some((db) => encodeName(db) === base)) continue;
+        await rm(path.join(o.dumpRoot, name), { recursive: true, force: true });
+        removed++;
+      }
+      report.done.push(`removed ${String(removed)} dump files and directories of this migration from ${o.dumpRoot}`);
+    }
+    if (o.removeState) {
+      if (report.problems.length > 0) report.problems.push(`the state in ${store.root} was kept, since not everything could be cleaned`);
+      else {
+        await lock.release();
+        await rm(store.root, { recursive: true, force: true });
+        report.done.push(
+          `removed the state in ${store.root}; databases this migration created on the target are no longer known to be its own (a later run refuses them until you drop them by hand)`,
+        );
+      }
+    }
+  } finally {
+    await lock.release();
+  }
+  return report;
+}

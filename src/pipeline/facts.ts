@@ -1,0 +1,55 @@
+/** What a run needs to know of each server before it plans anything. */
+import type pg from 'pg';
+import { oneRow, type Server } from '../pg/connect.ts';
+import { majorOfVersionNum } from '../proc/tools.ts';
+import type { ServerIdentity } from '../state/store.ts';
+import { alterSystemAllowed } from './tune.ts';
+
+export interface ServerFacts {
+  identity: ServerIdentity;
+  major: number;
+  versionNum: number;
+  /** e.g. "PostgreSQL 15.18". */
+  version: string;
+  superuser: boolean;
+  /** Connections this run may open. */
+  available: number;
+  maxConnections: number;
+  inRecovery: boolean;
+  /** Whether ALTER SYSTEM may be used (the tuning needs it). */
+  alterSystem: { ok: boolean; why?: string };
+}
+
+export async function serverFacts(client: pg.Client, server: Server): Promise<ServerFacts> {
+  const v = await client.query<{ num: string; version: string; superuser: boolean; max: string; reserved: string; used: string; recovery: boolean }>(
+    `select current_setting('server_version_num') as num, current_setting('server_version') as version,
+            (select rolsuper from pg_roles where rolname = current_user) as superuser,
+            current_setting('max_connections') as max,
+            (current_setting('superuser_reserved_connections')::int
+              + coalesce((select setting::int from pg_settings where name = 'reserved_connections'), 0))::text as reserved,
+            (select count(*) from pg_stat_activity where datid is not null)::text as used,
+            pg_is_in_recovery() as recovery`,
+  );
+  const row = oneRow(v);
+  const versionNum = Number(row.num);
+  let systemIdentifier: string;
+  if (versionNum >= 90600) {
+    systemIdentifier = oneRow(await client.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
+  } else {
+    // pg_control_system() came with 9.6; the data directory stands in for the identifier.
+    const dd = await client.query<{ dd: string }>("select current_setting('data_directory') as dd").catch(() => undefined);
+    systemIdentifier = `data_directory:${dd?.rows[0]?.dd ?? 'unknown'}`;
+  }
+  const max = Number(row.max);
+  return {
+    identity: { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier },
+    major: majorOfVersionNum(versionNum),
+    versionNum,
+    version: `PostgreSQL ${row.version.split(' ')[0] ?? row.version}`,
+    superuser: row.superuser,
+    maxConnections: max,
+    available: max - Number(row.reserved) - Number(row.used),
+    inRecovery: row.recovery,
+    alterSystem: await alterSystemAllowed(client),
+  };
+}
