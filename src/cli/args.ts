@@ -20,6 +20,11 @@ export function connectionOptions<T>(y: Argv<T>) {
     .option('to-db', { type: 'string', default: DEFAULTS.toDb, describe: 'target database used for ALTER SYSTEM and globals' });
 }
 
+/** How progress is shown (every command takes it, so scripts can pass it to all of them). */
+export function outputOptions<T>(y: Argv<T>) {
+  return y.option('progress', { choices: PROGRESS_MODES, default: 'auto' as const, describe: 'live display on a terminal, timestamped lines otherwise' });
+}
+
 /** Every option of `migrate`. */
 export function migrateOptions<T>(y: Argv<T>) {
   return connectionOptions(y)

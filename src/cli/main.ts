@@ -33,7 +33,8 @@ export async function main(args: string[]): Promise<number> {
         '$0 [command] [options]\n\nMigrate every user database, the roles and tablespaces of a PostgreSQL server onto another server, verify every table, and resume after an interruption.',
       )
       .env('PG_MIGRATE')
-      .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true })
+      // An option given twice takes the last value, as most command lines do (repeatable options are arrays).
+      .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true, 'duplicate-arguments-array': false })
       .command(migrateCommand)
       .command(planCommand)
       .command(statusCommand)

@@ -3,13 +3,13 @@ import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { cleanup } from '../../pipeline/cleanup.ts';
 import { resolveOptions, type RawOptions } from '../../options.ts';
 import { ExitCode, MigrateError } from '../../errors.ts';
-import { connectionOptions } from '../args.ts';
+import { connectionOptions, outputOptions } from '../args.ts';
 import { DEFAULTS } from '../../options.ts';
 
 export const command = 'cleanup';
 export const describe = 'revert a tuning left by a killed run, remove its lock, passfile and leftovers; with flags also the dumps and the state';
 export const builder = <T>(y: Argv<T>) =>
-  connectionOptions(y)
+  outputOptions(connectionOptions(y))
     .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ [default: $HOME]' })
     .option('dump-root', { type: 'string', default: DEFAULTS.dumpRoot, describe: 'directory of the dumps' })
     .option('remove-dumps', { type: 'boolean', default: false, describe: "also remove this migration's dumps from --dump-root" })

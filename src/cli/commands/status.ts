@@ -5,11 +5,12 @@ import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { readStatus } from '../../pipeline/status.ts';
 import { ExitCode } from '../../errors.ts';
 import { renderStatus } from '../../ui/status.ts';
+import { outputOptions } from '../args.ts';
 
 export const command = 'status';
 export const describe = 'show, from the state directory alone, where the migration stands: each database, the run going, a pending tuning';
 export const builder = <T>(y: Argv<T>) =>
-  y
+  outputOptions(y)
     .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ [default: $HOME]' })
     .option('json', { type: 'boolean', default: false, describe: 'print the status as JSON' });
 
