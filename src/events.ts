@@ -14,6 +14,7 @@ export type Phase =
   | 'deferred loading'
   | 'rebuilding indexes'
   | 'deferred verifying'
+  | 'subscribing'
   | 'verified'
   | 'failed';
 
@@ -44,6 +45,8 @@ export interface DbResult {
   regularSeconds?: number;
   /** Seconds from the start of the run until the database was complete (deferred phase included). */
   totalSeconds?: number;
+  /** Online: the target is kept in sync with the source by logical replication until cutover. */
+  replicating?: boolean;
   /** Tables whose data was loaded after the regular phase (--delay-table-data). */
   deferredTables?: number;
   /** Tables whose rows were copied in parallel page ranges (--split-table-size). */
@@ -86,7 +89,7 @@ export type MigrateEvent =
       compression: string;
       toolsVersion: string;
     }
-  | { type: 'stage'; stage: 'preflight' | 'tuning' | 'globals' | 'reverting'; status: 'start' | 'done' | 'failed' | 'skipped'; message?: string }
+  | { type: 'stage'; stage: 'preflight' | 'tuning' | 'globals' | 'reverting' | 'cutover'; status: 'start' | 'done' | 'failed' | 'skipped'; message?: string }
   | { type: 'phase'; db: string; phase: Phase; detail?: string }
   | { type: 'warning'; db?: string; message: string }
   | { type: 'info'; message: string };

@@ -57,6 +57,12 @@ export interface MigrateOptions {
   delayDropKeys: boolean;
   /** Apply the source's definition to roles and tablespaces that already exist on the target. @default false */
   overwriteExistingRoles: boolean;
+  /** Keep the target in sync by logical replication after the copy, until `cutover`. @default false */
+  online: boolean;
+  /** How the target server reaches the source (libpq keyword/value string); the tool's own source connection when undefined. */
+  onlineSource: string | undefined;
+  /** Online: set REPLICA IDENTITY FULL on the source's tables without a usable key, so they replicate too. @default false */
+  replicaIdentityFull: boolean;
   /** @default false */
   fastVerify: boolean;
   /** Tables at least this big are copied in parallel page ranges on the stream path; null: never. @default 256 MiB */
@@ -122,6 +128,9 @@ export interface RawOptions {
   delayTableData?: string[];
   delayDropKeys?: boolean;
   overwriteExistingRoles?: boolean;
+  online?: boolean;
+  onlineSource?: string;
+  replicaIdentityFull?: boolean;
   fastVerify?: boolean;
   splitTableSize?: string;
   removeDumps?: boolean;
@@ -143,6 +152,8 @@ export const DEFAULTS = {
   fastVerify: false,
   delayDropKeys: false,
   overwriteExistingRoles: false,
+  online: false,
+  replicaIdentityFull: false,
   fresh: false,
   removeDumps: false,
   dataPath: 'auto' as DataPathKind,
@@ -276,6 +287,9 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     delayTableData,
     delayDropKeys: raw.delayDropKeys ?? DEFAULTS.delayDropKeys,
     overwriteExistingRoles: raw.overwriteExistingRoles ?? DEFAULTS.overwriteExistingRoles,
+    online: raw.online ?? DEFAULTS.online,
+    onlineSource: raw.onlineSource,
+    replicaIdentityFull: raw.replicaIdentityFull ?? DEFAULTS.replicaIdentityFull,
     fastVerify: raw.fastVerify ?? DEFAULTS.fastVerify,
     splitTableBytes,
     removeDumps: raw.removeDumps ?? DEFAULTS.removeDumps,

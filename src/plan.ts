@@ -119,7 +119,7 @@ export function autoDataPath(cores: number, sizeBytes: number | null): 'files' |
 /** Plans one database: its jobs and data path. */
 export function planDatabase(
   db: { name: string; sizeBytes: number | null; inPlace?: boolean },
-  options: Pick<MigrateOptions, 'dumpJobs' | 'restoreJobs' | 'dataPath'>,
+  options: Pick<MigrateOptions, 'dumpJobs' | 'restoreJobs' | 'dataPath' | 'online'>,
   parallelism: Parallelism,
   cores: number,
   deferred: DeferredPlan | undefined,
@@ -132,6 +132,7 @@ export function planDatabase(
     dumpJobs: jobsForDatabase(parallelism.dumpJobs, options.dumpJobs, db.sizeBytes),
     restoreJobs: jobsForDatabase(parallelism.restoreJobs, options.restoreJobs, db.sizeBytes),
     dataPath: dataPath === 'auto' ? autoDataPath(cores, db.sizeBytes) : dataPath,
-    ...(deferred ? { deferred } : {}),
+    // Online, the target is not used before cutover: deferring a table would gain nothing.
+    ...(deferred && !options.online ? { deferred } : {}),
   };
 }

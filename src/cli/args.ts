@@ -78,6 +78,22 @@ export function migrateOptions<T>(y: Argv<T>) {
       default: DEFAULTS.fastVerify,
       describe: 'compare pg_class.reltuples instead of count(*) (deferred and never-analyzed tables are still counted)',
     })
+    .group(['online', 'online-source', 'replica-identity-full'], 'Online (copy while the source keeps working, then pg-migrate cutover):')
+    .option('online', {
+      type: 'boolean',
+      default: DEFAULTS.online,
+      describe: 'after each database is copied and verified, keep it in sync by logical replication (source wal_level = logical) until pg-migrate cutover',
+    })
+    .option('online-source', {
+      type: 'string',
+      describe:
+        "how the target server reaches the source, as a libpq string (host=... port=... user=...); its dbname is set per database [default: the tool's own source connection]",
+    })
+    .option('replica-identity-full', {
+      type: 'boolean',
+      default: DEFAULTS.replicaIdentityFull,
+      describe: "online: set REPLICA IDENTITY FULL on the source's tables without a primary key so they replicate too (else they are copied at cutover)",
+    })
     .group(
       ['dump-root', 'state-dir', 'fresh', 'redo-db', 'remove-dumps', 'pg-bin-dir', 'data-path', 'split-table-size', 'compression', 'report', 'progress'],
       'Files and output:',

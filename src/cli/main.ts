@@ -10,8 +10,12 @@ import * as migrateCommand from './commands/migrate.ts';
 import * as planCommand from './commands/plan.ts';
 import * as statusCommand from './commands/status.ts';
 import * as cleanupCommand from './commands/cleanup.ts';
+import * as cutoverCommand from './commands/cutover.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+/** The options that may be given more than once (camel case, as yargs names them). */
+const REPEATABLE = new Set(['includeDb', 'excludeDb', 'delayTableData', 'redoDb', 'fenceRoles', '_']);
 
 const EXIT_CODES =
   'Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted.';
@@ -33,12 +37,18 @@ export async function main(args: string[]): Promise<number> {
         '$0 [command] [options]\n\nMigrate every user database, the roles and tablespaces of a PostgreSQL server onto another server, verify every table, and resume after an interruption.',
       )
       .env('PG_MIGRATE')
-      // An option given twice takes the last value, as most command lines do (repeatable options are arrays).
-      .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true, 'duplicate-arguments-array': false })
+      .parserConfiguration({ 'camel-case-expansion': true, 'strip-dashed': true })
+      // An option that is not repeatable, given twice, takes its last value, as most command lines do.
+      .middleware((argv) => {
+        for (const [key, value] of Object.entries(argv)) {
+          if (Array.isArray(value) && !REPEATABLE.has(key)) argv[key] = value.at(-1) as unknown;
+        }
+      }, true)
       .command(migrateCommand)
       .command(planCommand)
       .command(statusCommand)
       .command(cleanupCommand)
+      .command(cutoverCommand)
       .strict()
       .version(pkg.version)
       .help()

@@ -315,3 +315,74 @@ export async function splitCandidateTables(client: Client, major: number, minByt
 export function tablesToCopy(client: Client, major: number, oids: string[]): Promise<CopyTableRow[]> {
   return copyTables(client, major, 'c.oid = any($1::oid[])', [oids]);
 }
+
+export interface ReplicationClass {
+  schema: string;
+  name: string;
+  /** Logical replication can keep it in sync without breaking the source's UPDATE/DELETE. */
+  publishable: boolean;
+  /** Why not, when not: no key, or unlogged. */
+  why?: string;
+  /** Its heap size (for the time a copy at cutover takes). */
+  bytes: number;
+}
+
+/**
+ * Every ordinary table (leaf partitions included) of user schemas, with whether it can be published
+ * safely: a table in a publication without a usable replica identity makes the source's UPDATE and
+ * DELETE on it fail, and unlogged tables cannot be published at all.
+ */
+export async function replicationClasses(client: Client): Promise<ReplicationClass[]> {
+  const r = await client.query<{ schema: string; name: string; ident: string; persistence: string; ok: boolean; bytes: string }>(
+    `select n.nspname as schema, c.relname as name, c.relreplident::text as ident, c.relpersistence::text as persistence,
+            pg_relation_size(c.oid)::text as bytes,
+            case c.relreplident
+              when 'f' then true
+              when 'd' then exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary and i.indimmediate)
+              when 'i' then exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisreplident and i.indisvalid and i.indisready and i.indimmediate)
+              else false end as ok
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind = 'r' and c.relpersistence <> 't' and ${USER_SCHEMA}
+        and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
+      order by n.nspname, c.relname`,
+  );
+  return r.rows.map((row) => ({
+    schema: row.schema,
+    name: row.name,
+    bytes: Number(row.bytes),
+    publishable: row.persistence === 'p' && row.ok,
+    ...(row.persistence !== 'p'
+      ? { why: 'unlogged' }
+      : row.ok
+        ? {}
+        : { why: row.ident === 'n' ? 'replica identity nothing' : 'no primary key or replica identity' }),
+  }));
+}
+
+/** The sequences of user schemas, qualified. */
+export async function sequences(client: Client): Promise<{ schema: string; name: string }[]> {
+  const r = await client.query<{ schema: string; name: string }>(
+    `select n.nspname as schema, c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind = 'S' and ${USER_SCHEMA} order by 1, 2`,
+  );
+  return r.rows;
+}
+
+/**
+ * A fingerprint of a database's schema as logical replication depends on it: every relation, its
+ * columns (name, type, not null, default) and constraints. Compared at cutover with the one taken at
+ * the snapshot, it shows the schema changes replication did not carry.
+ */
+export async function schemaFingerprint(client: Client): Promise<Record<string, string>> {
+  const r = await client.query<{ obj: string; def: string }>(
+    `select format('%s %I.%I', c.relkind, n.nspname, c.relname) as obj,
+            md5(coalesce((select string_agg(format('%I %s %s %s', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                                                   pg_get_expr(d.adbin, d.adrelid)), ', ' order by a.attnum)
+                            from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+                           where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped), '')
+                || coalesce((select string_agg(pg_get_constraintdef(k.oid), ', ' order by k.conname) from pg_constraint k where k.conrelid = c.oid), '')) as def
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and ${USER_SCHEMA}`,
+  );
+  return Object.fromEntries(r.rows.map((row) => [row.obj, row.def]));
+}

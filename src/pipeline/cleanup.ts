@@ -13,6 +13,8 @@ import { StateStore } from '../state/store.ts';
 import { errorMessage } from '../errors.ts';
 import { endLeftovers, holderAlive, StateLock, TargetLock } from './lock.ts';
 import { recoverTuning, type TuningBackup } from './tune.ts';
+import { dropReplication, type OnlineRecord } from './online.ts';
+import { unfence, type FenceRecord } from './cutover-steps.ts';
 
 export interface CleanupOptions {
   stateDir: string;
@@ -39,6 +41,41 @@ async function removeStalePassfiles(done: string[]): Promise<void> {
     if (!m || Number(m[1]) === process.pid || (await holderAlive({ pid: Number(m[1]), startTicks: null }))) continue;
     await rm(path.join(tmp, name), { recursive: true, force: true });
     done.push(`removed the passfile of a run that is gone (${path.join(tmp, name)})`);
+  }
+}
+
+/**
+ * Online mode's leftovers: a cutover interrupted half-way left the source fenced (made writable
+ * again); the subscriptions, slots and publications this migration created (recorded in the state,
+ * and only those) are dropped — an abandoned slot keeps WAL on the source until its disk is full.
+ */
+async function cleanReplication(o: CleanupOptions, store: StateStore, names: string[], report: CleanupReport): Promise<void> {
+  const fenced = await store.readDoc<FenceRecord>(store.fencePath);
+  const records: [string, OnlineRecord][] = [];
+  for (const name of names) {
+    const r = await store.database(name).doc<OnlineRecord>('online.json');
+    if (r && r.cutoverAt === undefined) records.push([name, r]);
+  }
+  if ((fenced === undefined || fenced.completedAt !== undefined) && records.length === 0) return;
+  if (!o.source || !o.target) {
+    report.problems.push(
+      "the state records replication objects (or a fence) of an online migration: run pg-migrate cleanup with both servers' connection options to remove them",
+    );
+    return;
+  }
+  const { source, target } = o;
+  if (fenced && fenced.completedAt === undefined) {
+    await unfence(source, fenced);
+    await store.removeDoc(store.fencePath);
+    report.done.push('made the source writable again after a cutover that was interrupted');
+  }
+  for (const [db, r] of records) {
+    try {
+      report.done.push(...(await dropReplication({ source, target }, db, r)));
+      await store.database(db).removeDoc('online.json');
+    } catch (err) {
+      report.problems.push(`the replication of ${db} could not be removed: ${errorMessage(err)}`);
+    }
   }
 }
 
@@ -86,6 +123,7 @@ export async function cleanup(o: CleanupOptions): Promise<CleanupReport> {
       );
     }
     const names = await store.databaseNames();
+    await cleanReplication(o, store, names, report);
     if (o.removeDumps) {
       let removed = 0;
       for (const name of await readdir(o.dumpRoot).catch(() => [])) {

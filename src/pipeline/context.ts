@@ -6,6 +6,9 @@ import type { DatabaseState, StateStore } from '../state/store.ts';
 import type { ChildRegistry } from '../proc/run.ts';
 import type { Tools } from '../proc/tools.ts';
 import type { DbResult, EventSink } from '../events.ts';
+import type { WithSnapshot } from '../pg/snapshot.ts';
+import type { RelationName } from '../pg/sql.ts';
+import type { PairIdentity } from '../state/store.ts';
 
 /** Everything a stage needs, built once per run: no stage keeps state of its own between runs. */
 export interface Context {
@@ -14,6 +17,8 @@ export interface Context {
   target: Server;
   sourceMajor: number;
   targetMajor: number;
+  /** Both servers' identities (system identifiers). */
+  pair: PairIdentity;
   store: StateStore;
   tools: Tools;
   plan: RunPlan;
@@ -34,6 +39,10 @@ export interface DatabaseJob {
   plan: DatabasePlan;
   state: DatabaseState;
   result: DbResult;
+  /** Where the regular phase reads the source (online: the slot's snapshot); an exported snapshot otherwise. */
+  snapshot?: WithSnapshot;
+  /** Tables whose data the regular phase leaves out besides the deferred ones (online: those copied at cutover). */
+  notCopied?: RelationName[];
 }
 
 /** The name of a job's database. */

@@ -7,7 +7,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withClient } from '../pg/connect.ts';
 import { quoteIdent } from '../pg/sql.ts';
-import { withExportedSnapshot } from '../pg/snapshot.ts';
+import { withExportedSnapshot, type WithSnapshot } from '../pg/snapshot.ts';
+import type { RelationName } from '../pg/sql.ts';
 import { isDirectory, type MarkerInfo } from '../state/store.ts';
 import { Marker } from '../state/names.ts';
 import { MigrateError, errorMessage, isAborted } from '../errors.ts';
@@ -22,6 +23,12 @@ export async function chooseDataPath(job: DatabaseJob): Promise<'files' | 'strea
   if (dumped && dumped.streamed !== true && !(await job.state.marker(Marker.restored))) return 'files';
   return job.plan.dataPath;
 }
+
+/** Where the regular phase reads the source: the job's snapshot (online: a slot's), or one exported now. */
+const readSource = (ctx: Context, job: DatabaseJob): WithSnapshot => job.snapshot ?? ((fn) => withExportedSnapshot(ctx.source, dbName(job), fn));
+
+/** Tables whose data the regular phase leaves out: the deferred ones, and (online) those copied at cutover. */
+const leftOut = (job: DatabaseJob): RelationName[] => [...(job.plan.deferred?.tables ?? []), ...(job.notCopied ?? [])];
 
 /** The deferred tables' keys, sorted: what the `dumped` marker records of the regular phase. */
 export const deferredKeys = (job: DatabaseJob): string[] => [...(job.plan.deferred?.keys ?? [])].sort();
@@ -78,13 +85,16 @@ export async function dumpStep(ctx: Context, job: DatabaseJob, dataPath: DataPat
   await job.state.clearFrom(Marker.dumped);
   await clearCounts(job, 'src', 'both');
   await clearCounts(job, 'dst', 'both');
-  await withExportedSnapshot(ctx.source, db, async (snapshot) => {
+  await readSource(
+    ctx,
+    job,
+  )(async (snapshot) => {
     emit({ type: 'phase', db, phase: 'dumping' });
     const t0 = performance.now();
     // The counts read the same snapshot while the dump runs (concurrent scans of a table share reads).
     await together(
       async () => {
-        await dataPath.dumpDatabase(job.plan, { snapshot, excludeData: job.plan.deferred?.tables ?? [] });
+        await dataPath.dumpDatabase(job.plan, { snapshot, excludeData: leftOut(job) });
         job.result.dumpSeconds = secondsSince(t0);
       },
       () => countSource(ctx, job, 'regular', snapshot),
@@ -255,13 +265,16 @@ export async function streamStep(ctx: Context, job: DatabaseJob, dataPath: DataP
   const plan = job.plan.deferred;
   const fks = plan ? await deferredForeignKeys(ctx, job, plan) : [];
   const creating = <T>(restore: () => Promise<T>): Promise<T> => (inPlace ? restore() : restoreCreating(ctx, job, restore));
-  await withExportedSnapshot(ctx.source, db, async (snapshot) => {
+  await readSource(
+    ctx,
+    job,
+  )(async (snapshot) => {
     emit({ type: 'phase', db, phase: 'streaming' });
     const t0 = performance.now();
     await together(
       () =>
         creating(async () => {
-          const split = await dataPath.streamDatabase(job.plan, { snapshot, excludeData: plan?.tables ?? [], skipConstraints: new Set(fks.map((f) => f.oid)) });
+          const split = await dataPath.streamDatabase(job.plan, { snapshot, excludeData: leftOut(job), skipConstraints: new Set(fks.map((f) => f.oid)) });
           if (split.length > 0) job.result.splitTables = split;
           if (fks.length > 0) await withClient(ctx.target, db, (c) => addForeignKeysNotValid(c, fks));
           job.result.restoreSeconds = secondsSince(t0);

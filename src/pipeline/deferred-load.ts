@@ -36,7 +36,18 @@ interface LoadRecord {
   legacy?: boolean;
 }
 
-const LOADS_DIR = 'loads';
+/** Which load: the deferred tables' (after the regular phase) or, online, the unreplicated tables' at cutover. */
+export interface LoadSpec {
+  /** The state document listing its units. */
+  doc: 'delayed_loads.json' | 'cutover_loads.json';
+  /** The database state's directory for the units' transaction ids. */
+  dir: string;
+  /** The tables, as the source's catalog knows them (ordinary tables are loaded; partitioned ones have no rows). */
+  tables: { oid: string; schema: string; name: string; kind: 'r' | 'p' }[];
+}
+
+/** The deferred tables' load. */
+export const deferredLoad = (plan: DeferredPlan): LoadSpec => ({ doc: 'delayed_loads.json', dir: 'loads', tables: plan.tables });
 const xidFileName = (i: number): string => `${String(i)}.xid`;
 /** A 64-bit transaction id (txid_current) as the xid its rows carry in xmin. */
 const asXmin = (xid: string): string => (BigInt(xid) & 0xffffffffn).toString();
@@ -58,14 +69,14 @@ async function readXids(dir: string, units: LoadUnit[]): Promise<(string | undef
  * state (an earlier pg-migrate's) is refused when the tables hold rows, since they cannot be told
  * apart from the applications'.
  */
-export async function undoInterruptedLoad(ctx: Context, job: DatabaseJob, plan: DeferredPlan): Promise<void> {
+export async function undoInterruptedLoad(ctx: Context, job: DatabaseJob, load: LoadSpec): Promise<void> {
   const db = dbName(job);
-  const record = await job.state.doc<LoadRecord>('delayed_loads.json');
+  const record = await job.state.doc<LoadRecord>(load.doc);
   await withClient(ctx.target, db, async (c) => {
     await c.query(BOOKKEEPING_SESSION);
     if (record === undefined) return; // no load was started
     if (record.legacy === true) {
-      for (const t of plan.tables.filter((t) => t.kind === 'r')) {
+      for (const t of load.tables.filter((t) => t.kind === 'r')) {
         const r = await c.query(`select 1 from only ${qualify(t.schema, t.name)} limit 1`);
         if ((r.rowCount ?? 0) > 0) {
           throw new MigrateError(
@@ -75,7 +86,7 @@ export async function undoInterruptedLoad(ctx: Context, job: DatabaseJob, plan: 
       }
       return;
     }
-    const dir = await job.state.workDir(LOADS_DIR);
+    const dir = await job.state.workDir(load.dir);
     const xids = await readXids(dir, record.units);
     let removed = 0;
     for (const [i, unit] of record.units.entries()) {
@@ -102,18 +113,18 @@ export async function undoInterruptedLoad(ctx: Context, job: DatabaseJob, plan: 
         message: `${db}: removed the ${String(removed)} rows an interrupted load of the deferred tables had committed (rows written by applications were left as they are)`,
       });
   });
-  await job.state.removeDoc('delayed_loads.json');
-  await rm(await job.state.workDir(LOADS_DIR), { recursive: true, force: true });
+  await job.state.removeDoc(load.doc);
+  await rm(await job.state.workDir(load.dir), { recursive: true, force: true });
 }
 
 /**
  * Loads the deferred tables in the snapshot (the one their source counts read), `jobs` units at a
  * time; big tables in page ranges (source 14 or newer). The units are recorded before any starts.
  */
-export async function loadUnits(ctx: Context, job: DatabaseJob, plan: DeferredPlan, snapshot: string | undefined, fifoDir: string): Promise<SplitCopyResult[]> {
+export async function loadUnits(ctx: Context, job: DatabaseJob, load: LoadSpec, snapshot: string | undefined, fifoDir: string): Promise<SplitCopyResult[]> {
   const db = dbName(job);
   const jobs = Math.max(1, Math.min(ctx.plan.parallelism.dumpJobs, ctx.plan.parallelism.restoreJobs));
-  const oids = plan.tables.filter((t) => t.kind === 'r').map((t) => t.oid);
+  const oids = load.tables.filter((t) => t.kind === 'r').map((t) => t.oid);
   const { rows, encoding } = await withClient(ctx.source, db, (c) =>
     inSnapshot(c, snapshot, async () => ({ rows: await tablesToCopy(c, ctx.sourceMajor, oids), encoding: await databaseEncoding(c) })),
   );
@@ -121,7 +132,7 @@ export async function loadUnits(ctx: Context, job: DatabaseJob, plan: DeferredPl
   const canSplit = snapshot !== undefined && splitBytes !== null && ctx.sourceMajor >= SPLIT_MIN_SOURCE_MAJOR && jobs > 1;
   const units: LoadUnit[] = [];
   const copies: CopyUnit[] = [];
-  const dir = await job.state.workDir(LOADS_DIR);
+  const dir = await job.state.workDir(load.dir);
   for (const row of rows) {
     const table = toSplitTable(ctx, row);
     const ranges: (PageRange | null)[] = canSplit && row.bytes >= splitBytes ? pageRanges(row.pages, rangeCount(row.bytes, jobs)) : [null];
@@ -133,12 +144,12 @@ export async function loadUnits(ctx: Context, job: DatabaseJob, plan: DeferredPl
   const split = rows.filter((r) => canSplit && r.bytes >= splitBytes);
   if (split.length > 0)
     ctx.emit({ type: 'phase', db, phase: 'deferred loading', detail: split.map((t) => `${qualify(t.schema, t.name)} in ranges`).join(', ') });
-  await job.state.setDoc('delayed_loads.json', { startedAt: new Date().toISOString(), units } satisfies LoadRecord);
+  await job.state.setDoc(load.doc, { startedAt: new Date().toISOString(), units } satisfies LoadRecord);
   const results = await copyUnits(ctx, db, snapshot, copies, jobs, { encoding, dir: fifoDir });
   const xids = await readXids(dir, units);
   const done = units.map((u, i) => ({ ...u, xid: xids[i] }));
-  if (done.some((u) => u.xid === undefined)) throw new MigrateError(`${db}: a load unit of the deferred tables left no transaction id in ${dir}`);
-  await job.state.setDoc('delayed_loads.json', { startedAt: new Date().toISOString(), units: done } satisfies LoadRecord);
+  if (done.some((u) => u.xid === undefined)) throw new MigrateError(`${db}: a load unit left no transaction id in ${dir}`);
+  await job.state.setDoc(load.doc, { startedAt: new Date().toISOString(), units: done } satisfies LoadRecord);
   return results.filter((r) => r.ranges > 1);
 }
 

@@ -15,7 +15,7 @@ import { MigrateError } from '../errors.ts';
 import type { DataPath } from '../transfer/data-path.ts';
 import type { DeferredPlan } from './deferred-plan.ts';
 import { addForeignKey, BOOKKEEPING_SESSION, constraintExists, dropIndexes, readSourceIndexes, recreateIndexes, type SavedIndex } from './deferred-indexes.ts';
-import { loadedCounts, loadUnits, undoInterruptedLoad } from './deferred-load.ts';
+import { deferredLoad, loadedCounts, loadUnits, undoInterruptedLoad } from './deferred-load.ts';
 import { clearCounts, countSource, verifyPhase } from './verify.ts';
 import { dbName, secondsSince, together, type Context, type DatabaseJob } from './context.ts';
 
@@ -85,12 +85,12 @@ export async function loadDeferred(ctx: Context, job: DatabaseJob, plan: Deferre
     await clearCounts(job, 'src', 'deferred');
     await clearCounts(job, 'dst', 'deferred');
     emit({ type: 'phase', db, phase: 'deferred loading' });
-    await undoInterruptedLoad(ctx, job, plan);
+    await undoInterruptedLoad(ctx, job, deferredLoad(plan));
     const t0 = performance.now();
     await withExportedSnapshot(ctx.source, db, async (snapshot) => {
       await together(
         async () => {
-          const split = await loadUnits(ctx, job, plan, snapshot, `${dataPath.location(db, 'deferred')}.ranges`);
+          const split = await loadUnits(ctx, job, deferredLoad(plan), snapshot, `${dataPath.location(db, 'deferred')}.ranges`);
           if (split.length > 0) job.result.splitTables = [...(job.result.splitTables ?? []), ...split];
         },
         () => countSource(ctx, job, 'deferred', snapshot),

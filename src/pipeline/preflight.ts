@@ -21,6 +21,8 @@ import { serverFacts, type ServerFacts } from './facts.ts';
 import { budgetProblems, connectionBudget, diskNeed, DUMP_SIZE_FACTOR, type Budget, type DiskNeed } from './capacity.ts';
 import { rolePlan, roles } from './roles.ts';
 import { targetRecord, targetTuning, type TuningBackup } from './tune.ts';
+import { onlineProblems } from './online-preflight.ts';
+import { subscriptionConninfo } from './online.ts';
 
 export type { ServerFacts } from './facts.ts';
 
@@ -137,6 +139,17 @@ export async function inspect(
           `--delay-table-data names tables of ${db.name}, which is restored into the target's own ${db.name} in one transaction: its tables cannot be deferred`,
         );
       }
+    }
+
+    if (options.online) {
+      if (deferred.size > 0)
+        warnings.push('--delay-table-data has no effect with --online: the target is not used before cutover, so every table is copied in the regular phase');
+      const dbs = selection.migrate.map((d) => d.name);
+      problems.push(
+        ...(await onlineProblems(src, dst, { source: sourceFacts, target: targetFacts }, dbs, (db) =>
+          subscriptionConninfo(options.onlineSource, source.endpoint, db),
+        )),
+      );
     }
 
     // Connections.

@@ -23,6 +23,8 @@ import { checkDeferredSetUnchanged, chooseDataPath, dumpStep, restoreStep, strea
 import { loadDeferred } from './deferred.ts';
 import { applyRedo } from './redo.ts';
 import { verifyPhase } from './verify.ts';
+import { dropReplication, prepareReplication, slotSnapshot, subscribe, type OnlineRecord } from './online.ts';
+import { Marker } from '../state/names.ts';
 
 export interface RunHooks {
   signal?: AbortSignal;
@@ -118,6 +120,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       target,
       sourceMajor: pre.sourceFacts.major,
       targetMajor: pre.targetFacts.major,
+      pair,
       store,
       tools: pre.tools,
       plan,
@@ -218,6 +221,29 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
 }
 
 /**
+ * Online mode, before a database's copy: true when it already replicates (nothing to do) or was
+ * copied and verified before a crash (then it is subscribed now). Otherwise a copy that did not finish
+ * starts over with a new slot (an earlier one is dropped first: an abandoned slot keeps WAL on the
+ * source), and the copy reads that slot's snapshot.
+ */
+async function prepareOnline(ctx: Context, job: DatabaseJob): Promise<boolean> {
+  const record = await job.state.doc<OnlineRecord>('online.json');
+  if (record?.subscribedAt !== undefined) return true;
+  if (record && (await job.state.marker(Marker.verified))) {
+    await subscribe(ctx, job);
+    return true;
+  }
+  if (record) {
+    await dropReplication(ctx, dbName(job), record, { keepIdentity: true });
+    await job.state.forget();
+  }
+  const fresh = await prepareReplication(ctx, job, ctx.pair, record?.identityFull ?? []);
+  job.snapshot = slotSnapshot(ctx, job, fresh);
+  job.notCopied = fresh.notReplicated;
+  return false;
+}
+
+/**
  * A step on a queue. No AbortSignal is given to p-queue: it would reject the add() of a running step
  * at once while the step (and its children) still runs; a step that has not started yet sees the
  * abort and does not start, and one that runs ends on its own (its children are stopped, its
@@ -235,6 +261,13 @@ async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPat
   const db = dbName(job);
   const onBoth = <T>(fn: () => Promise<T>): Promise<T> => step(ctx, sourceQueue, () => step(ctx, targetQueue, fn));
   await checkDeferredSetUnchanged(job);
+  if (ctx.options.online && (await prepareOnline(ctx, job))) {
+    job.result.totalSeconds = secondsSince(runStart);
+    job.result.status = 'verified';
+    job.result.replicating = true;
+    ctx.emit({ type: 'phase', db, phase: 'verified', detail: 'replicating' });
+    return;
+  }
   if ((await chooseDataPath(job)) === 'stream') {
     await onBoth(() => streamStep(ctx, job, dataPath));
     await step(ctx, targetQueue, () => verifyPhase(ctx, job, 'regular'));
@@ -242,6 +275,11 @@ async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPat
     await step(ctx, sourceQueue, () => dumpStep(ctx, job, dataPath));
     ctx.emit({ type: 'phase', db, phase: 'waiting for target' });
     await step(ctx, targetQueue, () => restoreStep(ctx, job, dataPath));
+  }
+  if (ctx.options.online) {
+    ctx.emit({ type: 'phase', db, phase: 'subscribing' });
+    await step(ctx, targetQueue, () => subscribe(ctx, job));
+    job.result.replicating = true;
   }
   job.result.regularSeconds = secondsSince(runStart);
   const deferred = job.plan.deferred;

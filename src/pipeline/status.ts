@@ -7,6 +7,8 @@ import { MARKERS, Marker, type MarkerName } from '../state/names.ts';
 import { StateStore, type MarkerInfo, type PairIdentity } from '../state/store.ts';
 import { holderAlive, type RunLock } from './lock.ts';
 import type { TuningBackup } from './tune.ts';
+import type { OnlineRecord } from './online.ts';
+import { withClient, type Server } from '../pg/connect.ts';
 
 export interface DatabaseStatus {
   name: string;
@@ -24,6 +26,15 @@ export interface DatabaseStatus {
   error?: { at: string; step: string; message: string };
   /** The target database's oid, once this migration recorded that it created it. */
   targetOid?: string;
+  /** Online mode: its replication, from the state (and live lag when the servers were asked). */
+  replication?: {
+    slot: string;
+    subscription: string;
+    state: 'copying' | 'replicating' | 'cut over';
+    lagBytes?: number | null;
+    lagSeconds?: number | null;
+    applying?: boolean;
+  };
 }
 
 export interface MigrationStatus {
@@ -76,6 +87,7 @@ export async function readStatus(stateDir: string): Promise<MigrationStatus> {
     const verified = markers.has(deferred > 0 ? Marker.deferredVerified : Marker.verified);
     const error = await state.doc<{ at: string; step: string; message: string }>('last_error.json').catch(() => undefined);
     const started = markers.get(Marker.restoreStarted);
+    const online = await state.doc<OnlineRecord>('online.json').catch(() => undefined);
     const num = (m: MarkerName, key: string): number | undefined => markers.get(m)?.[key] as number | undefined;
     status.databases.push({
       name,
@@ -91,7 +103,43 @@ export async function readStatus(stateDir: string): Promise<MigrationStatus> {
       ...(deferred > 0 ? { deferredTables: deferred } : {}),
       ...(error && !verified ? { error } : {}),
       ...(typeof started?.oid === 'string' ? { targetOid: started.oid } : {}),
+      ...(online
+        ? {
+            replication: {
+              slot: online.slot,
+              subscription: online.subscription,
+              state:
+                online.cutoverAt !== undefined ? ('cut over' as const) : online.subscribedAt !== undefined ? ('replicating' as const) : ('copying' as const),
+            },
+          }
+        : {}),
     });
   }
   return status;
+}
+
+/** Adds, for databases that replicate, the lag as the servers report it: WAL bytes the slot has not confirmed, seconds since the subscription last applied. */
+export async function addReplicationLag(status: MigrationStatus, source: Server, target: Server): Promise<void> {
+  const replicating = status.databases.filter((d) => d.replication?.state === 'replicating');
+  if (replicating.length === 0) return;
+  await withClient(source, source.endpoint.database, (src) =>
+    withClient(target, target.endpoint.database, async (dst) => {
+      for (const d of replicating) {
+        const r = d.replication;
+        if (!r) continue;
+        const slot = await src.query<{ lag: string | null }>(
+          'select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text as lag from pg_replication_slots where slot_name = $1',
+          [r.slot],
+        );
+        const sub = await dst.query<{ applying: boolean; secs: number | null }>(
+          'select pid is not null as applying, extract(epoch from now() - latest_end_time)::float8 as secs from pg_stat_subscription where subname = $1',
+          [r.subscription],
+        );
+        const lag = slot.rows[0]?.lag;
+        r.lagBytes = lag === undefined || lag === null ? null : Math.max(0, Number(lag));
+        r.applying = sub.rows[0]?.applying ?? false;
+        r.lagSeconds = r.lagBytes === 0 ? 0 : (sub.rows[0]?.secs ?? null);
+      }
+    }),
+  );
 }

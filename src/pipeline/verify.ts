@@ -6,10 +6,10 @@
  */
 import { MigrateError } from '../errors.ts';
 import { countsVariant, Marker, type VerifyPhase } from '../state/names.ts';
-import type { DeferredPlan } from './deferred-plan.ts';
 import { aggregateKeys, compareCounts, countTables, sortKeys } from './counts.ts';
 import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
 import type { TableCounts } from '../state/store.ts';
+import { tableKey } from '../pg/sql.ts';
 
 interface Scope {
   /** The tables counted on both sides (all when undefined). */
@@ -27,9 +27,15 @@ interface Scope {
  * tables, those partitioned tables and materialized views; the other tables were verified when the
  * database became usable, and from then on the target database is the applications' to change.
  */
-function scope(plan: DeferredPlan | undefined, phase: VerifyPhase): Scope {
-  if (!plan) return { emptyOnSource: new Set(), exact: new Set() };
-  if (phase === 'regular') return { select: (k) => !plan.matviewKeys.has(k) && !plan.ancestorKeys.has(k), emptyOnSource: plan.keys, exact: plan.keys };
+function scope(job: DatabaseJob, phase: VerifyPhase): Scope {
+  const plan = job.plan.deferred;
+  // Online: tables that replication cannot carry are copied at cutover, empty until then.
+  const notCopied = new Set((job.notCopied ?? []).map((t) => tableKey(t.schema, t.name)));
+  if (!plan) return { emptyOnSource: notCopied, exact: notCopied };
+  if (phase === 'regular') {
+    const empty = new Set([...plan.keys, ...notCopied]);
+    return { select: (k) => !plan.matviewKeys.has(k) && !plan.ancestorKeys.has(k), emptyOnSource: empty, exact: empty };
+  }
   return {
     select: (k) => plan.keys.has(k) || plan.matviewKeys.has(k) || plan.ancestorKeys.has(k),
     emptyOnSource: new Set(),
@@ -40,7 +46,7 @@ function scope(plan: DeferredPlan | undefined, phase: VerifyPhase): Scope {
 /** Counts the source for a phase (in `snapshot`, the one its data was read in) and keeps the counts. */
 export async function countSource(ctx: Context, job: DatabaseJob, phase: VerifyPhase, snapshot: string | undefined): Promise<void> {
   const variant = countsVariant(ctx.options.fastVerify, phase);
-  const s = scope(job.plan.deferred, phase);
+  const s = scope(job, phase);
   const t0 = performance.now();
   const { counts, estimated } = await countTables({
     server: ctx.source,
@@ -93,7 +99,7 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
   if (src === undefined) throw new MigrateError(`${db}: the source counts could not be kept in the state directory; run again`);
   ctx.emit({ type: 'phase', db, phase: phase === 'regular' ? 'counting target' : 'deferred verifying' });
   const t0 = performance.now();
-  const s = scope(job.plan.deferred, phase);
+  const s = scope(job, phase);
   let dst = await job.state.counts('dst', variant);
   let estimatedDst: string[] = [];
   let aggregates: Set<string> | undefined;

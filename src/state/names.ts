@@ -95,7 +95,11 @@ export type DatabaseDoc =
   /** A --redo-db this migration has acted on. */
   | 'redo.json'
   /** Why the database's last attempt failed, and in which step (removed once it verifies). */
-  | 'last_error.json';
+  | 'last_error.json'
+  /** Its publication, slot and subscription (online mode). */
+  | 'online.json'
+  /** The units of the unreplicated tables' copy at cutover (online mode). */
+  | 'cutover_loads.json';
 
 /** What a database directory holds that `forget` keeps: the proof of ownership, and the record of a redo. */
 export const KEPT_BY_FORGET: readonly string[] = ['restore_started', 'redo.json'];

@@ -36,7 +36,15 @@ export interface MarkerInfo {
 export type TableCounts = Record<string, number>;
 
 /** The run's own files in pg_migrate_state/ (a database's files are in databases/<name>/). */
-const RUN_FILES = { layout: 'layout.json', pair: 'pair.json', lock: 'run.lock', tuning: 'tuning.json', globals: 'globals.done', roles: 'roles.json' } as const;
+const RUN_FILES = {
+  layout: 'layout.json',
+  pair: 'pair.json',
+  lock: 'run.lock',
+  tuning: 'tuning.json',
+  globals: 'globals.done',
+  roles: 'roles.json',
+  fence: 'fence.json',
+} as const;
 const DATABASES = 'databases';
 /** The state layout this version writes: 2 = a directory per database. */
 const LAYOUT_VERSION = 2;
@@ -139,6 +147,11 @@ export class StateStore {
   /** The file of the tuning backup (pipeline/tune.ts). */
   get tuningPath(): string {
     return this.file(RUN_FILES.tuning);
+  }
+
+  /** The record of a cutover's fence on the source (pipeline/cutover.ts). */
+  get fencePath(): string {
+    return this.file(RUN_FILES.fence);
   }
 
   /** The record of the target's roles (pipeline/globals.ts). */

@@ -1,7 +1,7 @@
 /** The `status` command's report. */
 import Table from 'cli-table3';
 import type { MigrationStatus } from '../pipeline/status.ts';
-import { formatCount, formatSeconds } from './format.ts';
+import { formatBytes, formatCount, formatSeconds } from './format.ts';
 
 export function renderStatus(s: MigrationStatus): string {
   if (!s.exists) return `no migration state in ${s.stateDir}`;
@@ -45,6 +45,15 @@ export function renderStatus(s: MigrationStatus): string {
   }
   if (dbs.length > 0) lines.push(table.toString());
   for (const d of dbs) if (d.error) lines.push(`${d.name} failed at ${d.error.at} while ${d.error.step}: ${d.error.message}`);
+  for (const d of dbs) {
+    const r = d.replication;
+    if (!r) continue;
+    const lag =
+      r.lagBytes === undefined
+        ? ''
+        : `; ${r.applying === true ? 'applying' : 'NOT applying (see the target server log)'}, ${r.lagBytes === null ? '?' : formatBytes(r.lagBytes)} behind${r.lagSeconds === null || r.lagSeconds === undefined ? '' : ` (${formatSeconds(r.lagSeconds)})`}`;
+    lines.push(`${d.name}: ${r.state} (subscription ${r.subscription}, slot ${r.slot})${lag}`);
+  }
   const by = (r: string): number => s.databases.filter((d) => d.result === r).length;
   lines.push(
     `${String(by('verified'))} verified, ${String(by('in progress'))} in progress, ${String(by('failed'))} failed, ${String(by('not started'))} not started`,

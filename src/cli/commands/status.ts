@@ -2,22 +2,32 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
-import { readStatus } from '../../pipeline/status.ts';
+import { addReplicationLag, readStatus } from '../../pipeline/status.ts';
 import { ExitCode } from '../../errors.ts';
 import { renderStatus } from '../../ui/status.ts';
-import { outputOptions } from '../args.ts';
+import { connectionOptions, outputOptions } from '../args.ts';
+import { resolveOptions, type RawOptions } from '../../options.ts';
 
 export const command = 'status';
-export const describe = 'show, from the state directory alone, where the migration stands: each database, the run going, a pending tuning';
+export const describe =
+  'show, from the state directory alone, where the migration stands: each database, the run going, a pending tuning; with --to-host also the replication lag of an online migration';
 export const builder = <T>(y: Argv<T>) =>
-  outputOptions(y)
+  outputOptions(connectionOptions(y))
     .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ [default: $HOME]' })
     .option('json', { type: 'boolean', default: false, describe: 'print the status as JSON' });
 
-type StatusArgs = ArgumentsCamelCase<{ stateDir?: string; json: boolean }>;
+type StatusArgs = ArgumentsCamelCase<RawOptions & { stateDir?: string; json: boolean }>;
 
 export async function runStatusCommand(argv: StatusArgs): Promise<number> {
   const status = await readStatus(path.resolve(argv.stateDir ?? process.env.HOME ?? os.homedir()));
+  // With the target's connection options, an online migration's replication lag is asked of the servers.
+  if (argv.toHost !== undefined && argv.toHost.trim() !== '') {
+    const o = resolveOptions(argv);
+    const appName = `pg-migrate/status-${String(process.pid)}`;
+    await addReplicationLag(status, { side: 'source', endpoint: o.from, appName }, { side: 'target', endpoint: o.to, appName }).catch((err: unknown) => {
+      process.stderr.write(`pg-migrate: the replication lag could not be read: ${(err as Error).message}\n`);
+    });
+  }
   process.stdout.write(argv.json ? `${JSON.stringify(status, null, 2)}\n` : `${renderStatus(status)}\n`);
   return ExitCode.ok;
 }

@@ -1,0 +1,70 @@
+/** `pg-migrate cutover`: the end of an online migration (see pipeline/cutover.ts); --dry-run shows what it would do. */
+import type { ArgumentsCamelCase, Argv } from 'yargs';
+import { runCutover } from '../../pipeline/cutover.ts';
+import { DEFAULTS, resolveOptions, type RawOptions } from '../../options.ts';
+import { ExitCode, MigrateError } from '../../errors.ts';
+import { connectionOptions, outputOptions } from '../args.ts';
+import { createReporter, type ProgressMode } from '../renderer.ts';
+
+export const command = 'cutover';
+export const describe =
+  'end an online migration: stop writes on the source, let the target catch up, copy sequences and what replication does not carry, compare, drop the replication';
+export const builder = <T>(y: Argv<T>) =>
+  outputOptions(connectionOptions(y))
+    .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ [default: $HOME]' })
+    .option('dump-root', { type: 'string', default: DEFAULTS.dumpRoot, describe: 'directory for the copies of the unreplicated tables' })
+    .option('pg-bin-dir', { type: 'string', describe: 'directory of psql [default: PATH]' })
+    .option('grace-seconds', {
+      type: 'number',
+      default: 3,
+      describe: 'seconds between making new sessions read-only and ending the sessions still open on the source',
+    })
+    .option('catchup-timeout', { type: 'number', default: 60, describe: 'seconds to wait for the subscriptions to apply everything written before the stop' })
+    .option('fence-roles', {
+      type: 'string',
+      array: true,
+      describe: "end only these roles' sessions on the source [default: every session but the tool's own]",
+    })
+    .option('dry-run', { type: 'boolean', default: false, describe: 'show what the cutover would do; change nothing' });
+
+type CutoverArgs = ArgumentsCamelCase<
+  RawOptions & { progress: ProgressMode; graceSeconds: number; catchupTimeout: number; fenceRoles?: string[]; dryRun: boolean }
+>;
+
+export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
+  let options;
+  try {
+    options = resolveOptions(argv);
+  } catch (err) {
+    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
+    return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
+  }
+  const reporter = createReporter(process.stderr, argv.progress);
+  const summary = await runCutover(
+    options,
+    {
+      graceSeconds: argv.graceSeconds,
+      catchupTimeoutSeconds: argv.catchupTimeout,
+      ...(argv.fenceRoles ? { fenceRoles: argv.fenceRoles } : {}),
+      dryRun: argv.dryRun,
+    },
+    {
+      onEvent: (e) => {
+        reporter.onEvent(e);
+      },
+    },
+  );
+  await reporter.close();
+  for (const line of summary.lines) process.stdout.write(`${line}\n`);
+  for (const d of summary.databases) {
+    process.stdout.write(
+      `${d.name}: ${String(d.sequences)} sequences set, ${String(d.tablesCopied)} tables copied, ${String(d.largeObjects)} large objects written, ${String(d.rows ?? 0)} rows compared\n`,
+    );
+  }
+  if (summary.error !== undefined) process.stderr.write(`pg-migrate: ${summary.error}\n`);
+  return summary.exitCode;
+}
+
+export const handler = async (argv: CutoverArgs): Promise<void> => {
+  process.exitCode = await runCutoverCommand(argv);
+};

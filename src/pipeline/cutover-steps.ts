@@ -1,0 +1,169 @@
+/**
+ * The steps of a cutover that touch the servers: fencing the source's databases against writes (and
+ * putting their settings back), waiting until every subscription applied the source's WAL up to a
+ * point, and copying what logical replication does not carry (sequences, large objects).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type pg from 'pg';
+import { oneRow, withClient, type Server } from '../pg/connect.ts';
+import { sequences } from '../pg/catalog.ts';
+import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
+import { MigrateError } from '../errors.ts';
+
+/** A database's setting of default_transaction_read_only before the fence (null: not set for the database). */
+export interface FenceRecord {
+  at: string;
+  databases: { name: string; previous: string | null }[];
+  /** Set once the cutover completed: the source stays read-only on purpose. */
+  completedAt?: string;
+}
+
+/** The database-level value of default_transaction_read_only, if set. */
+async function dbSetting(c: pg.ClientBase, db: string): Promise<string | null> {
+  const r = await c.query<{ v: string | null }>(
+    `select (select substr(s, length('default_transaction_read_only=') + 1) from unnest(setconfig) s where s like 'default_transaction_read_only=%') as v
+       from pg_db_role_setting where setdatabase = (select oid from pg_database where datname = $1) and setrole = 0`,
+    [db],
+  );
+  return r.rows[0]?.v ?? null;
+}
+
+/** What the fence will change, read before it changes anything. */
+export async function fenceRecord(source: Server, dbs: string[]): Promise<FenceRecord> {
+  return withClient(source, source.endpoint.database, async (c) => ({
+    at: new Date().toISOString(),
+    databases: await Promise.all(dbs.map(async (name) => ({ name, previous: await dbSetting(c, name) }))),
+  }));
+}
+
+/**
+ * Stops writes on the source's databases: new sessions start read-only (default_transaction_read_only
+ * = on for the database); after the grace period the client sessions still in them are ended (the
+ * run's own and the replication connections excepted). Returns the sessions ended.
+ */
+export async function fence(source: Server, record: FenceRecord, graceSeconds: number, roles: string[] | undefined): Promise<number> {
+  return withClient(source, source.endpoint.database, async (c) => {
+    for (const d of record.databases) await c.query(`alter database ${quoteIdent(d.name)} set default_transaction_read_only = on`);
+    await sleep(graceSeconds * 1000);
+    const r = await c.query<{ n: string }>(
+      `select count(pg_terminate_backend(pid))::text as n from pg_stat_activity
+        where datname = any($1::text[]) and pid <> pg_backend_pid() and backend_type = 'client backend'
+          and coalesce(application_name, '') not like 'pg-migrate/%'
+          and ($2::text[] is null or usename = any($2::text[]))`,
+      [record.databases.map((d) => d.name), roles ?? null],
+    );
+    return Number(r.rows[0]?.n ?? 0);
+  });
+}
+
+/** Puts back each fenced database's setting as it was. */
+export async function unfence(source: Server, record: FenceRecord): Promise<void> {
+  await withClient(source, source.endpoint.database, async (c) => {
+    for (const d of record.databases) {
+      await c.query(
+        d.previous === null
+          ? `alter database ${quoteIdent(d.name)} reset default_transaction_read_only`
+          : `alter database ${quoteIdent(d.name)} set default_transaction_read_only = ${quoteLiteral(d.previous)}`,
+      );
+    }
+  });
+}
+
+/**
+ * Waits until every slot confirmed the source's WAL up to its current end (the subscriptions applied
+ * everything committed before the fence); fails when an apply worker is not running or after the timeout.
+ */
+export async function waitForCatchUp(
+  source: Server,
+  target: Server,
+  subs: { db: string; slot: string; subscription: string }[],
+  timeoutSeconds: number,
+): Promise<void> {
+  const lsn = await withClient(source, source.endpoint.database, async (c) => oneRow(await c.query<{ l: string }>('select pg_current_wal_lsn()::text as l')).l);
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  await withClient(source, source.endpoint.database, (src) =>
+    withClient(target, target.endpoint.database, async (dst) => {
+      for (;;) {
+        const behind = await src.query<{ slot: string }>(
+          'select slot_name as slot from pg_replication_slots where slot_name = any($1::text[]) and (confirmed_flush_lsn is null or confirmed_flush_lsn < $2::pg_lsn)',
+          [subs.map((s) => s.slot), lsn],
+        );
+        if (behind.rowCount === 0) return;
+        const workers = await dst.query<{ name: string }>(
+          'select subname as name from pg_stat_subscription where pid is not null and subname = any($1::text[])',
+          [subs.map((s) => s.subscription)],
+        );
+        const running = new Set(workers.rows.map((r) => r.name));
+        const dead = subs.filter((s) => behind.rows.some((b) => b.slot === s.slot) && !running.has(s.subscription));
+        if (dead.length > 0 && Date.now() > deadline - timeoutSeconds * 500) {
+          throw new MigrateError(
+            `the subscriptions of ${dead.map((d) => d.db).join(', ')} are not applying changes (no apply worker on the target): look for errors in the target's server log`,
+          );
+        }
+        if (Date.now() > deadline) {
+          throw new MigrateError(
+            `the subscriptions of ${behind.rows.map((b) => subs.find((s) => s.slot === b.slot)?.db ?? b.slot).join(', ')} did not catch up with the source within ${String(timeoutSeconds)} s; raise --catchup-timeout or look at the target's server log`,
+          );
+        }
+        await sleep(50);
+      }
+    }),
+  );
+}
+
+/** Sets every sequence of the target database to the source's value (last_value and is_called, read from each sequence itself). */
+export async function copySequences(source: Server, target: Server, db: string): Promise<number> {
+  const values = await withClient(source, db, async (c) => {
+    const out: { name: string; last: string; called: boolean }[] = [];
+    for (const s of await sequences(c)) {
+      const name = qualify(s.schema, s.name);
+      const r = oneRow(await c.query<{ last: string; called: boolean }>(`select last_value::text as last, is_called as called from ${name}`));
+      out.push({ name, ...r });
+    }
+    return out;
+  });
+  await withClient(target, db, async (c) => {
+    for (const v of values) await c.query('select setval($1::regclass, $2::bigint, $3::boolean)', [v.name, v.last, v.called]);
+  });
+  return values.length;
+}
+
+/**
+ * Makes the target's large objects those of the source: any that differ (content or owner) or are
+ * missing are written again, and any the source no longer has are removed. Returns how many changed.
+ */
+export async function copyLargeObjects(source: Server, target: Server, db: string): Promise<number> {
+  const list = async (c: pg.Client): Promise<Map<string, string>> => {
+    const r = await c.query<{ oid: string; h: string }>(
+      "select m.oid::text as oid, md5(lo_get(m.oid)) || ':' || pg_get_userbyid(m.lomowner) as h from pg_largeobject_metadata m",
+    );
+    return new Map(r.rows.map((row) => [row.oid, row.h]));
+  };
+  return withClient(source, db, (src) =>
+    withClient(target, db, async (dst) => {
+      const [a, b] = await Promise.all([list(src), list(dst)]);
+      let changed = 0;
+      for (const [oid, h] of a) {
+        if (b.get(oid) === h) continue;
+        const data = oneRow(
+          await src.query<{ d: Buffer; owner: string }>(
+            'select lo_get($1::oid) as d, pg_get_userbyid(lomowner) as owner from pg_largeobject_metadata where oid = $1::oid',
+            [oid],
+          ),
+        );
+        await dst.query('begin');
+        if (b.has(oid)) await dst.query('select lo_unlink($1::oid)', [oid]);
+        await dst.query('select lo_from_bytea($1::oid, $2::bytea)', [oid, data.d]);
+        await dst.query(`alter large object ${oid} owner to ${quoteIdent(data.owner)}`);
+        await dst.query('commit');
+        changed++;
+      }
+      for (const oid of b.keys()) {
+        if (a.has(oid)) continue;
+        await dst.query('select lo_unlink($1::oid)', [oid]);
+        changed++;
+      }
+      return changed;
+    }),
+  );
+}

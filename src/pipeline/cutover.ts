@@ -1,0 +1,239 @@
+/**
+ * `cutover`: the end of an online migration. The source's schema is checked against the one the copy
+ * saw; writes on the source are stopped (new sessions read-only, the others ended after a grace
+ * period); once every subscription applied the source's WAL up to that point, what replication does
+ * not carry is copied (sequences, the unreplicated tables, large objects); both sides, quiet, are
+ * compared; then the subscriptions, slots and publications are dropped. If any step before the drop
+ * fails, the source is made writable again and nothing is dropped: the operator can retry.
+ */
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import PQueue from 'p-queue';
+import type { MigrateOptions } from '../options.ts';
+import { ControlConnections, oneRow, withClient, type Server } from '../pg/connect.ts';
+import { schemaFingerprint } from '../pg/catalog.ts';
+import { prepareChildAuth } from '../pg/passfile.ts';
+import { planParallelism } from '../plan.ts';
+import { ChildRegistry } from '../proc/run.ts';
+import { discoverTools } from '../proc/tools.ts';
+import { StateStore } from '../state/store.ts';
+import { encodeName } from '../state/names.ts';
+import { ExitCode, MigrateError, errorMessage } from '../errors.ts';
+import type { EventSink } from '../events.ts';
+import { compareCounts, countTables } from './counts.ts';
+import { type Context, type DatabaseJob } from './context.ts';
+import { copyLargeObjects, copySequences, fence, fenceRecord, unfence, waitForCatchUp, type FenceRecord } from './cutover-steps.ts';
+import { loadUnits, undoInterruptedLoad, type LoadSpec } from './deferred-load.ts';
+import { StateLock, TargetLock } from './lock.ts';
+import { dropReplication, type OnlineRecord } from './online.ts';
+import { serverFacts } from './facts.ts';
+
+export interface CutoverOptions {
+  /** Seconds between making new sessions read-only and ending the sessions still open. */
+  graceSeconds: number;
+  /** How long to wait for the subscriptions to catch up. */
+  catchupTimeoutSeconds: number;
+  /** Only the roles whose sessions are ended (all but the tool's own when undefined). */
+  fenceRoles?: string[];
+  dryRun: boolean;
+}
+
+export interface CutoverSummary {
+  databases: { name: string; sequences: number; tablesCopied: number; largeObjects: number; rows?: number }[];
+  /** Seconds during which the source took no writes (from the end of the grace period to the end). */
+  writeStopSeconds?: number;
+  /** What a dry run would do, or what was done (one line each). */
+  lines: string[];
+  exitCode: number;
+  error?: string;
+}
+
+/** Runs the cutover of every database the state says is replicating. */
+export async function runCutover(
+  options: MigrateOptions,
+  co: CutoverOptions,
+  hooks: { onEvent?: EventSink; env?: NodeJS.ProcessEnv } = {},
+): Promise<CutoverSummary> {
+  const emit: EventSink = hooks.onEvent ?? (() => undefined);
+  const env = hooks.env ?? process.env;
+  const summary: CutoverSummary = { databases: [], lines: [], exitCode: ExitCode.ok };
+  const appName = `pg-migrate/${randomBytes(4).toString('hex')}`;
+  const source: Server = { side: 'source', endpoint: options.from, appName };
+  const target: Server = { side: 'target', endpoint: options.to, appName };
+  const store = new StateStore(options.stateDir);
+  const { lock } = await StateLock.take(store, appName);
+  let targetLock: TargetLock | undefined;
+  const children = new ChildRegistry();
+  const control = new ControlConnections();
+  const auth = await prepareChildAuth([options.from, options.to], env, appName);
+  let fenced: FenceRecord | undefined;
+  try {
+    targetLock = await TargetLock.take(target);
+    await store.init();
+    const names = await store.databaseNames();
+    const records = new Map<string, OnlineRecord>();
+    for (const name of names) {
+      const r = await store.database(name).doc<OnlineRecord>('online.json');
+      if (r) records.set(name, r);
+    }
+    const unfinished = [...records].filter(([, r]) => r.subscribedAt === undefined).map(([n]) => n);
+    if (unfinished.length > 0)
+      throw new MigrateError(`the copy of ${unfinished.join(', ')} has not finished: run pg-migrate migrate --online again first`, ExitCode.failed);
+    const dbs = [...records].filter(([, r]) => r.subscribedAt !== undefined && r.cutoverAt === undefined);
+    if (dbs.length === 0)
+      throw new MigrateError(`no database replicates from the source in ${store.root}: run pg-migrate migrate --online first`, ExitCode.failed);
+
+    // A cutover stopped half-way (a crash) left the source fenced: open it again first.
+    const earlier = await store.readDoc<FenceRecord>(store.fencePath);
+    if (earlier && earlier.completedAt === undefined) {
+      await unfence(source, earlier);
+      await store.removeDoc(store.fencePath);
+      summary.lines.push('made the source writable again after a cutover that was interrupted');
+    }
+
+    // Schema changes are not replicated: refuse a cutover over them, before anything changes.
+    const changes: string[] = [];
+    for (const [db, r] of dbs) {
+      const now = await withClient(source, db, schemaFingerprint);
+      const then = r.fingerprint ?? {};
+      for (const k of new Set([...Object.keys(now), ...Object.keys(then)])) {
+        if (now[k] !== then[k])
+          changes.push(
+            `${db}: ${k.slice(2)} ${then[k] === undefined ? 'was created' : now[k] === undefined ? 'was dropped' : 'was changed'} on the source since the copy`,
+          );
+      }
+    }
+    if (changes.length > 0) {
+      throw new MigrateError(
+        `the source's schema changed since the copy, and logical replication does not carry schema changes:\n  - ${changes.join('\n  - ')}\nmake the same changes on the target (or migrate those databases afresh with pg-migrate migrate --online --redo-db), then cut over`,
+        ExitCode.failed,
+      );
+    }
+    const tools = await discoverTools(options.pgBinDir, env);
+    if (!tools.tools) throw new MigrateError(tools.problems.join('; '), ExitCode.preflight);
+    const [sf, tf] = await Promise.all([
+      withClient(source, source.endpoint.database, (c) => serverFacts(c, source)),
+      withClient(target, target.endpoint.database, (c) => serverFacts(c, target)),
+    ]);
+    const parallelism = planParallelism(options, os.availableParallelism(), sf, tf);
+    const ctx: Context = {
+      options,
+      source,
+      target,
+      sourceMajor: sf.major,
+      targetMajor: tf.major,
+      pair: { source: sf.identity, target: tf.identity },
+      store,
+      tools: tools.tools,
+      plan: { cores: os.availableParallelism(), parallelism, compression: '1', databases: [] },
+      childEnv: auth.env,
+      children,
+      control,
+      verifyQueue: new PQueue({ concurrency: parallelism.verifyConcurrency }),
+      signal: new AbortController().signal,
+      emit,
+    };
+    for (const [db, r] of dbs) {
+      summary.lines.push(
+        `${db}: stop writes, wait for ${r.subscription} to catch up, set the sequences, copy ${String(r.notReplicated.length)} unreplicated tables${r.notReplicated.length > 0 ? ` (${r.notReplicated.map((t) => `${t.schema}.${t.name}`).join(', ')})` : ''} and the large objects, compare, drop ${r.subscription}`,
+      );
+    }
+    if (co.dryRun) return summary;
+
+    // 1. Stop writes.
+    emit({ type: 'stage', stage: 'cutover', status: 'start', message: `fencing ${String(dbs.length)} databases on the source` });
+    fenced = await fenceRecord(
+      source,
+      dbs.map(([db]) => db),
+    );
+    await store.writeDoc(store.fencePath, fenced);
+    const ended = await fence(source, fenced, co.graceSeconds, co.fenceRoles);
+    const stopped = performance.now();
+    summary.lines.push(`stopped writes on the source (${String(ended)} sessions ended after ${String(co.graceSeconds)} s)`);
+
+    // 2. Catch up.
+    await waitForCatchUp(
+      source,
+      target,
+      dbs.map(([db, r]) => ({ db, slot: r.slot, subscription: r.subscription })),
+      co.catchupTimeoutSeconds,
+    );
+
+    // 3. What replication does not carry, and 4. the comparison with both sides quiet.
+    for (const [db, r] of dbs) {
+      const job: DatabaseJob = {
+        plan: { name: db, sizeBytes: null, dumpJobs: 1, restoreJobs: 1, dataPath: 'stream' },
+        state: store.database(db),
+        result: { name: db, sizeBytes: null, status: 'failed', warnings: [] },
+      };
+      const seqs = await copySequences(source, target, db);
+      const load = await unreplicatedLoad(source, db, r);
+      await undoInterruptedLoad(ctx, job, load);
+      for (const t of r.notReplicated) {
+        const rows = await withClient(target, db, async (c) => (await c.query(`select 1 from only ${quoteQualified(t.schema, t.name)} limit 1`)).rowCount ?? 0);
+        if (rows > 0)
+          throw new MigrateError(
+            `${db}: ${t.schema}.${t.name} on the target holds rows written since the copy; it cannot be copied over them: empty it there, then cut over again`,
+          );
+      }
+      if (load.tables.length > 0) await loadUnits(ctx, job, load, undefined, path.join(options.dumpRoot, `${encodeName(db)}.cutover.ranges`));
+      const los = await copyLargeObjects(source, target, db);
+      const [a, b] = await Promise.all([
+        countTables({ server: source, database: db, verifyQueue: ctx.verifyQueue }),
+        countTables({ server: target, database: db, verifyQueue: ctx.verifyQueue }),
+      ]);
+      const cmp = compareCounts(a.counts, b.counts, new Set(), a.aggregates);
+      if (!cmp.ok) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${cmp.errors.slice(0, 10).join('; ')}`);
+      summary.databases.push({ name: db, sequences: seqs, tablesCopied: load.tables.length, largeObjects: los, rows: cmp.rows });
+    }
+
+    // 5. Done: the subscriptions (and with them the slots) and the publications go; the source stays read-only.
+    for (const [db, r] of dbs) {
+      summary.lines.push(...(await dropReplication({ source, target }, db, r)));
+      await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
+    }
+    summary.writeStopSeconds = Math.round((performance.now() - stopped) / 100) / 10;
+    await store.writeDoc(store.fencePath, { ...fenced, completedAt: new Date().toISOString() } satisfies FenceRecord);
+    fenced = undefined;
+    summary.lines.push(
+      `cut over: writes were stopped for ${String(summary.writeStopSeconds)} s. The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
+    );
+    emit({ type: 'stage', stage: 'cutover', status: 'done' });
+  } catch (err) {
+    summary.exitCode = err instanceof MigrateError ? err.exitCode : ExitCode.internal;
+    if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.failed;
+    summary.error = errorMessage(err);
+    if (fenced) {
+      // Nothing was dropped: the source takes writes again, the subscriptions go on.
+      await unfence(source, fenced)
+        .then(() => store.removeDoc(store.fencePath))
+        .then(() => summary.lines.push('the source takes writes again; the subscriptions go on: fix what is named above and cut over again'))
+        .catch((e: unknown) => {
+          summary.error = `${summary.error ?? ''}\nthe source could not be made writable again (${errorMessage(e)}): run pg-migrate cleanup, or ALTER DATABASE <name> RESET default_transaction_read_only for each database`;
+        });
+    }
+  } finally {
+    await children.settled();
+    await control.close();
+    await auth.dispose();
+    await targetLock?.release();
+    await lock.release();
+  }
+  return summary;
+}
+
+const quoteQualified = (schema: string, name: string): string => `"${schema.replaceAll('"', '""')}"."${name.replaceAll('"', '""')}"`;
+
+/** The unreplicated tables of a database as a load (their source oids read now). */
+async function unreplicatedLoad(source: Server, db: string, r: OnlineRecord): Promise<LoadSpec> {
+  const tables = await withClient(source, db, async (c) => {
+    const out: LoadSpec['tables'] = [];
+    for (const t of r.notReplicated) {
+      const oid = oneRow(await c.query<{ oid: string | null }>('select to_regclass($1)::oid::text as oid', [quoteQualified(t.schema, t.name)])).oid;
+      if (oid !== null) out.push({ oid, schema: t.schema, name: t.name, kind: 'r' });
+    }
+    return out;
+  });
+  return { doc: 'cutover_loads.json', dir: 'cutover-loads', tables };
+}

@@ -1,0 +1,228 @@
+/**
+ * Online mode (--online): each database's copy reads the snapshot that a logical replication slot
+ * exports, so that a subscription on the target attached to that slot afterwards (copy_data = false)
+ * has PostgreSQL apply exactly the changes committed after the copy. No apply code of ours. Tables
+ * that logical replication cannot keep in sync without breaking the source (no usable replica
+ * identity, unlogged) are not published; they are copied at cutover, when writes are stopped, unless
+ * --replica-identity-full lets the tool set REPLICA IDENTITY FULL on them (put back at cutover).
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { clientConfig, describePgError, oneRow, withClient } from '../pg/connect.ts';
+import { replicationClasses, schemaFingerprint, type ReplicationClass } from '../pg/catalog.ts';
+import { inSnapshot, type WithSnapshot } from '../pg/snapshot.ts';
+import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
+import { MigrateError, errorMessage } from '../errors.ts';
+import type { PairIdentity } from '../state/store.ts';
+import type { Endpoint } from '../options.ts';
+import { dbName, type Context, type DatabaseJob } from './context.ts';
+
+/** What the state keeps of a database's replication (databases/<db>/online.json). */
+export interface OnlineRecord {
+  publication: string;
+  slot: string;
+  subscription: string;
+  /** Tables not published (copied at cutover), with why and their size. */
+  notReplicated: ReplicationClass[];
+  /** Tables whose replica identity this migration set to FULL on the source, with the earlier setting. */
+  identityFull: { schema: string; name: string; previous: string }[];
+  /** The schema as the copy saw it (compared at cutover). */
+  fingerprint?: Record<string, string>;
+  /** Where the slot's consistent point was (the copy's snapshot). */
+  consistentPoint?: string;
+  /** Set once the subscription exists on the target. */
+  subscribedAt?: string;
+  /** Set once the database was cut over (its replication dropped). */
+  cutoverAt?: string;
+}
+
+/** The names of one database's publication, slot and subscription: the pair's hash and the source database's oid. */
+export function onlineNames(pair: PairIdentity, sourceDbOid: string): { publication: string; slot: string; subscription: string } {
+  const hash = createHash('sha256').update(`${pair.source.systemIdentifier}>${pair.target.systemIdentifier}`).digest('hex').slice(0, 8);
+  return { publication: `pg_migrate_${hash}`, slot: `pg_migrate_${hash}_${sourceDbOid}`, subscription: `pg_migrate_${hash}_${sourceDbOid}` };
+}
+
+/** A libpq keyword/value string (values quoted as libpq reads them). */
+export function conninfoString(parts: Record<string, string | number | undefined>): string {
+  return Object.entries(parts)
+    .filter((e): e is [string, string | number] => e[1] !== undefined && e[1] !== '')
+    .map(([k, v]) => `${k}='${String(v).replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`)
+    .join(' ');
+}
+
+/**
+ * How the target server reaches the source for a database: --online-source (a keyword/value string
+ * whose dbname is replaced) or the source connection the tool uses, with its password (kept in the
+ * target's pg_subscription until the subscription is dropped; the statement is never logged).
+ */
+export function subscriptionConninfo(onlineSource: string | undefined, e: Endpoint, db: string): string {
+  if (onlineSource !== undefined) return `${onlineSource.replace(/(^|\s)dbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)/g, '')} ${conninfoString({ dbname: db })}`.trim();
+  return conninfoString({ host: e.host, port: e.port, user: e.user, password: e.password, dbname: db });
+}
+
+/**
+ * Before a database's copy (an earlier attempt's slot and publication dropped by the caller):
+ * REPLICA IDENTITY FULL is set where the operator allowed it, and the publication is created — before
+ * the slot, or changes committed in between are lost.
+ */
+export async function prepareReplication(
+  ctx: Context,
+  job: DatabaseJob,
+  pair: PairIdentity,
+  identityFullBefore: OnlineRecord['identityFull'],
+): Promise<OnlineRecord> {
+  const db = dbName(job);
+  return withClient(ctx.source, db, async (c) => {
+    const oid = oneRow(await c.query<{ oid: string }>('select oid::text as oid from pg_database where datname = current_database()')).oid;
+    const names = onlineNames(pair, oid);
+    const classes = await replicationClasses(c);
+    const identityFull = [...identityFullBefore];
+    if (ctx.options.replicaIdentityFull) {
+      for (const t of classes.filter((x) => !x.publishable && x.why !== 'unlogged')) {
+        const previous = oneRow(
+          await c.query<{ r: string }>('select relreplident::text as r from pg_class where oid = $1::regclass', [qualify(t.schema, t.name)]),
+        ).r;
+        if (!identityFull.some((x) => x.schema === t.schema && x.name === t.name)) identityFull.push({ schema: t.schema, name: t.name, previous });
+        await job.state.setDoc('online.json', { ...names, notReplicated: [], identityFull } satisfies OnlineRecord);
+        await c.query(`alter table ${qualify(t.schema, t.name)} replica identity full`);
+        t.publishable = true;
+        delete t.why;
+      }
+    }
+    const record: OnlineRecord = { ...names, notReplicated: classes.filter((t) => !t.publishable), identityFull };
+    await job.state.setDoc('online.json', record);
+    const published = classes.filter((t) => t.publishable).map((t) => qualify(t.schema, t.name));
+    await c.query(`drop publication if exists ${quoteIdent(names.publication)}`);
+    await c.query(`create publication ${quoteIdent(names.publication)}${published.length > 0 ? ` for table ${published.join(', ')}` : ''}`);
+    return record;
+  });
+}
+
+/**
+ * The snapshot of a replication slot created now for the database: held on its replication connection
+ * (kept silent: any command would end the snapshot) while `fn` reads it; the schema's fingerprint is
+ * taken in it for the cutover's check.
+ */
+export function slotSnapshot(ctx: Context, job: DatabaseJob, record: OnlineRecord): WithSnapshot {
+  return async (fn) => {
+    const db = dbName(job);
+    const repl = new pg.Client({ ...clientConfig(ctx.source, db), replication: 'database' } as pg.ClientConfig);
+    repl.on('error', () => undefined);
+    await repl.connect();
+    try {
+      // The exporting walsender sits idle in a transaction while the copy reads its snapshot.
+      await repl.query('set idle_in_transaction_session_timeout = 0');
+      const slot = oneRow(
+        await repl.query<{ snapshot_name: string; consistent_point: string }>(
+          `CREATE_REPLICATION_SLOT ${quoteIdent(record.slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,
+        ),
+      );
+      const fingerprint = await withClient(ctx.source, db, (c) => inSnapshot(c, slot.snapshot_name, () => schemaFingerprint(c)));
+      await job.state.setDoc('online.json', { ...record, fingerprint, consistentPoint: slot.consistent_point } satisfies OnlineRecord);
+      return await fn(slot.snapshot_name);
+    } catch (err) {
+      throw err instanceof MigrateError
+        ? err
+        : new MigrateError(`creating the replication slot ${record.slot} of ${db} on the source: ${describePgError(err)}`);
+    } finally {
+      await repl.end().catch(() => undefined);
+    }
+  };
+}
+
+/** Attaches the target database to its slot: PostgreSQL applies every change committed after the copy's snapshot. */
+export async function subscribe(ctx: Context, job: DatabaseJob): Promise<void> {
+  const db = dbName(job);
+  const record = await job.state.doc<OnlineRecord>('online.json');
+  if (!record) throw new MigrateError(`${db}: the record of its replication is missing from the state; migrate it afresh with --redo-db ${JSON.stringify(db)}`);
+  const slotThere = await withClient(
+    ctx.source,
+    ctx.source.endpoint.database,
+    async (c) => (await c.query('select 1 from pg_replication_slots where slot_name = $1', [record.slot])).rowCount === 1,
+  );
+  if (!slotThere) {
+    throw new MigrateError(
+      `${db}: its replication slot ${record.slot} is gone from the source, so the changes since its copy cannot be replayed; migrate it afresh with --redo-db ${JSON.stringify(db)}`,
+    );
+  }
+  await withClient(ctx.target, db, async (c) => {
+    // The connection string holds a password: neither the statement nor a failure of it is logged.
+    await c.query("set log_statement = 'none'");
+    await c.query("set log_min_error_statement = 'panic'");
+    await c.query('set log_min_duration_statement = -1');
+    const exists =
+      (
+        await c.query('select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())', [
+          record.subscription,
+        ])
+      ).rowCount === 1;
+    if (!exists) {
+      try {
+        await c.query(
+          `create subscription ${quoteIdent(record.subscription)} connection ${quoteLiteral(subscriptionConninfo(ctx.options.onlineSource, ctx.source.endpoint, db))} publication ${quoteIdent(record.publication)} ` +
+            `with (create_slot = false, slot_name = ${quoteLiteral(record.slot)}, copy_data = false, connect = true, enabled = true, synchronous_commit = 'on')`,
+        );
+      } catch (err) {
+        throw new MigrateError(
+          `${db}: the target could not subscribe to the source (${describePgError(err).replace(/password=\S+/g, 'password=***')}); check --online-source and the source's pg_hba.conf`,
+        );
+      }
+    }
+  });
+  await job.state.setDoc('online.json', { ...record, subscribedAt: new Date().toISOString() } satisfies OnlineRecord);
+}
+
+/**
+ * Drops what replication of a database this migration created, and only that: its subscription on
+ * the target (which drops the slot on the source), then the slot if still there, the publication,
+ * and (unless `keepIdentity`) puts back the replica identity it changed. Safe to repeat.
+ */
+export async function dropReplication(
+  ctx: Pick<Context, 'source' | 'target'>,
+  db: string,
+  record: OnlineRecord,
+  opts: { keepIdentity?: boolean } = {},
+): Promise<string[]> {
+  const done: string[] = [];
+  await withClient(ctx.target, ctx.target.endpoint.database, async (c) => {
+    const sub = await c.query<{ enabled: boolean }>('select subenabled as enabled from pg_subscription where subname = $1', [record.subscription]);
+    if (sub.rowCount === 0) return;
+    await withClient(ctx.target, db, async (t) => {
+      try {
+        await t.query(`drop subscription ${quoteIdent(record.subscription)}`);
+      } catch {
+        // The source cannot be reached to drop the slot: detach the subscription from it first.
+        await t.query(`alter subscription ${quoteIdent(record.subscription)} disable`);
+        await t.query(`alter subscription ${quoteIdent(record.subscription)} set (slot_name = none)`);
+        await t.query(`drop subscription ${quoteIdent(record.subscription)}`);
+      }
+    });
+    done.push(`dropped the subscription ${record.subscription} of ${db} on the target`);
+  }).catch((err: unknown) => {
+    done.push(`could not drop the subscription ${record.subscription} of ${db} on the target: ${errorMessage(err)}`);
+  });
+  await withClient(ctx.source, ctx.source.endpoint.database, async (c) => {
+    await c.query('select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = $1 and active_pid is not null', [record.slot]);
+    const r = await c.query('select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1', [record.slot]);
+    if ((r.rowCount ?? 0) > 0) done.push(`dropped the replication slot ${record.slot} on the source`);
+  });
+  await withClient(ctx.source, db, async (c) => {
+    // After a cutover the database is read-only for new sessions: this one is the tool's.
+    await c.query('set default_transaction_read_only = off');
+    const p = await c.query('select 1 from pg_publication where pubname = $1', [record.publication]);
+    if ((p.rowCount ?? 0) > 0) {
+      await c.query(`drop publication ${quoteIdent(record.publication)}`);
+      done.push(`dropped the publication ${record.publication} of ${db} on the source`);
+    }
+    if (opts.keepIdentity !== true) {
+      for (const t of record.identityFull) {
+        const how = t.previous === 'd' ? 'default' : t.previous === 'n' ? 'nothing' : t.previous === 'f' ? 'full' : 'default';
+        await c.query(`alter table ${qualify(t.schema, t.name)} replica identity ${how}`).catch(() => undefined);
+        done.push(`put back the replica identity of ${qualify(t.schema, t.name)} in ${db}`);
+      }
+    }
+  }).catch((err: unknown) => {
+    done.push(`could not clean ${db} on the source: ${errorMessage(err)}`);
+  });
+  return done;
+}
