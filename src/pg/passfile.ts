@@ -8,12 +8,21 @@ import { CONNECT_TIMEOUT_SECONDS } from './connect.ts';
 const escapeField = (s: string): string => s.replaceAll('\\', '\\\\').replaceAll(':', '\\:');
 
 /**
+ * One passfile line `host:port:*:user:password` (any database), `:` and `\` escaped as libpq reads
+ * them. libpq looks a socket directory up by its path, or as `localhost` when it is libpq's default
+ * directory: give a socket directory twice, once as `localhost`.
+ */
+export function passfileLine(host: string, port: string, user: string, password: string): string {
+  return [host, port, '*', user, password].map(escapeField).join(':');
+}
+
+/**
  * Passfile lines for one endpoint. libpq looks a socket directory up by its path, or as `localhost`
  * when it is libpq's default directory: a socket endpoint gets both lines.
  */
 export function passfileLines(e: Endpoint, password: string): string[] {
   const hosts = e.host.startsWith('/') ? [e.host, 'localhost'] : [e.host];
-  return hosts.map((host) => [host, String(e.port), '*', e.user, password].map(escapeField).join(':'));
+  return hosts.map((host) => passfileLine(host, String(e.port), e.user, password));
 }
 
 export interface ChildAuth {
