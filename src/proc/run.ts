@@ -70,6 +70,8 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 const ERROR_LINE = /(^|\s)(error|ERROR|FATAL|PANIC):/;
+/** Lines that belong to the error before them: libpq's detail/hint lines and their tab-indented continuations. */
+const ERROR_CONTINUATION = /^(\S+:\s+)?(detail|DETAIL|hint|HINT|CONTEXT|LINE \d+):|^\t|^ {2,}\S/;
 
 /**
  * util-linux's setpriv, when the machine has it (Linux): a child started through it gets SIGKILL the
@@ -95,6 +97,7 @@ export async function runTool(file: string, args: string[], options: RunOptions)
   if (signal?.aborted) throw new AbortError();
   const stderrTail: string[] = [];
   const errorLines: string[] = [];
+  let inError = false;
   const [program, argv] = withParentDeathSignal(file, args);
   const child = execa(program, argv, {
     env: options.env,
@@ -109,7 +112,9 @@ export async function runTool(file: string, args: string[], options: RunOptions)
         const text = String(line);
         stderrTail.push(text);
         if (stderrTail.length > 200) stderrTail.shift();
-        if (ERROR_LINE.test(text) && errorLines.length < 1000) errorLines.push(text);
+        if (ERROR_LINE.test(text)) inError = true;
+        else if (!ERROR_CONTINUATION.test(text)) inError = false;
+        if (inError && errorLines.length < 1000) errorLines.push(text);
         options.onStderrLine?.(text);
         yield* [];
       },
