@@ -5,7 +5,7 @@
  * recreates only a database whose oid matches, and never one that verified.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { withClient } from '../pg/connect.ts';
+import { oneRow, withClient } from '../pg/connect.ts';
 import { quoteIdent } from '../pg/sql.ts';
 import { withExportedSnapshot, type WithSnapshot } from '../pg/snapshot.ts';
 import type { RelationName } from '../pg/sql.ts';
@@ -141,7 +141,14 @@ async function prepareTargetDatabase(ctx: Context, job: DatabaseJob): Promise<vo
     const started = await job.state.marker(Marker.restoreStarted);
     const owned = ownedOid(started);
     if (owned === oid) await dropOwnDatabase(ctx, job, oid);
-    else if (started && owned === undefined) {
+    else if (started && owned === undefined && (await createdSinceFloor(ctx, db, started))) {
+      ctx.emit({
+        type: 'info',
+        message: `${db}: the database was created by this migration's interrupted restore (before its oid could be recorded); taking it as ours`,
+      });
+      await job.state.setMarker(Marker.restoreStarted, { ...started, oid });
+      await dropOwnDatabase(ctx, job, oid);
+    } else if (started && owned === undefined) {
       throw new MigrateError(
         `database ${JSON.stringify(db)} exists on the target; this migration started restoring it but could not record that it created it (it was stopped at that very moment, or the state was written by an earlier pg-migrate), so it is left alone. ` +
           `If the target's ${db} holds nothing you need, drop it there (DROP DATABASE ${quoteIdent(db)}) and run again; otherwise leave it out with --exclude-db`,
@@ -156,7 +163,25 @@ async function prepareTargetDatabase(ctx: Context, job: DatabaseJob): Promise<vo
       );
     }
   }
-  await job.state.setMarker(Marker.restoreStarted, {});
+  // The transaction counter before the restore: a database of this name whose catalog row was written
+  // by a later transaction was created by this restore even if the run died before it recorded the oid.
+  const floor = oneRow(await ctx.control.query<{ xid: string }>(ctx.target, 'select (txid_current() % 4294967296)::text as xid'));
+  await job.state.setMarker(Marker.restoreStarted, { xidFloor: floor.xid });
+}
+
+/**
+ * Whether the target's database of that name was created after this migration's restore began:
+ * none of that name existed when the restore started (checked just before), and its pg_database row
+ * was written by a transaction newer than the one recorded then (a frozen row proves nothing).
+ */
+async function createdSinceFloor(ctx: Context, db: string, started: MarkerInfo): Promise<boolean> {
+  if (typeof started.xidFloor !== 'string' || !/^\d+$/.test(started.xidFloor)) return false;
+  const r = await ctx.control.query<{ newer: boolean }>(
+    ctx.target,
+    `select xmin::text not in ('0', '1', '2') and age(xmin) < age($2::text::xid) as newer from pg_database where datname = $1`,
+    [db, started.xidFloor],
+  );
+  return r.rows[0]?.newer === true;
 }
 
 /**

@@ -333,3 +333,45 @@ function assertConverted(ws: Workspace, r: CliResult): void {
   assert.deepEqual(leftAtTop, [], `no per-database file left at the top\n${r.output}`);
   assert.ok(existsSync(path.join(ws.markers, 'globals.done')) && existsSync(path.join(ws.markers, 'pair.json')), r.output);
 }
+
+test('killed between the restore creating the database and the run recording its oid: the rerun proves it by transaction order and finishes', async () => {
+  const t0 = Date.now();
+  const { src, dst, ws } = await setUp('sf1d');
+  for (const db of ['adopt', 'handmade']) {
+    await src.query(`create database ${db}`);
+    await src.query(`create table t (id int primary key, v text); insert into t select g, 'v' || g from generate_series(1, 500) g`, [], db);
+  }
+  const args = migrateArgs(src, dst, ws);
+  const first = await runCli(args, cliEnv(src, dst));
+  assert.equal(first.code, 0, first.output);
+
+  // The state a kill -9 leaves in that window: restore_started with the transaction floor and no oid,
+  // the database created on the target after the floor, nothing restored in it yet.
+  const crashState = async (db: string, createdFirst: boolean): Promise<void> => {
+    await dst.query(`drop database ${db} with (force)`);
+    if (createdFirst) await dst.query(`create database ${db}`);
+    const floor = await scalar(dst, 'select (txid_current() % 4294967296)::text as n');
+    if (!createdFirst) await dst.query(`create database ${db}`);
+    for (const m of ['done', 'verify', 'dst_counts.json', 'dst_counts.fast.json']) await fs.rm(stateFile(ws, `${db}.${m}`), { force: true });
+    await fs.writeFile(stateFile(ws, `${db}.restore_started`), JSON.stringify({ at: new Date().toISOString(), xidFloor: String(floor) }));
+  };
+  await crashState('adopt', false);
+  await crashState('handmade', true);
+  await dst.query(`create table mine (id int primary key); insert into mine values (1)`, [], 'handmade');
+
+  const second = await runCli(args, cliEnv(src, dst));
+  assert.equal(second.code, 1, second.output);
+  assert.match(second.output, /adopt: the database was created by this migration's interrupted restore/, second.output);
+  await assertSameAfter(src, dst, 'adopt', second);
+  assert.match(
+    second.output,
+    /database "handmade" exists on the target; this migration started restoring it but could not record that it created it/,
+    second.output,
+  );
+  assert.deepEqual(
+    await dst.query('select id from mine', [], 'handmade'),
+    [{ id: 1 }],
+    `a database that existed before the restore began is left alone\n${second.output}`,
+  );
+  console.log(`1d done in ${since(t0)}`);
+});
