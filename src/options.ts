@@ -3,22 +3,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from './errors.ts';
 import { parseTablePattern, type TablePattern } from './patterns.ts';
+import { resolveEndpoint, type Endpoint } from './pg/endpoint.ts';
+import { parseConninfo } from './pg/conninfo-parse.ts';
 
-/** One PostgreSQL server as the operator named it. */
-export interface Endpoint {
-  host: string;
-  port: number;
-  user: string;
-  /** undefined: libpq's own sources (PGPASSWORD, PGPASSFILE, ~/.pgpass). */
-  password: string | undefined;
-  /** The maintenance database used for discovery (source) or ALTER SYSTEM and globals (target). */
-  database: string;
-}
+export type { Endpoint } from './pg/endpoint.ts';
 
 /** Fully validated options of one run. Parallelism left undefined is derived once, in the run plan (plan.ts). */
 export interface MigrateOptions {
   from: Endpoint;
+  /** The target; a placeholder (localhost) when the command does not need one and none was given (targetGiven false). */
   to: Endpoint;
+  /** Whether the target was named (--to, --to-host, a service or PGHOST/PGHOSTADDR). */
+  targetGiven: boolean;
   /** pg_dump -j per database. @default auto: min(24, cores), fitted to max_connections */
   dumpJobs: number | undefined;
   /** pg_restore -j per database. @default auto: min(12, cores), fitted to max_connections */
@@ -98,6 +94,10 @@ export function parseSize(text: string): number | null {
 
 /** Raw values as they come from the command line / environment (yargs). */
 export interface RawOptions {
+  /** A URI, a keyword=value string or service=NAME for the source. */
+  from?: string;
+  /** The same for the target. */
+  to?: string;
   fromHost?: string;
   fromPort?: number;
   fromUser?: string;
@@ -138,13 +138,6 @@ export interface RawOptions {
 }
 
 export const DEFAULTS = {
-  fromHost: 'localhost',
-  fromPort: 5432,
-  fromUser: 'postgres',
-  fromDb: 'postgres',
-  toPort: 5432,
-  toUser: 'postgres',
-  toDb: 'postgres',
   verifyConcurrency: 16,
   dumpRoot: 'pg_dumps',
   migrateGlobals: true,
@@ -166,6 +159,9 @@ function checkInt(problems: string[], name: string, value: number | undefined, m
     problems.push(`--${name} must be a whole number from ${min} to ${max} (got ${String(value)})`);
   }
 }
+
+/** A port flag for the connection (an invalid one is reported by checkInt already). */
+const validPort = (p: number | undefined): number | undefined => (p !== undefined && Number.isInteger(p) && p >= 1 && p <= 65535 ? p : undefined);
 
 function checkText(problems: string[], name: string, value: string | undefined): void {
   if (value?.trim() === '') problems.push(`--${name} must not be empty`);
@@ -195,9 +191,6 @@ function checkDirectory(problems: string[], name: string, dir: string, what: str
 /** Validates raw values and applies defaults. Throws one UsageError that lists every problem. */
 export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process.env, opts: { targetRequired?: boolean } = {}): MigrateOptions {
   const problems: string[] = [];
-  if ((opts.targetRequired ?? true) && (raw.toHost === undefined || raw.toHost.trim() === '')) {
-    problems.push('--to-host is required: the target server to migrate onto (or set PG_MIGRATE_TO_HOST)');
-  }
   for (const [name, v] of [
     ['from-port', raw.fromPort],
     ['to-port', raw.toPort],
@@ -213,6 +206,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     ['from-host', raw.fromHost],
     ['from-user', raw.fromUser],
     ['from-db', raw.fromDb],
+    ['to-host', raw.toHost],
     ['to-user', raw.toUser],
     ['to-db', raw.toDb],
     ['dump-root', raw.dumpRoot],
@@ -230,6 +224,13 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   }
   if (raw.dataPath !== undefined && !DATA_PATHS.includes(raw.dataPath as DataPathKind)) {
     problems.push(`--data-path must be one of ${DATA_PATHS.join(', ')} (got ${JSON.stringify(raw.dataPath)})`);
+  }
+  if (raw.onlineSource !== undefined) {
+    try {
+      parseConninfo(raw.onlineSource);
+    } catch (err) {
+      problems.push(`--online-source: ${(err as Error).message}`);
+    }
   }
   const delayTableData: TablePattern[] = [];
   for (const text of raw.delayTableData ?? []) {
@@ -250,23 +251,25 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   checkDirectory(problems, 'state-dir', raw.stateDir ?? home, 'a directory for pg_migrate_state/ (it is created if missing)');
   checkDirectory(problems, 'dump-root', raw.dumpRoot ?? DEFAULTS.dumpRoot, 'a directory for the dumps (it is created if missing)');
   if (raw.report !== undefined) checkDirectory(problems, 'report', path.dirname(path.resolve(raw.report)), 'a file path (its directory is created if missing)');
-  if (problems.length > 0) throw new UsageError(problems);
+  const targetRequired = opts.targetRequired ?? true;
+  const from = resolveEndpoint(
+    'source',
+    { conninfo: raw.from, host: raw.fromHost, port: validPort(raw.fromPort), user: raw.fromUser, password: raw.fromPass, dbname: raw.fromDb },
+    env,
+    true,
+  );
+  const toInput = { conninfo: raw.to, host: raw.toHost, port: validPort(raw.toPort), user: raw.toUser, password: raw.toPass, dbname: raw.toDb };
+  const to = resolveEndpoint('target', toInput, env, targetRequired);
+  for (const p of [...from.problems, ...to.problems]) if (!problems.includes(p)) problems.push(p);
+  if (problems.length > 0 || from.endpoint === undefined) throw new UsageError(problems);
+  // A command that can do without the target gets a placeholder it never connects to (targetGiven false).
+  const target = to.endpoint ?? resolveEndpoint('target', { ...toInput, host: 'localhost' }, env, false).endpoint;
+  if (target === undefined) throw new UsageError(['the target server could not be resolved']);
 
   return {
-    from: {
-      host: raw.fromHost ?? DEFAULTS.fromHost,
-      port: raw.fromPort ?? DEFAULTS.fromPort,
-      user: raw.fromUser ?? DEFAULTS.fromUser,
-      password: raw.fromPass,
-      database: raw.fromDb ?? DEFAULTS.fromDb,
-    },
-    to: {
-      host: raw.toHost ?? '',
-      port: raw.toPort ?? DEFAULTS.toPort,
-      user: raw.toUser ?? DEFAULTS.toUser,
-      password: raw.toPass,
-      database: raw.toDb ?? DEFAULTS.toDb,
-    },
+    from: from.endpoint,
+    to: target,
+    targetGiven: to.endpoint !== undefined,
     dumpJobs: raw.dumpJobs,
     restoreJobs: raw.restoreJobs,
     maxParallel: raw.maxParallel,

@@ -1,23 +1,39 @@
 /** The command-line options (yargs), grouped as --help shows them; defaults come from options.ts. */
 import type { Argv } from 'yargs';
 import { DATA_PATHS, DEFAULTS } from '../options.ts';
+import { CONNECTION_DEFAULTS } from '../pg/endpoint.ts';
 import { PROGRESS_MODES } from './renderer.ts';
 
-/** Connection options of both servers. */
+/** Connection options of both servers (defaults are applied after PG* variables and services, in pg/endpoint.ts). */
 export function connectionOptions<T>(y: Argv<T>) {
+  const d = CONNECTION_DEFAULTS;
   return y
-    .group(['from-host', 'from-port', 'from-user', 'from-pass', 'from-db'], 'Source server:')
-    .option('from-host', { type: 'string', default: DEFAULTS.fromHost, describe: 'source host name or socket directory' })
-    .option('from-port', { type: 'number', default: DEFAULTS.fromPort, describe: 'source port' })
-    .option('from-user', { type: 'string', default: DEFAULTS.fromUser, describe: 'source user (a superuser to copy role passwords)' })
-    .option('from-pass', { type: 'string', describe: 'source password (else PG_MIGRATE_FROM_PASS, PGPASSWORD or ~/.pgpass)' })
-    .option('from-db', { type: 'string', default: DEFAULTS.fromDb, describe: 'source database used for discovery and globals' })
-    .group(['to-host', 'to-port', 'to-user', 'to-pass', 'to-db'], 'Target server:')
-    .option('to-host', { type: 'string', describe: 'target host name or socket directory (required)' })
-    .option('to-port', { type: 'number', default: DEFAULTS.toPort, describe: 'target port' })
-    .option('to-user', { type: 'string', default: DEFAULTS.toUser, describe: 'target user; must be a superuser' })
-    .option('to-pass', { type: 'string', describe: 'target password (else PG_MIGRATE_TO_PASS, PGPASSWORD or ~/.pgpass)' })
-    .option('to-db', { type: 'string', default: DEFAULTS.toDb, describe: 'target database used for ALTER SYSTEM and globals' });
+    .group(['from', 'from-host', 'from-port', 'from-user', 'from-pass', 'from-db'], 'Source server:')
+    .option('from', {
+      type: 'string',
+      describe: 'source connection: a URI (postgresql://user@host:port/db?sslmode=require), keyword=value pairs (host=... sslmode=...) or service=NAME',
+    })
+    .option('from-host', { type: 'string', describe: `source host name, IP or socket directory (overrides --from) [default: PGHOST, else ${d.sourceHost}]` })
+    .option('from-port', { type: 'number', describe: `source port [default: PGPORT, else ${String(d.port)}]` })
+    .option('from-user', { type: 'string', describe: `source user, a superuser to copy role passwords [default: PGUSER, else ${d.user}]` })
+    .option('from-pass', { type: 'string', describe: 'source password (better: PG_MIGRATE_FROM_PASS, PGPASSWORD, ~/.pgpass or the prompt)' })
+    .option('from-db', { type: 'string', describe: `source database used for discovery and globals [default: PGDATABASE, else ${d.dbname}]` })
+    .group(['to', 'to-host', 'to-port', 'to-user', 'to-pass', 'to-db', 'password'], 'Target server:')
+    .option('to', { type: 'string', describe: 'target connection, as --from (postgresql://admin@new-db:5432/postgres?sslmode=verify-full)' })
+    .option('to-host', {
+      type: 'string',
+      describe: 'target host name, IP or socket directory (overrides --to) [required unless --to, a service or PGHOST names it]',
+    })
+    .option('to-port', { type: 'number', describe: `target port [default: PGPORT, else ${String(d.port)}]` })
+    .option('to-user', { type: 'string', describe: `target user: a superuser, or one with CREATEDB and CREATEROLE [default: PGUSER, else ${d.user}]` })
+    .option('to-pass', { type: 'string', describe: 'target password (better: PG_MIGRATE_TO_PASS, PGPASSWORD, ~/.pgpass or the prompt)' })
+    .option('to-db', { type: 'string', describe: `target database used for ALTER SYSTEM and globals [default: PGDATABASE, else ${d.dbname}]` })
+    .option('password', {
+      alias: 'W',
+      type: 'boolean',
+      default: false,
+      describe: 'ask on the terminal for the password of each side that has none given (as psql -W); without it, asked only when a server wants one',
+    });
 }
 
 /** How progress is shown (every command takes it, so scripts can pass it to all of them). */

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { ExitCode, UsageError } from '../errors.ts';
 import { explainUnknown } from './args.ts';
+import { installPasswordPrompt } from './prompt.ts';
 import * as migrateCommand from './commands/migrate.ts';
 import * as planCommand from './commands/plan.ts';
 import * as statusCommand from './commands/status.ts';
@@ -44,6 +45,10 @@ export async function main(args: string[]): Promise<number> {
           if (Array.isArray(value) && !REPEATABLE.has(key)) argv[key] = value.at(-1) as unknown;
         }
       }, true)
+      // The terminal's password prompt (asked when a server wants one; up front with --password).
+      .middleware((argv) => {
+        installPasswordPrompt(argv.password === true);
+      })
       .command(migrateCommand)
       .command(planCommand)
       .command(statusCommand)

@@ -1,6 +1,18 @@
+/**
+ * The tool's own sessions (node-postgres). The first session to an endpoint goes through connectSpec
+ * (libpq's host order, sslmode fallbacks, target_session_attrs; a password prompt when the server
+ * wants one and none was given) and pins the host and TLS choice it made: every later session, pool
+ * and client program of the run goes to that same server the same way.
+ */
 import pg from 'pg';
-import type { Endpoint } from '../options.ts';
+import type { Endpoint } from './endpoint.ts';
+import { withPassword } from './endpoint.ts';
+import { toLibpqConninfo, type ConnectionSpec, type HostTarget } from './conninfo.ts';
+import { connectSpec, toClientConfigs } from './conninfo-node.ts';
+import { describeConnectError, needsPassword } from './connect-errors.ts';
 import { MigrateError } from '../errors.ts';
+
+export { describeConnectError } from './connect-errors.ts';
 
 export type Side = 'source' | 'target';
 
@@ -12,23 +24,125 @@ export interface Server {
   appName: string;
 }
 
-/** How long a connection attempt may take, for node-postgres and (PGCONNECT_TIMEOUT) the client programs. */
-export const CONNECT_TIMEOUT_SECONDS = 30;
+/** Asks the operator for a password (a terminal prompt); undefined when nobody can answer. */
+export type PasswordPrompt = (question: string) => Promise<string | undefined>;
 
+let prompt: { ask: PasswordPrompt; always: boolean } | undefined;
+
+/** Installs the terminal prompt (the CLI does, on a terminal). `always`: ask before the first connection (-W). */
+export function setPasswordPrompt(ask: PasswordPrompt | undefined, always = false): void {
+  prompt = ask === undefined ? undefined : { ask, always };
+}
+
+/** The host and TLS choice of an endpoint's first session. */
+interface Pin {
+  target: HostTarget;
+  tls: boolean;
+}
+const pins = new WeakMap<Endpoint, Promise<Pin>>();
+/** Endpoints whose password was asked for already: the operator is asked once per run and side. */
+const asked = new WeakSet<Endpoint>();
+const resolvedPins = new WeakMap<Endpoint, Pin>();
+
+async function askPassword(server: Server): Promise<boolean> {
+  const e = server.endpoint;
+  if (asked.has(e) || prompt === undefined) return false;
+  asked.add(e);
+  const answer = await prompt.ask(`Password for user ${e.user} on the ${server.side} server ${e.host === '' ? 'local socket' : e.host}:${String(e.port)}: `);
+  if (answer === undefined) return false;
+  e.spec = withPassword(e.spec, answer);
+  return true;
+}
+
+async function establish(server: Server): Promise<Pin> {
+  const e = server.endpoint;
+  if (prompt?.always === true && e.spec.password === undefined) await askPassword(server);
+  for (;;) {
+    try {
+      const c = await connectSpec(e.spec, e.database, server.appName);
+      await c.client.end().catch(() => undefined);
+      const pin = { target: c.target, tls: c.config.ssl !== false && c.config.ssl !== undefined };
+      resolvedPins.set(e, pin);
+      return pin;
+    } catch (err) {
+      if (e.spec.password === undefined && needsPassword(err) && (await askPassword(server))) continue;
+      throw describeConnectError(err, server, e.database);
+    }
+  }
+}
+
+/** Connects once to the endpoint's maintenance database (prompting for a password if need be) and pins host and TLS. */
+export function authenticate(server: Server): Promise<void> {
+  let p = pins.get(server.endpoint);
+  if (!p) {
+    p = establish(server);
+    pins.set(server.endpoint, p);
+    p.catch(() => pins.delete(server.endpoint));
+  }
+  return p.then(() => undefined);
+}
+
+/**
+ * With a terminal prompt installed: the first session of each server now, before a live display
+ * takes the terminal, so a password is asked for on a clean line. Failures are left for the run to
+ * meet in its own order (the target's leftover tuning is reverted before the source may fail).
+ */
+export async function authenticateEarly(servers: Server[]): Promise<void> {
+  if (prompt === undefined) return;
+  for (const s of servers) await authenticate(s).catch(() => undefined);
+}
+
+/**
+ * Settings every session of the tool starts with, ahead of the operator's own `options`: a database
+ * or role of the servers may set a statement, lock or idle-in-transaction timeout (that would end a
+ * long count, an index build or the snapshot's idle exporter) or default_transaction_read_only (an
+ * archive database: its restore must write). The client programs set their own timeouts too.
+ */
+export const SESSION_OPTIONS = '-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 -c default_transaction_read_only=off';
+
+const withSessionOptions = (own: string | undefined): string => (own === undefined || own.trim() === '' ? SESSION_OPTIONS : `${SESSION_OPTIONS} ${own}`);
+
+const sameTarget = (a: HostTarget, b: HostTarget): boolean => a.host === b.host && a.hostaddr === b.hostaddr && a.port === b.port;
+
+/** The node-postgres config of a session to `database`: the pinned host and TLS choice, else libpq's first. */
 export function clientConfig(server: Server, database: string): pg.ClientConfig {
-  return {
-    host: server.endpoint.host,
-    port: server.endpoint.port,
-    user: server.endpoint.user,
-    password: server.endpoint.password,
-    database,
-    application_name: server.appName,
-    connectionTimeoutMillis: CONNECT_TIMEOUT_SECONDS * 1000,
-    keepAlive: true,
-  };
+  const plans = toClientConfigs(server.endpoint.spec, database, server.appName);
+  const pin = resolvedPins.get(server.endpoint);
+  const plan = (pin && plans.find((p) => sameTarget(p.target, pin.target))) ?? plans[0];
+  const config = (pin && plan?.attempts.find((a) => (a.ssl !== false && a.ssl !== undefined) === pin.tls)) ?? plan?.attempts[0];
+  if (config === undefined) throw new MigrateError(`the ${server.side} server has no host to connect to`);
+  return { ...config, options: withSessionOptions(config.options) };
+}
+
+/** The spec narrowed to the pinned host (the same server for every client program as for the tool's sessions). */
+export function pinnedSpec(server: Server): ConnectionSpec {
+  const spec = server.endpoint.spec;
+  const pin = resolvedPins.get(server.endpoint);
+  if (!pin) return spec;
+  const params = { ...spec.params, port: String(pin.target.port) };
+  delete params.load_balance_hosts;
+  if (pin.target.host === '') delete params.host;
+  else params.host = pin.target.host;
+  if (pin.target.hostaddr === undefined) delete params.hostaddr;
+  else params.hostaddr = pin.target.hostaddr;
+  return Object.defineProperty({ side: spec.side, params, origins: spec.origins }, 'password', { value: spec.password, enumerable: false }) as ConnectionSpec;
+}
+
+/**
+ * The `--dbname` of a client program: the side's whole conninfo (TLS settings included) narrowed to
+ * the pinned host, naming `database` and the run's application_name. The password is never in it.
+ */
+export function clientConninfo(server: Server, database: string): string {
+  return toLibpqConninfo(pinnedSpec(server), database, { application_name: server.appName, options: withSessionOptions(server.endpoint.spec.params.options) });
+}
+
+/** Connection arguments of a client program: `-w` (never prompt) and the conninfo (see clientConninfo). */
+export function clientArgs(server: Server, database: string): string[] {
+  return ['-w', `--dbname=${clientConninfo(server, database)}`];
 }
 
 export async function connect(server: Server, database: string): Promise<pg.Client> {
+  await authenticate(server);
   const client = new pg.Client(clientConfig(server, database));
   client.on('error', () => undefined); // a broken connection surfaces in the next query
   try {
@@ -49,58 +163,11 @@ export async function withClient<T>(server: Server, database: string, fn: (c: pg
   }
 }
 
+/** A pool of sessions to `database` (the endpoint is authenticated by an earlier connect()). */
 export function createPool(server: Server, database: string, max: number): pg.Pool {
   const pool = new pg.Pool({ ...clientConfig(server, database), max, idleTimeoutMillis: 250 });
   pool.on('error', () => undefined); // idle client lost: the pool replaces it
   return pool;
-}
-
-const flag = (side: Side, what: string): string => `--${side === 'source' ? 'from' : 'to'}-${what}`;
-const envName = (side: Side, what: string): string => `PG_MIGRATE_${side === 'source' ? 'FROM' : 'TO'}_${what.toUpperCase()}`;
-
-/** Turns a connection failure into one sentence that names the server and the fix. */
-export function describeConnectError(err: unknown, server: Server, database: string): MigrateError {
-  const e = err as { code?: string; message?: string };
-  const message = e.message ?? String(err);
-  const { host, port, user } = server.endpoint;
-  const where = `the ${server.side} server ${host}:${String(port)}`;
-  switch (e.code) {
-    case 'ECONNREFUSED':
-      return new MigrateError(
-        `${where} refused the connection: is PostgreSQL running there, and are ${flag(server.side, 'host')}/${flag(server.side, 'port')} right?`,
-      );
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return new MigrateError(`${where} cannot be found: the host name ${host} does not resolve; check ${flag(server.side, 'host')}`);
-    case 'ETIMEDOUT':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-      return new MigrateError(`${where} cannot be reached (${e.code}): check ${flag(server.side, 'host')}, the network and firewalls`);
-    case '28P01':
-      return new MigrateError(
-        `${where} rejected the password of user "${user}": pass the right one with ${flag(server.side, 'pass')} or ${envName(server.side, 'pass')}, or put it in ~/.pgpass`,
-      );
-    case '28000':
-      return new MigrateError(
-        `${where} does not let user "${user}" in (${message}): add a pg_hba.conf entry for this client, or use another ${flag(server.side, 'user')}`,
-      );
-    case '3D000':
-      return new MigrateError(
-        `${where} has no database "${database}" (${message})${database === server.endpoint.database ? `: pass an existing one with ${flag(server.side, 'db')}` : ''}`,
-      );
-    default:
-      if (/timeout/i.test(message)) {
-        return new MigrateError(
-          `${where} did not answer within ${String(CONNECT_TIMEOUT_SECONDS)} s: check ${flag(server.side, 'host')}/${flag(server.side, 'port')}`,
-        );
-      }
-      if (/password/i.test(message) && /SASL|client password must be a string/i.test(message)) {
-        return new MigrateError(
-          `${where} asks for a password for user "${user}" and none was given: pass ${flag(server.side, 'pass')}, set ${envName(server.side, 'pass')} or PGPASSWORD, or use ~/.pgpass`,
-        );
-      }
-      return new MigrateError(`cannot connect to ${where} as "${user}" (database "${database}"): ${message}`);
-  }
 }
 
 /** Decorates a server error with the parts PostgreSQL gives beside the message. */

@@ -11,9 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
-import { ControlConnections, oneRow, withClient, type Server } from '../pg/connect.ts';
+import { ControlConnections, authenticate, oneRow, withClient, type Server } from '../pg/connect.ts';
 import { schemaFingerprint } from '../pg/catalog.ts';
-import { prepareChildAuth } from '../pg/passfile.ts';
+import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import { planParallelism } from '../plan.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { discoverTools } from '../proc/tools.ts';
@@ -66,10 +66,12 @@ export async function runCutover(
   let targetLock: TargetLock | undefined;
   const children = new ChildRegistry();
   const control = new ControlConnections();
-  const auth = await prepareChildAuth([options.from, options.to], env, appName);
+  let auth: ChildAuth | undefined;
   let fenced: FenceRecord | undefined;
   try {
     targetLock = await TargetLock.take(target);
+    await authenticate(source);
+    auth = await prepareChildAuth([options.from, options.to], env);
     await store.init();
     const names = await store.databaseNames();
     const records = new Map<string, OnlineRecord>();
@@ -216,7 +218,7 @@ export async function runCutover(
   } finally {
     await children.settled();
     await control.close();
-    await auth.dispose();
+    await auth?.dispose();
     await targetLock?.release();
     await lock.release();
   }

@@ -20,6 +20,20 @@ export interface ServerFacts {
   alterSystem: { ok: boolean; why?: string };
 }
 
+/** The server's system identifier (what names it in the state), with the host and port as given (a hint for messages). */
+export async function serverIdentity(client: pg.Client, server: Server): Promise<ServerIdentity> {
+  const num = Number(oneRow(await client.query<{ num: string }>("select current_setting('server_version_num') as num")).num);
+  let systemIdentifier: string;
+  if (num >= 90600) {
+    systemIdentifier = oneRow(await client.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
+  } else {
+    // pg_control_system() came with 9.6; the data directory stands in for the identifier.
+    const dd = await client.query<{ dd: string }>("select current_setting('data_directory') as dd").catch(() => undefined);
+    systemIdentifier = `data_directory:${dd?.rows[0]?.dd ?? 'unknown'}`;
+  }
+  return { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier };
+}
+
 export async function serverFacts(client: pg.Client, server: Server): Promise<ServerFacts> {
   const v = await client.query<{ num: string; version: string; superuser: boolean; max: string; reserved: string; used: string; recovery: boolean }>(
     `select current_setting('server_version_num') as num, current_setting('server_version') as version,
@@ -32,17 +46,9 @@ export async function serverFacts(client: pg.Client, server: Server): Promise<Se
   );
   const row = oneRow(v);
   const versionNum = Number(row.num);
-  let systemIdentifier: string;
-  if (versionNum >= 90600) {
-    systemIdentifier = oneRow(await client.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
-  } else {
-    // pg_control_system() came with 9.6; the data directory stands in for the identifier.
-    const dd = await client.query<{ dd: string }>("select current_setting('data_directory') as dd").catch(() => undefined);
-    systemIdentifier = `data_directory:${dd?.rows[0]?.dd ?? 'unknown'}`;
-  }
   const max = Number(row.max);
   return {
-    identity: { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier },
+    identity: await serverIdentity(client, server),
     major: majorOfVersionNum(versionNum),
     versionNum,
     version: `PostgreSQL ${row.version.split(' ')[0] ?? row.version}`,

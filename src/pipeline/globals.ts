@@ -5,8 +5,7 @@
  * settings, comment) unless --overwrite-existing-roles; the summary names each with what differs.
  * Memberships and grants are added either way. Roles created by this migration are migrated whole.
  */
-import { describePgError, withClient } from '../pg/connect.ts';
-import { dbnameConninfo } from '../pg/passfile.ts';
+import { clientArgs, describePgError, withClient } from '../pg/connect.ts';
 import { runTool } from '../proc/run.ts';
 import { MigrateError } from '../errors.ts';
 import type { RunSummary } from '../events.ts';
@@ -33,7 +32,7 @@ export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, sum
   }
   emit({ type: 'stage', stage: 'globals', status: 'start' });
   const e = ctx.source.endpoint;
-  const args = ['--globals-only', '-h', e.host, '-p', String(e.port), '-U', e.user, '-w', `--dbname=${dbnameConninfo(e.database)}`];
+  const args = ['--globals-only', ...clientArgs(ctx.source, e.database)];
   if (!sourceSuperuser) args.push('--no-role-passwords');
   const out = await runTool(ctx.tools.pgDumpall.path, args, { env: ctx.childEnv, signal: ctx.signal, children: ctx.children, captureStdout: true });
   const statements = splitStatements(out.stdout);

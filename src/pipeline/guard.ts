@@ -6,7 +6,7 @@
  * back and the locks are released.
  */
 import type { MigrateOptions } from '../options.ts';
-import { terminateSessions, withClient, oneRow, type Server } from '../pg/connect.ts';
+import { authenticate, terminateSessions, withClient, oneRow, type Server } from '../pg/connect.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import type { ChildRegistry } from '../proc/run.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
@@ -58,7 +58,11 @@ export class RunGuard {
           ExitCode.stateMismatch,
         );
       }
-      const auth = await prepareChildAuth([options.from, options.to], env, target.appName);
+      // The source's first session (a password prompt, if any, comes now), so the children's passfile has it.
+      await authenticate(source).catch((err: unknown) => {
+        throw new PreflightError([errorMessage(err)]);
+      });
+      const auth = await prepareChildAuth([options.from, options.to], env);
       await lock.update({ passfileDir: auth.dir });
       children.onChange = (pids) => {
         void Promise.all(pids.map(async (pid) => ({ pid, startTicks: await startTicksOf(pid) }))).then((list) =>

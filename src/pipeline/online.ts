@@ -8,13 +8,13 @@
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
-import { clientConfig, describePgError, oneRow, withClient } from '../pg/connect.ts';
+import { clientConfig, describePgError, oneRow, pinnedSpec, withClient, type Server } from '../pg/connect.ts';
+import { formatConninfo, parseConninfo, type ConninfoParams } from '../pg/conninfo-parse.ts';
 import { replicationClasses, schemaFingerprint, type ReplicationClass } from '../pg/catalog.ts';
 import { inSnapshot, type WithSnapshot } from '../pg/snapshot.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
 import { MigrateError, errorMessage } from '../errors.ts';
 import type { PairIdentity } from '../state/store.ts';
-import type { Endpoint } from '../options.ts';
 import { dbName, type Context, type DatabaseJob } from './context.ts';
 
 /** What the state keeps of a database's replication (databases/<db>/online.json). */
@@ -42,22 +42,18 @@ export function onlineNames(pair: PairIdentity, sourceDbOid: string): { publicat
   return { publication: `pg_migrate_${hash}`, slot: `pg_migrate_${hash}_${sourceDbOid}`, subscription: `pg_migrate_${hash}_${sourceDbOid}` };
 }
 
-/** A libpq keyword/value string (values quoted as libpq reads them). */
-export function conninfoString(parts: Record<string, string | number | undefined>): string {
-  return Object.entries(parts)
-    .filter((e): e is [string, string | number] => e[1] !== undefined && e[1] !== '')
-    .map(([k, v]) => `${k}='${String(v).replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`)
-    .join(' ');
-}
-
 /**
  * How the target server reaches the source for a database: --online-source (a keyword/value string
  * whose dbname is replaced) or the source connection the tool uses, with its password (kept in the
  * target's pg_subscription until the subscription is dropped; the statement is never logged).
  */
-export function subscriptionConninfo(onlineSource: string | undefined, e: Endpoint, db: string): string {
-  if (onlineSource !== undefined) return `${onlineSource.replace(/(^|\s)dbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)/g, '')} ${conninfoString({ dbname: db })}`.trim();
-  return conninfoString({ host: e.host, port: e.port, user: e.user, password: e.password, dbname: db });
+export function subscriptionConninfo(onlineSource: string | undefined, source: Server, db: string): string {
+  if (onlineSource !== undefined) return formatConninfo({ ...parseConninfo(onlineSource), dbname: db });
+  const spec = pinnedSpec(source);
+  // Files named here are the tool's machine's; the target server would look for them on its own (--online-source then).
+  const params: ConninfoParams = { ...spec.params, dbname: db, password: spec.password };
+  const local = new Set(['passfile', 'service', 'servicefile', 'application_name', 'fallback_application_name']);
+  return formatConninfo(Object.fromEntries(Object.entries(params).filter(([k]) => !local.has(k))));
 }
 
 /**
@@ -159,7 +155,7 @@ export async function subscribe(ctx: Context, job: DatabaseJob): Promise<void> {
     if (!exists) {
       try {
         await c.query(
-          `create subscription ${quoteIdent(record.subscription)} connection ${quoteLiteral(subscriptionConninfo(ctx.options.onlineSource, ctx.source.endpoint, db))} publication ${quoteIdent(record.publication)} ` +
+          `create subscription ${quoteIdent(record.subscription)} connection ${quoteLiteral(subscriptionConninfo(ctx.options.onlineSource, ctx.source, db))} publication ${quoteIdent(record.publication)} ` +
             `with (create_slot = false, slot_name = ${quoteLiteral(record.slot)}, copy_data = false, connect = true, enabled = true, synchronous_commit = 'on')`,
         );
       } catch (err) {

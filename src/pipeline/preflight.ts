@@ -146,9 +146,7 @@ export async function inspect(
         warnings.push('--delay-table-data has no effect with --online: the target is not used before cutover, so every table is copied in the regular phase');
       const dbs = selection.migrate.map((d) => d.name);
       problems.push(
-        ...(await onlineProblems(src, dst, { source: sourceFacts, target: targetFacts }, dbs, (db) =>
-          subscriptionConninfo(options.onlineSource, source.endpoint, db),
-        )),
+        ...(await onlineProblems(src, dst, { source: sourceFacts, target: targetFacts }, dbs, (db) => subscriptionConninfo(options.onlineSource, source, db))),
       );
     }
 

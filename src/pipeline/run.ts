@@ -9,15 +9,16 @@ import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
-import { ControlConnections, terminateSessions, type Server } from '../pg/connect.ts';
+import { ControlConnections, terminateSessions, withClient, type Server } from '../pg/connect.ts';
 import { ChildRegistry } from '../proc/run.ts';
-import { StateStore, type PairIdentity } from '../state/store.ts';
-import { AbortError, ExitCode, MigrateError, errorMessage, isAborted } from '../errors.ts';
+import { StateStore, type PairIdentity, type ServerIdentity } from '../state/store.ts';
+import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage, isAborted } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import { createDataPath, type DataPath } from '../transfer/data-path.ts';
 import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
 import { RunGuard } from './guard.ts';
 import { preflight } from './preflight.ts';
+import { serverIdentity } from './facts.ts';
 import { migrateGlobals } from './globals.ts';
 import { checkDeferredSetUnchanged, chooseDataPath, dumpStep, restoreStep, streamStep } from './database.ts';
 import { loadDeferred } from './deferred.ts';
@@ -85,7 +86,12 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     // A fresh start keeps nothing of the earlier run (its tuning was reverted above).
     if (!options.fresh) {
       await store.init();
-      await store.checkPair(pairOf(options), false);
+      // The state must be this pair's (by system identifiers) before preflight reads it.
+      const identity = (s: Server): Promise<ServerIdentity> =>
+        withClient(s, s.endpoint.database, (c) => serverIdentity(c, s)).catch((err: unknown) => {
+          throw new PreflightError([errorMessage(err)]);
+        });
+      await store.checkPair({ source: await identity(source), target: await identity(target) });
     }
     const pre = await preflight(options, source, target, options.fresh ? undefined : store, guard.auth.env, os.availableParallelism());
     const pair: PairIdentity = { source: pre.sourceFacts.identity, target: pre.targetFacts.identity };
@@ -133,6 +139,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     };
 
     if (options.disableDstOptimizations) emit({ type: 'stage', stage: 'tuning', status: 'skipped' });
+    else if (!(await loadLeft(store, plan.databases))) emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: 'every database already verified' });
     else if (!pre.targetFacts.alterSystem.ok) {
       summary.tuning.notice = `tuning skipped: ${pre.targetFacts.alterSystem.why ?? ''}`;
       emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: pre.targetFacts.alterSystem.why });
@@ -166,11 +173,15 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
   return summary;
 }
 
-/** The pair as the options name it (hosts and ports only: before connecting anywhere). */
-const pairOf = (options: MigrateOptions): PairIdentity => ({
-  source: { host: options.from.host, port: options.from.port, systemIdentifier: '' },
-  target: { host: options.to.host, port: options.to.port, systemIdentifier: '' },
-});
+/** Whether some database still has data to load (not verified, or its deferred tables not): only then is the target tuned. */
+async function loadLeft(store: StateStore, databases: readonly { name: string; deferred?: unknown }[]): Promise<boolean> {
+  for (const db of databases) {
+    const s = store.database(db.name);
+    if ((await s.marker(Marker.verified)) === undefined) return true;
+    if (db.deferred !== undefined && (await s.marker(Marker.deferredVerified)) === undefined) return true;
+  }
+  return false;
+}
 
 /**
  * The largest database first, then the others smallest first: the largest is the run's critical path

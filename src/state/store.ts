@@ -176,22 +176,20 @@ export class StateStore {
   }
 
   /**
-   * Refuses state that names another pair. `identifiers`: compare the system identifiers too (known
-   * once both servers answered); without them, host and port alone (before connecting anywhere).
+   * Refuses state that names another pair. The servers are the same when their system identifiers
+   * are (another spelling of a host, a URI instead of flags, a new IP resume); host and port are only
+   * shown, and compared only for an identity recorded without its identifier.
    */
-  async checkPair(pair: PairIdentity, identifiers: boolean): Promise<void> {
+  async checkPair(pair: PairIdentity): Promise<void> {
     const existing = await this.pair();
     if (existing === undefined) return;
     const same = (a: ServerIdentity, b: ServerIdentity): boolean =>
-      a.host === b.host && a.port === b.port && (!identifiers || a.systemIdentifier === b.systemIdentifier);
+      a.systemIdentifier !== '' && b.systemIdentifier !== '' ? a.systemIdentifier === b.systemIdentifier : a.host === b.host && a.port === b.port;
     if (same(existing.source, pair.source) && same(existing.target, pair.target)) return;
     const theirs = `source ${describeServer(existing.source)} → target ${describeServer(existing.target)}`;
     throw new MigrateError(
-      identifiers
-        ? `the state in ${this.root} belongs to another migration: ${theirs}, but this run is source ${describeServer(pair.source)} → target ${describeServer(pair.target)}. ` +
-            'Run again with --fresh to discard that state (and its dumps), or point --state-dir elsewhere.'
-        : `the state in ${this.root} belongs to another migration: source ${existing.source.host}:${String(existing.source.port)} → target ${existing.target.host}:${String(existing.target.port)}; ` +
-            'run again with --fresh to discard it, or point --state-dir elsewhere',
+      `the state in ${this.root} belongs to another migration: ${theirs}, but this run is source ${describeServer(pair.source)} → target ${describeServer(pair.target)}. ` +
+        'Run again with --fresh to discard that state (and its dumps), or point --state-dir elsewhere.',
       ExitCode.stateMismatch,
     );
   }
@@ -199,7 +197,7 @@ export class StateStore {
   /** Binds the state to this pair, or refuses when it belongs to another one. */
   async claim(pair: PairIdentity): Promise<void> {
     if ((await this.pair()) === undefined) await writeFileAtomic(this.file(RUN_FILES.pair), JSON.stringify(pair, null, 2));
-    else await this.checkPair(pair, true);
+    else await this.checkPair(pair);
   }
 
   globalsDone(): Promise<MarkerInfo | undefined> {

@@ -7,7 +7,6 @@
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runPiped, runTool, type RunResult } from '../proc/run.ts';
-import { connArgs } from '../pg/passfile.ts';
 import { qualify, type RelationName } from '../pg/sql.ts';
 import { filterTocList, POST_DATA_PASSES } from '../pg/toc.ts';
 import { encodeName } from '../state/names.ts';
@@ -94,8 +93,8 @@ function transferIo(ctx: Context): TransferIo {
     async pipe(fifo, dumpArgs, restoreArgs) {
       await runPiped(
         fifo,
-        { file: tools.pgDump.path, args: ['-Fc', '-Z', '0', '--no-sync', '-f', fifo, ...connArgs(ctx.source), ...dumpArgs] },
-        { file: tools.pgRestore.path, args: ['-Fc', ...connArgs(ctx.target), ...restoreArgs, fifo] },
+        { file: tools.pgDump.path, args: ['-Fc', '-Z', '0', '--no-sync', '-f', fifo, '-w', ...dumpArgs] },
+        { file: tools.pgRestore.path, args: ['-Fc', '-w', ...restoreArgs, fifo] },
         { env: childEnv, signal, children },
       );
     },

@@ -4,7 +4,7 @@
  * failed restore is redone without dumping again.
  */
 import { rm } from 'node:fs/promises';
-import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
+import { clientArgs } from '../pg/connect.ts';
 import type { Context } from '../pipeline/context.ts';
 import { excludeDataArgs, type DataPath, type TransferIo } from './data-path.ts';
 
@@ -14,17 +14,17 @@ export function fileDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'dump
     async dumpDatabase(db, { snapshot, excludeData }) {
       const dir = io.location(db.name, 'regular');
       await rm(dir, { recursive: true, force: true });
-      const args = ['-Fd', '-j', String(db.dumpJobs), '-Z', plan.compression, '--create', '-f', dir, ...connArgs(ctx.source)];
+      const args = ['-Fd', '-j', String(db.dumpJobs), '-Z', plan.compression, '--create', '-f', dir];
       if (snapshot) args.push(`--snapshot=${snapshot}`);
       args.push(...excludeDataArgs(excludeData));
-      args.push(`--dbname=${dbnameConninfo(db.name)}`);
+      args.push(...clientArgs(ctx.source, db.name));
       await io.run(tools.pgDump.path, args);
     },
     async restoreDatabase(db, opts) {
       const dir = io.location(db.name, 'regular');
-      const args = ['-j', String(db.restoreJobs), '--disable-triggers', '--create', ...connArgs(ctx.target)];
+      const args = ['-j', String(db.restoreJobs), '--disable-triggers', '--create'];
       args.push(...(await io.restoreListSkipping(dir, opts?.skipConstraints)));
-      args.push(`--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`, dir);
+      args.push(...clientArgs(ctx.target, ctx.target.endpoint.database), dir);
       await io.run(tools.pgRestore.path, args);
     },
   };

@@ -11,9 +11,8 @@ import PQueue from 'p-queue';
 import type { Context } from '../pipeline/context.ts';
 import type { SplitCopyResult } from '../events.ts';
 import { MigrateError } from '../errors.ts';
-import { withClient, type Server } from '../pg/connect.ts';
+import { clientArgs, withClient, type Server } from '../pg/connect.ts';
 import { splitCandidateTables, type CopyTableRow } from '../pg/catalog.ts';
-import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
 import { inSnapshot, snapshotImportStatements } from '../pg/snapshot.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
 import { runPiped, type PipeSide } from '../proc/run.ts';
@@ -177,7 +176,7 @@ async function copyUnit(
   const where = range === null ? '' : ` where ${rangePredicate(range)}`;
   const psql = (server: Server, variables: string[], commands: string[]): PipeSide => ({
     file: ctx.tools.psql.path,
-    args: ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', ...variables, ...connArgs(server), '-d', dbnameConninfo(db), ...commands.flatMap((c) => ['-c', c])],
+    args: ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', ...variables, ...clientArgs(server, db), ...commands.flatMap((c) => ['-c', c])],
     cwd: opts.dir,
     captureStdout: true,
   });

@@ -6,7 +6,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { withClient } from '../pg/connect.ts';
 import { referencedKeys } from '../pg/catalog.ts';
-import { connArgs, dbnameConninfo } from '../pg/passfile.ts';
+import { clientConninfo } from '../pg/connect.ts';
 import { inSnapshot } from '../pg/snapshot.ts';
 import type { RelationName } from '../pg/sql.ts';
 import { hasForeignKey, POST_DATA_PASSES, postDataPasses, type PostDataPass } from '../pg/toc.ts';
@@ -28,15 +28,16 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
       const snap = snapshot ? [`--snapshot=${snapshot}`] : [];
       const noData = excludeDataArgs(excludeData);
       const deferred = new Set(excludeData.map(exactPattern));
-      const dbArg = `--dbname=${dbnameConninfo(db.name)}`;
-      const restoreArgs = ['--disable-triggers', '--create', `--dbname=${dbnameConninfo(ctx.target.endpoint.database)}`];
+      const dbArg = `--dbname=${clientConninfo(ctx.source, db.name)}`;
+      const intoDb = `--dbname=${clientConninfo(ctx.target, db.name)}`;
+      const restoreArgs = ['--disable-triggers', '--create', `--dbname=${clientConninfo(ctx.target, ctx.target.endpoint.database)}`];
       const stem = io.location(db.name, 'regular');
       const fifo = `${stem}.fifo`;
       const postJobs = db.restoreJobs;
       const rangeJobs = Math.min(db.dumpJobs, postJobs);
       if (db.inPlace === true) {
         // Into the target's own database of that name, all or nothing: one transaction, no --create.
-        await io.pipe(fifo, [...snap, dbArg], ['--single-transaction', '--disable-triggers', dbArg]);
+        await io.pipe(fifo, [...snap, dbArg], ['--single-transaction', '--disable-triggers', intoDb]);
         return [];
       }
       const split = (await rangeCandidates(db.name, snapshot, rangeJobs)).filter((t) => !deferred.has(exactPattern(t)));
@@ -49,7 +50,7 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
       // from the same snapshot.
       const postFile = `${stem}.post-data`;
       await mkdir(options.dumpRoot, { recursive: true });
-      await io.run(tools.pgDump.path, ['-Fc', '--no-sync', '--section=post-data', ...snap, '-f', postFile, ...connArgs(ctx.source), dbArg]);
+      await io.run(tools.pgDump.path, ['-Fc', '--no-sync', '--section=post-data', ...snap, '-f', postFile, '-w', dbArg]);
       let copied: SplitCopyResult[] = [];
       if (split.length === 0) {
         await io.pipe(fifo, ['--create', '--section=pre-data', '--section=data', ...noData, ...snap, dbArg], restoreArgs);
@@ -60,7 +61,7 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
         await io.pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
         const dataArgs = ['--section=data', ...excludeDataArgs([...excludeData, ...split]), ...snap, dbArg];
         await together(
-          () => io.pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', dbArg]),
+          () => io.pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', intoDb]),
           async () => {
             copied = await copyTablesInRanges(ctx, db.name, snapshot ?? '', split, rangeJobs, `${stem}.ranges`);
           },
@@ -76,7 +77,7 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
         const list = passes[pass];
         if (list === undefined) continue;
         await writeFile(listFile(pass), list);
-        await io.run(tools.pgRestore.path, ['-j', String(postJobs), ...connArgs(ctx.target), `--use-list=${listFile(pass)}`, dbArg, postFile]);
+        await io.run(tools.pgRestore.path, ['-j', String(postJobs), '-w', `--use-list=${listFile(pass)}`, intoDb, postFile]);
       }
       for (const file of [postFile, ...POST_DATA_PASSES.map(listFile)]) await rm(file, { force: true });
       return copied;

@@ -7,6 +7,9 @@ import { CEILINGS, connectionsNeeded, planParallelism, type Parallelism } from '
 
 const ENV = { HOME: '/home/operator' } as NodeJS.ProcessEnv;
 
+/** The parts of an endpoint the messages and state use (its spec aside). */
+const parts = (e: MigrateOptions['from']) => ({ host: e.host, port: e.port, user: e.user, password: e.password, database: e.database });
+
 function usageError(fn: () => unknown): UsageError {
   try {
     fn();
@@ -20,8 +23,10 @@ function usageError(fn: () => unknown): UsageError {
 describe('resolveOptions', () => {
   it('applies the defaults', () => {
     const o = resolveOptions({ toHost: 'target.example' }, ENV);
-    assert.deepEqual(o.from, { host: 'localhost', port: 5432, user: 'postgres', password: undefined, database: 'postgres' });
-    assert.deepEqual(o.to, { host: 'target.example', port: 5432, user: 'postgres', password: undefined, database: 'postgres' });
+    assert.deepEqual(parts(o.from), { host: 'localhost', port: 5432, user: 'postgres', password: undefined, database: 'postgres' });
+    assert.deepEqual(parts(o.to), { host: 'target.example', port: 5432, user: 'postgres', password: undefined, database: 'postgres' });
+    assert.equal(o.from.spec.params.connect_timeout, '30');
+    assert.equal(o.targetGiven, true);
     assert.equal(o.verifyConcurrency, 16);
     assert.equal(o.dumpRoot, path.resolve('pg_dumps'));
     assert.ok(path.isAbsolute(o.dumpRoot));
@@ -78,7 +83,7 @@ describe('resolveOptions', () => {
       },
       ENV,
     );
-    assert.deepEqual(o.from, { host: 'src.example', port: 6432, user: 'admin', password: 's:e\\cret', database: 'maint' });
+    assert.deepEqual(parts(o.from), { host: 'src.example', port: 6432, user: 'admin', password: 's:e\\cret', database: 'maint' });
     assert.equal(o.to.host, '/var/run/postgresql');
     assert.equal(o.to.user, 'Admin');
     assert.equal(o.dumpJobs, 3);

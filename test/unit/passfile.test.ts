@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Endpoint } from '../../src/options.ts';
-import { dbnameConninfo, passfileLines } from '../../src/pg/passfile.ts';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { conninfoPassfileLines, resolveConnection } from '../../src/pg/conninfo.ts';
+import { endpointOf, type Endpoint } from '../../src/pg/endpoint.ts';
+import { prepareChildAuth } from '../../src/pg/passfile.ts';
 
-const passfileLine = (e: Parameters<typeof passfileLines>[0], pw: string): string => passfileLines(e, pw).join('\n');
-
-const ep = (host: string, user = 'postgres', port = 5432): Endpoint => ({ host, port, user, password: undefined, database: 'postgres' });
+const DEFAULTS = { port: 5432, user: 'postgres', dbname: 'postgres' };
+const ep = (host: string, user = 'postgres', port = 5432, password?: string): Endpoint =>
+  endpointOf(resolveConnection('source', { host, user, port, password }, {}, DEFAULTS));
+const passfileLine = (e: Endpoint, pw: string): string =>
+  conninfoPassfileLines(endpointOf(resolveConnection('source', { host: e.host, user: e.user, port: e.port, password: pw }, {}, DEFAULTS)).spec).join('\n');
 
 /** Splits one passfile line into its five fields as libpq does (`\` escapes the next character). */
 function parseLine(line: string): string[] {
@@ -69,14 +73,39 @@ describe('passfileLines', () => {
   });
 });
 
-describe('dbnameConninfo', () => {
-  it('quotes the name for a libpq connection string', () => {
-    assert.equal(dbnameConninfo('shop'), "dbname='shop'");
-    assert.equal(dbnameConninfo("it's"), "dbname='it\\'s'");
-    assert.equal(dbnameConninfo('a\\b'), "dbname='a\\\\b'");
-    assert.equal(dbnameConninfo("\\'"), "dbname='\\\\\\''");
-    assert.equal(dbnameConninfo('my db = x'), "dbname='my db = x'");
-    assert.equal(dbnameConninfo('postgresql://evil'), "dbname='postgresql://evil'");
-    assert.equal(dbnameConninfo(''), "dbname=''");
+describe('prepareChildAuth', () => {
+  const base = {
+    HOME: '/nonexistent',
+    PATH: '/usr/bin',
+    PGHOST: 'elsewhere',
+    PGPASSWORD: 'from-env',
+    PGSSLMODE: 'disable',
+    PGTZ: 'UTC',
+    PG_MIGRATE_FROM_PASS: 'secret',
+    PG_MIGRATE_TO_HOST: 'x',
+  } as NodeJS.ProcessEnv;
+
+  it('gives the children no libpq connection variable and no PG_MIGRATE_* one: the conninfo says it all', async () => {
+    const auth = await prepareChildAuth([ep('src.example'), ep('dst.example')], base);
+    try {
+      for (const k of ['PGHOST', 'PGPASSWORD', 'PGSSLMODE', 'PG_MIGRATE_FROM_PASS', 'PG_MIGRATE_TO_HOST', 'PGPASSFILE'])
+        assert.equal(auth.env[k], undefined, k);
+      assert.equal(auth.env.PGTZ, 'UTC');
+      assert.equal(auth.env.PATH, '/usr/bin');
+      assert.equal(auth.dir, undefined, 'no passfile when no side holds a password');
+    } finally {
+      await auth.dispose();
+    }
+  });
+
+  it("writes the sides' passwords to a private 0600 passfile, removed by dispose", async () => {
+    const auth = await prepareChildAuth([ep('src.example', 'app', 6432, 'pa:ss'), ep('dst.example')], base);
+    const file = auth.env.PGPASSFILE;
+    assert.ok(file !== undefined && auth.dir !== undefined);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.equal(readFileSync(file, 'utf8'), 'src.example:6432:*:app:pa\\:ss\n');
+    assert.equal(libpqLookup(readFileSync(file, 'utf8'), 'src.example', 6432, 'shop', 'app', '/tmp'), 'pa:ss');
+    await auth.dispose();
+    assert.ok(!existsSync(auth.dir));
   });
 });

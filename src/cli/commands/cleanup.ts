@@ -26,13 +26,12 @@ export async function runCleanupCommand(argv: CleanupArgs): Promise<number> {
     return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
   }
   const appName = `pg-migrate/cleanup-${String(process.pid)}`;
-  const targetGiven = argv.toHost !== undefined && argv.toHost.trim() !== '';
   try {
     const report = await cleanup({
       stateDir: options.stateDir,
       dumpRoot: options.dumpRoot,
       source: { side: 'source', endpoint: options.from, appName },
-      ...(targetGiven ? { target: { side: 'target', endpoint: options.to, appName } } : {}),
+      ...(options.targetGiven ? { target: { side: 'target', endpoint: options.to, appName } } : {}),
       removeDumps: argv.removeDumps,
       removeState: argv.removeState,
     });

@@ -5,6 +5,7 @@ import { DEFAULTS, resolveOptions, type RawOptions } from '../../options.ts';
 import { ExitCode, MigrateError } from '../../errors.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
 import { createReporter, type ProgressMode } from '../renderer.ts';
+import { authenticateEarly } from '../../pg/connect.ts';
 
 export const command = 'cutover';
 export const describe =
@@ -39,6 +40,10 @@ export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
     process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
     return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
   }
+  await authenticateEarly([
+    { side: 'target', endpoint: options.to, appName: 'pg-migrate' },
+    { side: 'source', endpoint: options.from, appName: 'pg-migrate' },
+  ]);
   const reporter = createReporter(process.stderr, argv.progress);
   const summary = await runCutover(
     options,

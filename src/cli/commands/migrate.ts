@@ -5,6 +5,7 @@ import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { migrate, resolveOptions, type RawOptions } from '../../index.ts';
 import { ExitCode, MigrateError } from '../../errors.ts';
 import { ChildRegistry } from '../../proc/run.ts';
+import { authenticateEarly } from '../../pg/connect.ts';
 import { renderSummary } from '../../ui/summary.ts';
 import { migrateOptions } from '../args.ts';
 import { createReporter, type ProgressMode } from '../renderer.ts';
@@ -25,6 +26,10 @@ export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
     process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
     return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
   }
+  await authenticateEarly([
+    { side: 'target', endpoint: options.to, appName: 'pg-migrate' },
+    { side: 'source', endpoint: options.from, appName: 'pg-migrate' },
+  ]);
   const children = new ChildRegistry();
   const reporter = createReporter(process.stdout, argv.progress);
   const summary = await withSignals(children, (signal) =>

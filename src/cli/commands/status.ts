@@ -10,7 +10,7 @@ import { resolveOptions, type RawOptions } from '../../options.ts';
 
 export const command = 'status';
 export const describe =
-  'show, from the state directory alone, where the migration stands: each database, the run going, a pending tuning; with --to-host also the replication lag of an online migration';
+  'show, from the state directory alone, where the migration stands: each database, the run going, a pending tuning; given the target (--to, --to-host), also the replication lag of an online migration';
 export const builder = <T>(y: Argv<T>) =>
   outputOptions(connectionOptions(y))
     .option('state-dir', { type: 'string', describe: 'parent of pg_migrate_state/ [default: $HOME]' })
@@ -21,8 +21,8 @@ type StatusArgs = ArgumentsCamelCase<RawOptions & { stateDir?: string; json: boo
 export async function runStatusCommand(argv: StatusArgs): Promise<number> {
   const status = await readStatus(path.resolve(argv.stateDir ?? process.env.HOME ?? os.homedir()));
   // With the target's connection options, an online migration's replication lag is asked of the servers.
-  if (argv.toHost !== undefined && argv.toHost.trim() !== '') {
-    const o = resolveOptions(argv);
+  const o = resolveOptions(argv, process.env, { targetRequired: false });
+  if (o.targetGiven) {
     const appName = `pg-migrate/status-${String(process.pid)}`;
     await addReplicationLag(status, { side: 'source', endpoint: o.from, appName }, { side: 'target', endpoint: o.to, appName }).catch((err: unknown) => {
       process.stderr.write(`pg-migrate: the replication lag could not be read: ${(err as Error).message}\n`);
