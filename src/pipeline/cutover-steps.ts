@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { oneRow, withClient, type Server } from '../pg/connect.ts';
 import { sequences } from '../pg/catalog.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
-import { MigrateError } from '../errors.ts';
+import { ExitCode, MigrateError } from '../errors.ts';
 
 /** A database's setting of default_transaction_read_only before the fence (null: not set for the database). */
 export interface FenceRecord {
@@ -98,11 +98,13 @@ export async function waitForCatchUp(
         if (dead.length > 0 && Date.now() > deadline - timeoutSeconds * 500) {
           throw new MigrateError(
             `the subscriptions of ${dead.map((d) => d.db).join(', ')} are not applying changes (no apply worker on the target): look for errors in the target's server log`,
+            ExitCode.failed,
           );
         }
         if (Date.now() > deadline) {
           throw new MigrateError(
             `the subscriptions of ${behind.rows.map((b) => subs.find((s) => s.slot === b.slot)?.db ?? b.slot).join(', ')} did not catch up with the source within ${String(timeoutSeconds)} s; raise --catchup-timeout or look at the target's server log`,
+            ExitCode.failed,
           );
         }
         await sleep(50);
