@@ -30,10 +30,12 @@ async function dbSetting(c: pg.ClientBase, db: string): Promise<string | null> {
 
 /** What the fence will change, read before it changes anything. */
 export async function fenceRecord(source: Server, dbs: string[]): Promise<FenceRecord> {
-  return withClient(source, source.endpoint.database, async (c) => ({
-    at: new Date().toISOString(),
-    databases: await Promise.all(dbs.map(async (name) => ({ name, previous: await dbSetting(c, name) }))),
-  }));
+  return withClient(source, source.endpoint.database, async (c) => {
+    // One query at a time: a pg client given several at once queues them, which pg deprecates.
+    const databases: FenceRecord['databases'] = [];
+    for (const name of dbs) databases.push({ name, previous: await dbSetting(c, name) });
+    return { at: new Date().toISOString(), databases };
+  });
 }
 
 /**
