@@ -89,7 +89,7 @@ async function migrateWithWriters(
     assert.ok(commitsBetween(r, tCut, tEnd) > 0, `${r.db}: the writer was still writing when the cutover started`);
     t.diagnostic(
       `${r.db}: ${String(r.commits)} commits (${String(commitsBetween(r, t0, t1))} during the copy), last ${String(r.lastCommitted)}, in doubt ${JSON.stringify(r.inDoubt)}; ` +
-        `no commit for the last ${((tEnd - r.lastCommitAt) / 1000).toFixed(1)} s of the cutover (grace 1 s included)`,
+        `its last commit ${((tEnd - r.lastCommitAt) / 1000).toFixed(1)} s before the cutover ended (its session was ended after the 1 s grace)`,
     );
   }
   for (const db of dbs) await assertSameDatabase(src, dst, db, cutover);
