@@ -14,7 +14,8 @@ import { parseArgs } from 'node:util';
 import { CLI, CONTENDERS, REPO, benchEnv, traceWrapper, type Contender, type RunContext } from './contenders.ts';
 import { runMeasured } from './measure.ts';
 import { floorOf, median, renderTable, summarize, type Floor, type PgMigrateFigures, type RunRecord, type ContenderSummary } from './report.ts';
-import { allCounts, compareCounts, resetForRun, serverCpuSeconds, allStats, sh, startServers, type BenchServers } from './servers.ts';
+import { allCounts, compareCounts, reopenSource, resetForRun, serverCpuSeconds, allStats, sh, startServers, type BenchServers } from './servers.ts';
+import { BenchWriter, WRITER_DBS, createWriterTables, removeWriterTables } from './writer.ts';
 import { SHAPES, generate, type Shape, type WorkloadInfo } from './workload.ts';
 
 const USAGE = `usage: node dist/bench/bench.js [options]
@@ -143,6 +144,13 @@ async function runOne(
   const logFile = path.join(logDir, `${shape}-${label}-r${round}.log`);
   await fs.rm(logFile, { force: true });
   await fs.rm(`${logFile}.time`, { force: true });
+  // An online contender runs with applications writing: a writer per WRITER_DBS database, from before the run until the fence.
+  let writers: BenchWriter[] = [];
+  if (c.online) {
+    await createWriterTables(servers.source);
+    writers = WRITER_DBS.map((db) => new BenchWriter(servers.source, db));
+    await new Promise((r) => setTimeout(r, 500));
+  }
   const st0 = allStats();
   const src0 = serverCpuSeconds(servers.source, st0);
   const dst0 = serverCpuSeconds(servers.target, st0);
@@ -151,6 +159,7 @@ async function runOne(
     startedNs = BigInt(Date.now()) * 1_000_000n;
   });
   const endedNs = BigInt(Date.now()) * 1_000_000n;
+  const endedAt = Date.now();
   await new Promise((r) => setTimeout(r, 300)); // let the last backends exit and be reaped
   const st1 = allStats();
   const record: RunRecord = {
@@ -166,20 +175,56 @@ async function runOne(
     droppedCaches: cold.droppedCaches,
   };
   if (c.reportFile) record.pgMigrate = await readPgMigrateReport(c.reportFile(ctx));
+  // The time applications may not write: the whole run, or for an online contender the cutover's write stop.
+  record.writeStopSeconds = m.wallSeconds;
+  let expected = srcCounts;
+  if (c.online) {
+    const figures = await Promise.all(writers.map((w) => Promise.race([w.done, new Promise((r) => setTimeout(r, 5000)).then(() => w.stop())])));
+    const stop = /writes were stopped for ([\d.]+) s/.exec(readFileSync(logFile, 'utf8'));
+    if (stop) record.writeStopSeconds = Number(stop[1]);
+    else delete record.writeStopSeconds;
+    record.writers = figures.map((f) => ({
+      db: f.db,
+      commits: f.commits,
+      endedBy: f.endedBy,
+      // What the application saw: from its last commit on the source to the end of the cutover.
+      gapSeconds: f.lastCommitAt > 0 ? (endedAt - f.lastCommitAt) / 1000 : null,
+      ...(f.error === undefined ? {} : { error: f.error }),
+    }));
+    const gaps = record.writers.map((w) => w.gapSeconds).filter((g): g is number => g !== null);
+    if (gaps.length > 0) record.writerGapSeconds = Math.max(...gaps);
+    // The target holds what the writers committed: compare with the source as the cutover left it.
+    expected = await allCounts(servers.source);
+    const wrong = figures.filter((f) => f.error !== undefined || f.endedBy !== 'read-only' || f.commits === 0);
+    if (m.exitCode === 0 && wrong.length > 0) {
+      record.status = 'failed';
+      record.error = `writers: ${wrong.map((f) => `${f.db}: ${f.error ?? `${String(f.commits)} commits, ended by ${f.endedBy}`}`).join('; ')}`;
+    }
+  }
   if (m.exitCode !== 0) {
     record.status = 'failed';
     record.error = `exit code ${m.exitCode}: ${tail(logFile)}`;
-  } else {
-    const problems = compareCounts(srcCounts, await allCounts(servers.target));
+  } else if (record.status === 'ok') {
+    const problems = compareCounts(expected, await allCounts(servers.target));
     if (problems) {
       record.status = 'failed';
       record.error = `check failed: ${problems}`;
     }
   }
+  if (c.online) {
+    await reopenSource(servers.source);
+    await removeWriterTables(servers.source);
+  }
   await fs.rm(dir, { recursive: true, force: true });
   const cpu = `cpu src ${record.srcCpuSeconds!.toFixed(1)} dst ${record.dstCpuSeconds!.toFixed(1)} client ${record.clientCpuSeconds!.toFixed(1)}`;
   const rss = `tool RSS ${m.toolPeakRssMB.toFixed(0)} MB, largest client ${m.largestClientRssMB.toFixed(0)} MB`;
-  if (record.status === 'ok') log(`  ${label} round ${round}: ${m.wallSeconds.toFixed(1)} s (${cpu}; ${rss})`);
+  const stopText =
+    record.writeStopSeconds === undefined
+      ? ''
+      : c.online
+        ? `; writes stopped ${record.writeStopSeconds.toFixed(1)} s (the writers saw no commit for the last ${record.writerGapSeconds?.toFixed(1) ?? '-'} s; ${record.writers?.map((w) => `${w.db} ${String(w.commits)} commits`).join(', ') ?? ''})`
+        : `; writes stopped ${record.writeStopSeconds.toFixed(1)} s (the whole run)`;
+  if (record.status === 'ok') log(`  ${label} round ${round}: ${m.wallSeconds.toFixed(1)} s (${cpu}; ${rss}${stopText})`);
   else log(`  ${label} round ${round}: FAILED (${m.wallSeconds.toFixed(1)} s): ${record.error}`);
   if (record.pgMigrate) {
     const p = record.pgMigrate;

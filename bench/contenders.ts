@@ -29,6 +29,12 @@ export interface Contender {
   argv: (ctx: RunContext) => string[];
   /** The tool's JSON report, when it writes one. */
   reportFile?: (ctx: RunContext) => string;
+  /**
+   * An online contender: applications may write during its run (a writer runs, bench/writer.ts), and
+   * the time during which they may not is the cutover's write stop, read from its output. For every
+   * other contender it is the whole run.
+   */
+  online?: boolean;
 }
 
 /**
@@ -73,6 +79,39 @@ function pgMigrateArgs(ctx: RunContext, extra: string[]): string[] {
     path.join(ctx.dir, 'report.json'),
     ...extra,
   ];
+}
+
+/** A word for bash -c, single-quoted. */
+const shq = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
+
+/** Exits 0 when every database replicates, applying, less than 1 MiB behind (`pg-migrate status --json` on stdin). */
+const CAUGHT_UP_CHECK =
+  "const s = JSON.parse(require('fs').readFileSync(0, 'utf8')); const r = s.databases.map((d) => d.replication).filter(Boolean); " +
+  "process.exit(r.length > 0 && r.every((x) => x.state === 'replicating' && x.applying === true && x.lagBytes !== null && x.lagBytes < 1048576) ? 0 : 1)";
+
+/**
+ * pg-migrate --online; then the online phase, as an operator would run it: `pg-migrate status` once a
+ * second until every database replicates less than 1 MiB behind (at most 120 s); then pg-migrate
+ * cutover (defaults: 3 s grace, then the sessions still open on the source are ended), with the same
+ * servers and state. One bash command, so that the wall time and the CPU figures cover all of it.
+ */
+function onlineScript(ctx: RunContext): string {
+  const { source, target, password } = ctx.servers;
+  const conn = ['--from-host', '127.0.0.1', '--from-port', String(source.port), '--from-pass', password];
+  conn.push('--to-host', '127.0.0.1', '--to-port', String(target.port), '--to-pass', password);
+  const state = ['--state-dir', path.join(ctx.dir, 'state')];
+  const migrate = pgMigrateArgs(ctx, ['--online']);
+  const status = [process.execPath, CLI, 'status', ...conn, ...state, '--json'];
+  const cutover = [process.execPath, CLI, 'cutover', ...conn, ...state, '--dump-root', path.join(ctx.dir, 'dumps'), '--progress', 'plain'];
+  return [
+    'set -eo pipefail',
+    migrate.map(shq).join(' '),
+    'for i in $(seq 1 120); do',
+    `  if ${status.map(shq).join(' ')} 2>/dev/null | ${shq(process.execPath)} -e ${shq(CAUGHT_UP_CHECK)}; then echo "online phase: caught up after $i status checks"; break; fi`,
+    '  sleep 1',
+    'done',
+    cutover.map(shq).join(' '),
+  ].join('\n');
 }
 
 /** Databases of the source, as a shell loop would list them. */
@@ -135,6 +174,15 @@ export const CONTENDERS: Contender[] = [
     shapes: ['standard'],
     describe: () => 'pg-migrate as above plus --delay-table-data analytics.events',
     argv: (ctx) => pgMigrateArgs(ctx, ['--delay-table-data', 'analytics.events']),
+    reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
+  },
+  {
+    name: 'pg-migrate-online',
+    shapes: ['standard'],
+    online: true,
+    describe: () =>
+      'pg-migrate as above plus --online; pg-migrate status each second until every database replicates < 1 MiB behind; pg-migrate cutover (defaults: 3 s grace); a writer runs in app_shop and app_crm from before the run until the fence stops it',
+    argv: (ctx) => ['bash', '-c', onlineScript(ctx)],
     reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
   },
   {

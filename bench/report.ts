@@ -15,6 +15,15 @@ export interface RunRecord {
   droppedCaches?: boolean;
   /** pg-migrate's own figures from its JSON report */
   pgMigrate?: PgMigrateFigures;
+  /**
+   * Seconds during which applications may not write: the whole run for an offline contender; for an
+   * online one the write stop its cutover reports (from the end of the grace period to the end).
+   */
+  writeStopSeconds?: number;
+  /** Online: per writer, its commits and the seconds from its last commit to the end of the run. */
+  writers?: { db: string; commits: number; endedBy: string; gapSeconds: number | null; error?: string }[];
+  /** Online: the longest of the writers' gaps (what the application saw, grace period included). */
+  writerGapSeconds?: number;
 }
 
 export interface PgMigrateFigures {
@@ -50,6 +59,10 @@ export interface ContenderSummary {
   medianClientCpu?: number;
   peakToolRssMB?: number;
   peakLargestClientRssMB?: number;
+  /** Median seconds during which applications may not write (see RunRecord.writeStopSeconds). */
+  medianWriteStop?: number;
+  /** Online: median of the writers' longest gap. */
+  medianWriterGap?: number;
 }
 
 export function median(xs: number[]): number {
@@ -83,6 +96,10 @@ export function summarize(runs: RunRecord[], order: string[]): ContenderSummary[
       s.medianClientCpu = median(ok.map((r) => r.clientCpuSeconds!));
       s.peakToolRssMB = Math.max(...ok.map((r) => r.toolPeakRssMB ?? 0));
       s.peakLargestClientRssMB = Math.max(...ok.map((r) => r.largestClientRssMB ?? 0));
+      const stops = ok.map((r) => r.writeStopSeconds).filter((x): x is number => x !== undefined);
+      if (stops.length > 0) s.medianWriteStop = median(stops);
+      const gaps = ok.map((r) => r.writerGapSeconds).filter((x): x is number => x !== undefined);
+      if (gaps.length > 0) s.medianWriterGap = median(gaps);
     }
     out.push(s);
   }
@@ -113,7 +130,7 @@ const f = (x: number | undefined, d = 1): string => (x === undefined ? '-' : x.t
 
 export function renderTable(summaries: ContenderSummary[]): string {
   const t = new Table({
-    head: ['contender', 'median s', 'min s', 'max s', 'ratio', 'server CPU s', 'client CPU s', 'tool RSS MB', 'max client RSS MB', 'status'],
+    head: ['contender', 'median s', 'min s', 'max s', 'ratio', 'write stop s', 'server CPU s', 'client CPU s', 'tool RSS MB', 'max client RSS MB', 'status'],
     style: { head: [], border: [] },
   });
   for (const s of summaries) {
@@ -123,6 +140,7 @@ export function renderTable(summaries: ContenderSummary[]): string {
       f(s.minWall),
       f(s.maxWall),
       s.ratioToPgMigrate === undefined ? '-' : s.ratioToPgMigrate.toFixed(2),
+      s.medianWriterGap === undefined ? f(s.medianWriteStop) : `${f(s.medianWriteStop)} (writer ${f(s.medianWriterGap)})`,
       f(s.medianServerCpu),
       f(s.medianClientCpu),
       s.contender.startsWith('pg-migrate') ? f(s.peakToolRssMB, 0) : '-',

@@ -20,6 +20,23 @@ export const BENCH_SETTINGS: Record<string, string | number | boolean> = {
   log_min_messages: 'warning',
 };
 
+/**
+ * The source is ready for logical replication (pg-migrate-online): wal_level = logical costs the
+ * offline contenders nothing, since they only read the source. The target gets room for one apply
+ * worker per database; it keeps wal_level = replica, as an ordinary target has.
+ */
+export const SOURCE_SETTINGS: Record<string, string | number | boolean> = {
+  ...BENCH_SETTINGS,
+  wal_level: 'logical',
+  max_replication_slots: 20,
+  max_wal_senders: 20,
+};
+export const TARGET_SETTINGS: Record<string, string | number | boolean> = {
+  ...BENCH_SETTINGS,
+  max_logical_replication_workers: 8,
+  max_worker_processes: 16,
+};
+
 export const CLK_TCK = 100;
 
 export interface BenchServers {
@@ -33,8 +50,8 @@ export interface BenchServers {
 export async function startServers(label: string): Promise<BenchServers> {
   const password = `bench-${Math.random().toString(36).slice(2, 10)}`;
   const [source, target] = await Promise.all([
-    startCluster({ version: 'system', password, settings: BENCH_SETTINGS, name: `bench-src-${label}` }),
-    startCluster({ version: 'system', password, settings: BENCH_SETTINGS, name: `bench-dst-${label}` }),
+    startCluster({ version: 'system', password, settings: SOURCE_SETTINGS, name: `bench-src-${label}` }),
+    startCluster({ version: 'system', password, settings: TARGET_SETTINGS, name: `bench-dst-${label}` }),
   ]);
   const baseline = {
     source: await fs.readFile(path.join(source.dataDir, 'postgresql.auto.conf'), 'utf8'),
@@ -130,11 +147,39 @@ async function writeAutoConf(c: Cluster, text: string): Promise<void> {
 /** Drops every database but postgres and the templates, and every role but postgres. */
 export async function emptyServer(c: Cluster): Promise<void> {
   const dbs = await c.query<{ datname: string }>(`select datname from pg_database where not datistemplate and datname <> 'postgres'`);
+  // A database with a subscription cannot be dropped: detach each one left by a failed online run (its slot is the source's business).
+  const subs = await c.query<{ subname: string; db: string }>(
+    `select s.subname, d.datname as db from pg_subscription s join pg_database d on d.oid = s.subdbid`,
+  );
+  for (const { subname, db } of subs) {
+    await c.withClient(async (client) => {
+      await client.query(`alter subscription ${qi(subname)} disable`);
+      await client.query(`alter subscription ${qi(subname)} set (slot_name = none)`);
+      await client.query(`drop subscription ${qi(subname)}`);
+    }, db);
+  }
   for (const { datname } of dbs) await c.query(`drop database ${qi(datname)} with (force)`);
   const roles = await c.query<{ rolname: string }>(`select rolname from pg_roles where rolname !~ '^pg_' and rolname <> 'postgres'`);
   for (const { rolname } of roles) {
     await c.query(`drop owned by ${qi(rolname)} cascade`);
     await c.query(`drop role ${qi(rolname)}`);
+  }
+}
+
+/**
+ * After an online contender: the source as the other contenders find it. Its databases writable again
+ * (the cutover leaves them read-only), and what a failed run may have left dropped: pg-migrate's
+ * replication slots and publications.
+ */
+export async function reopenSource(c: Cluster): Promise<void> {
+  const dbs = await c.query<{ datname: string }>(`select datname from pg_database where not datistemplate and datname <> 'postgres'`);
+  for (const { datname } of dbs) await c.query(`alter database ${qi(datname)} reset default_transaction_read_only`);
+  await c.query(`select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name like 'pg\\_migrate\\_%' and active_pid is not null`);
+  await new Promise((r) => setTimeout(r, 200));
+  await c.query(`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name like 'pg\\_migrate\\_%' and not active`);
+  for (const { datname } of dbs) {
+    const pubs = await c.query<{ pubname: string }>(`select pubname from pg_publication where pubname like 'pg\\_migrate\\_%'`, [], datname);
+    for (const { pubname } of pubs) await c.query(`drop publication ${qi(pubname)}`, [], datname);
   }
 }
 

@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { oneRow, withClient, type Server } from '../pg/connect.ts';
 import { sequences } from '../pg/catalog.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
-import { MigrateError } from '../errors.ts';
+import { ExitCode, MigrateError } from '../errors.ts';
 
 /** A database's setting of default_transaction_read_only before the fence (null: not set for the database). */
 export interface FenceRecord {
@@ -30,10 +30,12 @@ async function dbSetting(c: pg.ClientBase, db: string): Promise<string | null> {
 
 /** What the fence will change, read before it changes anything. */
 export async function fenceRecord(source: Server, dbs: string[]): Promise<FenceRecord> {
-  return withClient(source, source.endpoint.database, async (c) => ({
-    at: new Date().toISOString(),
-    databases: await Promise.all(dbs.map(async (name) => ({ name, previous: await dbSetting(c, name) }))),
-  }));
+  return withClient(source, source.endpoint.database, async (c) => {
+    // One query at a time: a pg client given several at once queues them, which pg deprecates.
+    const databases: FenceRecord['databases'] = [];
+    for (const name of dbs) databases.push({ name, previous: await dbSetting(c, name) });
+    return { at: new Date().toISOString(), databases };
+  });
 }
 
 /**
@@ -98,11 +100,13 @@ export async function waitForCatchUp(
         if (dead.length > 0 && Date.now() > deadline - timeoutSeconds * 500) {
           throw new MigrateError(
             `the subscriptions of ${dead.map((d) => d.db).join(', ')} are not applying changes (no apply worker on the target): look for errors in the target's server log`,
+            ExitCode.failed,
           );
         }
         if (Date.now() > deadline) {
           throw new MigrateError(
             `the subscriptions of ${behind.rows.map((b) => subs.find((s) => s.slot === b.slot)?.db ?? b.slot).join(', ')} did not catch up with the source within ${String(timeoutSeconds)} s; raise --catchup-timeout or look at the target's server log`,
+            ExitCode.failed,
           );
         }
         await sleep(50);

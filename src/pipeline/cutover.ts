@@ -177,6 +177,7 @@ export async function runCutover(
         if (rows > 0)
           throw new MigrateError(
             `${db}: ${t.schema}.${t.name} on the target holds rows written since the copy; it cannot be copied over them: empty it there, then cut over again`,
+            ExitCode.failed,
           );
       }
       if (load.tables.length > 0) await loadUnits(ctx, job, load, undefined, path.join(options.dumpRoot, `${encodeName(db)}.cutover.ranges`));
@@ -186,7 +187,7 @@ export async function runCutover(
         countTables({ server: target, database: db, verifyQueue: ctx.verifyQueue }),
       ]);
       const cmp = compareCounts(a.counts, b.counts, new Set(), a.aggregates);
-      if (!cmp.ok) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${cmp.errors.slice(0, 10).join('; ')}`);
+      if (!cmp.ok) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${cmp.errors.slice(0, 10).join('; ')}`, ExitCode.failed);
       summary.databases.push({ name: db, sequences: seqs, tablesCopied: load.tables.length, largeObjects: los, rows: cmp.rows });
     }
 

@@ -142,6 +142,8 @@ export async function subscribe(ctx: Context, job: DatabaseJob): Promise<void> {
     );
   }
   await withClient(ctx.target, db, async (c) => {
+    // The copy (pg_dump) carried the source's publication of this migration along: it is not the target's.
+    await c.query(`drop publication if exists ${quoteIdent(record.publication)}`);
     // The connection string holds a password: neither the statement nor a failure of it is logged.
     await c.query("set log_statement = 'none'");
     await c.query("set log_min_error_statement = 'panic'");
