@@ -41,7 +41,7 @@ export interface CutoverOptions {
 
 export interface CutoverSummary {
   databases: { name: string; sequences: number; tablesCopied: number; largeObjects: number; rows?: number }[];
-  /** Seconds during which the source took no writes (from the end of the grace period to the end). */
+  /** Seconds during which the source took no writes (from the end of the grace period, when the sessions still open were ended, to the end). */
   writeStopSeconds?: number;
   /** What a dry run would do, or what was done (one line each). */
   lines: string[];
@@ -96,16 +96,7 @@ export async function runCutover(
 
     // Schema changes are not replicated: refuse a cutover over them, before anything changes.
     const changes: string[] = [];
-    for (const [db, r] of dbs) {
-      const now = await withClient(source, db, schemaFingerprint);
-      const then = r.fingerprint ?? {};
-      for (const k of new Set([...Object.keys(now), ...Object.keys(then)])) {
-        if (now[k] !== then[k])
-          changes.push(
-            `${db}: ${k.slice(2)} ${then[k] === undefined ? 'was created' : now[k] === undefined ? 'was dropped' : 'was changed'} on the source since the copy`,
-          );
-      }
-    }
+    for (const [db, r] of dbs) changes.push(...(await schemaChanges(source, target, db, r)));
     if (changes.length > 0) {
       throw new MigrateError(
         `the source's schema changed since the copy, and logical replication does not carry schema changes:\n  - ${changes.join('\n  - ')}\nmake the same changes on the target (or migrate those databases afresh with pg-migrate migrate --online --redo-db), then cut over`,
@@ -154,7 +145,9 @@ export async function runCutover(
     const stopped = performance.now();
     summary.lines.push(`stopped writes on the source (${String(ended)} sessions ended after ${String(co.graceSeconds)} s)`);
 
-    // 2. Catch up.
+    // 2. The source is quiet now: count it while the subscriptions catch up.
+    const sourceCounts = new Map(dbs.map(([db]) => [db, countTables({ server: source, database: db, verifyQueue: ctx.verifyQueue })]));
+    for (const p of sourceCounts.values()) p.catch(() => undefined); // awaited below; a failure surfaces there
     await waitForCatchUp(
       source,
       target,
@@ -162,45 +155,28 @@ export async function runCutover(
       co.catchupTimeoutSeconds,
     );
 
-    // 3. What replication does not carry, and 4. the comparison with both sides quiet.
-    for (const [db, r] of dbs) {
-      const job: DatabaseJob = {
-        plan: { name: db, sizeBytes: null, dumpJobs: 1, restoreJobs: 1, dataPath: 'stream' },
-        state: store.database(db),
-        result: { name: db, sizeBytes: null, status: 'failed', warnings: [] },
-      };
-      const seqs = await copySequences(source, target, db);
-      const load = await unreplicatedLoad(source, db, r);
-      await undoInterruptedLoad(ctx, job, load);
-      for (const t of r.notReplicated) {
-        const rows = await withClient(target, db, async (c) => (await c.query(`select 1 from only ${quoteQualified(t.schema, t.name)} limit 1`)).rowCount ?? 0);
-        if (rows > 0)
-          throw new MigrateError(
-            `${db}: ${t.schema}.${t.name} on the target holds rows written since the copy; it cannot be copied over them: empty it there, then cut over again`,
-            ExitCode.failed,
-          );
-      }
-      if (load.tables.length > 0) await loadUnits(ctx, job, load, undefined, path.join(options.dumpRoot, `${encodeName(db)}.cutover.ranges`));
-      const los = await copyLargeObjects(source, target, db);
-      const [a, b] = await Promise.all([
-        countTables({ server: source, database: db, verifyQueue: ctx.verifyQueue }),
-        countTables({ server: target, database: db, verifyQueue: ctx.verifyQueue }),
-      ]);
-      const cmp = compareCounts(a.counts, b.counts, new Set(), a.aggregates);
-      if (!cmp.ok) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${cmp.errors.slice(0, 10).join('; ')}`, ExitCode.failed);
-      summary.databases.push({ name: db, sequences: seqs, tablesCopied: load.tables.length, largeObjects: los, rows: cmp.rows });
+    // 3. What replication does not carry, and 4. the comparison with both sides quiet: the databases side by side.
+    const queue = new PQueue({ concurrency: Math.max(1, parallelism.restoreParallel) });
+    const finished = await Promise.allSettled(
+      dbs.map(([db, r]) => queue.add(async () => finishDatabase(ctx, db, r, sourceCounts.get(db) ?? Promise.reject(new Error(`no count of ${db}`))))),
+    );
+    const failures = finished.filter((f): f is PromiseRejectedResult => f.status === 'rejected').map((f) => f.reason as unknown);
+    if (failures.length > 0) {
+      const first = failures[0];
+      if (failures.length === 1) throw first;
+      throw new MigrateError(failures.map(errorMessage).join('\n'), first instanceof MigrateError ? first.exitCode : ExitCode.failed);
     }
+    for (const f of finished) if (f.status === 'fulfilled') summary.databases.push(f.value);
 
     // 5. Done: the subscriptions (and with them the slots) and the publications go; the source stays read-only.
-    for (const [db, r] of dbs) {
-      summary.lines.push(...(await dropReplication({ source, target }, db, r)));
-      await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
-    }
+    const dropped = await Promise.all(dbs.map(([db, r]) => dropReplication({ source, target }, db, r)));
+    for (const lines of dropped) summary.lines.push(...lines);
+    for (const [db, r] of dbs) await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
     summary.writeStopSeconds = Math.round((performance.now() - stopped) / 100) / 10;
     await store.writeDoc(store.fencePath, { ...fenced, completedAt: new Date().toISOString() } satisfies FenceRecord);
     fenced = undefined;
     summary.lines.push(
-      `cut over: writes were stopped for ${String(summary.writeStopSeconds)} s. The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
+      `cut over: writes were stopped for ${String(summary.writeStopSeconds)} s (after a grace of ${String(co.graceSeconds)} s in which new sessions were already read-only). The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
     );
     emit({ type: 'stage', stage: 'cutover', status: 'done' });
   } catch (err) {
@@ -224,6 +200,62 @@ export async function runCutover(
     await lock.release();
   }
   return summary;
+}
+
+/**
+ * One database inside the write stop: its sequences set, its unreplicated tables copied (refused when
+ * the target's copy took rows since), its large objects made the source's, then every table's rows
+ * compared with the source's (counted while the subscriptions caught up).
+ */
+async function finishDatabase(
+  ctx: Context,
+  db: string,
+  r: OnlineRecord,
+  sourceCounts: ReturnType<typeof countTables>,
+): Promise<CutoverSummary['databases'][number]> {
+  const { source, target, store, options } = ctx;
+  const job: DatabaseJob = {
+    plan: { name: db, sizeBytes: null, dumpJobs: 1, restoreJobs: 1, dataPath: 'stream' },
+    state: store.database(db),
+    result: { name: db, sizeBytes: null, status: 'failed', warnings: [] },
+  };
+  const seqs = await copySequences(source, target, db);
+  const load = await unreplicatedLoad(source, db, r);
+  await undoInterruptedLoad(ctx, job, load);
+  for (const t of r.notReplicated) {
+    const rows = await withClient(target, db, async (c) => (await c.query(`select 1 from only ${quoteQualified(t.schema, t.name)} limit 1`)).rowCount ?? 0);
+    if (rows > 0)
+      throw new MigrateError(
+        `${db}: ${t.schema}.${t.name} on the target holds rows written since the copy; it cannot be copied over them: empty it there, then cut over again`,
+        ExitCode.failed,
+      );
+  }
+  if (load.tables.length > 0) await loadUnits(ctx, job, load, undefined, path.join(options.dumpRoot, `${encodeName(db)}.cutover.ranges`));
+  const los = await copyLargeObjects(source, target, db);
+  const [a, b] = await Promise.all([sourceCounts, countTables({ server: target, database: db, verifyQueue: ctx.verifyQueue })]);
+  const cmp = compareCounts(a.counts, b.counts, new Set(), a.aggregates);
+  if (!cmp.ok) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${cmp.errors.slice(0, 10).join('; ')}`, ExitCode.failed);
+  return { name: db, sequences: seqs, tablesCopied: load.tables.length, largeObjects: los, rows: cmp.rows };
+}
+
+/**
+ * The source's schema changes since the copy that the target has not followed. A change counts as
+ * followed when the target's object now reads the same as the source's, or (servers of different
+ * versions print definitions differently) when the target's object changed since it subscribed too.
+ */
+async function schemaChanges(source: Server, target: Server, db: string, r: OnlineRecord): Promise<string[]> {
+  const [now, there] = await Promise.all([withClient(source, db, schemaFingerprint), withClient(target, db, schemaFingerprint)]);
+  const then = r.fingerprint ?? {};
+  const targetThen = r.targetFingerprint;
+  const out: string[] = [];
+  for (const k of new Set([...Object.keys(now), ...Object.keys(then)])) {
+    if (now[k] === then[k]) continue;
+    if (there[k] === now[k] || (targetThen !== undefined && there[k] !== targetThen[k])) continue;
+    out.push(
+      `${db}: ${k.slice(2)} ${then[k] === undefined ? 'was created' : now[k] === undefined ? 'was dropped' : 'was changed'} on the source since the copy, and not on the target`,
+    );
+  }
+  return out;
 }
 
 const quoteQualified = (schema: string, name: string): string => `"${schema.replaceAll('"', '""')}"."${name.replaceAll('"', '""')}"`;

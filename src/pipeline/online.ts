@@ -28,6 +28,8 @@ export interface OnlineRecord {
   identityFull: { schema: string; name: string; previous: string }[];
   /** The schema as the copy saw it (compared at cutover). */
   fingerprint?: Record<string, string>;
+  /** The target's schema when it subscribed (a change the operator repeats there shows against it at cutover). */
+  targetFingerprint?: Record<string, string>;
   /** Where the slot's consistent point was (the copy's snapshot). */
   consistentPoint?: string;
   /** Set once the subscription exists on the target. */
@@ -167,7 +169,8 @@ export async function subscribe(ctx: Context, job: DatabaseJob): Promise<void> {
       }
     }
   });
-  await job.state.setDoc('online.json', { ...record, subscribedAt: new Date().toISOString() } satisfies OnlineRecord);
+  const targetFingerprint = await withClient(ctx.target, db, schemaFingerprint);
+  await job.state.setDoc('online.json', { ...record, targetFingerprint, subscribedAt: new Date().toISOString() } satisfies OnlineRecord);
 }
 
 /**

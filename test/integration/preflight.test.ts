@@ -82,14 +82,18 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     const d = await dirs();
     const deadPort = await freePort();
     const args = argsOf(d).map((a) => (a === String(src!.port) ? String(deadPort) : a));
-    await expectPreflightFailure(d, () => runEnv(args), [new RegExp(`source server 127\\.0\\.0\\.1:${deadPort}`), /refused/, /--from-host|--from-port/]);
+    await expectPreflightFailure(d, () => runEnv(args), [
+      new RegExp(`source server \\(postgres@127\\.0\\.0\\.1:${deadPort}/postgres`),
+      /refused/,
+      /--from-host|--from-port/,
+    ]);
   });
 
   test('wrong target password', async () => {
     const d = await dirs();
     const env = { ...passwordEnv(src!, dst!), PG_MIGRATE_TO_PASS: 'definitely-wrong' };
     await expectPreflightFailure(d, () => runCli(argsOf(d), { env }), [
-      new RegExp(`target server 127\\.0\\.0\\.1:${dst!.port}`),
+      new RegExp(`target server \\(postgres@127\\.0\\.0\\.1:${dst!.port}/postgres`),
       /password/,
       /--to-pass|PG_MIGRATE_TO_PASS/,
     ]);
