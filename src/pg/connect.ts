@@ -38,6 +38,8 @@ export function setPasswordPrompt(ask: PasswordPrompt | undefined, always = fals
 interface Pin {
   target: HostTarget;
   tls: boolean;
+  /** server_version_num: the session settings the server knows depend on it. */
+  versionNum: number;
 }
 const pins = new WeakMap<Endpoint, Promise<Pin>>();
 /** Endpoints whose password was asked for already: the operator is asked once per run and side. */
@@ -60,8 +62,10 @@ async function establish(server: Server): Promise<Pin> {
   for (;;) {
     try {
       const c = await connectSpec(e.spec, e.database, server.appName);
-      await c.client.end().catch(() => undefined);
-      const pin = { target: c.target, tls: c.config.ssl !== false && c.config.ssl !== undefined };
+      const version = await c.client
+        .query<{ v: string }>("select current_setting('server_version_num') as v")
+        .finally(() => c.client.end().catch(() => undefined));
+      const pin = { target: c.target, tls: c.config.ssl !== false && c.config.ssl !== undefined, versionNum: Number(version.rows[0]?.v ?? 0) };
       resolvedPins.set(e, pin);
       return pin;
     } catch (err) {
@@ -93,14 +97,24 @@ export async function authenticateEarly(servers: Server[]): Promise<void> {
 }
 
 /**
- * Settings every session of the tool starts with, ahead of the operator's own `options`: a database
- * or role of the servers may set a statement, lock or idle-in-transaction timeout (that would end a
- * long count, an index build or the snapshot's idle exporter) or default_transaction_read_only (an
- * archive database: its restore must write). The client programs set their own timeouts too.
+ * Settings every session of the tool starts with, those the server's version knows: a database or
+ * role of the servers may set a statement, lock, idle-in-transaction or transaction timeout (that
+ * would end a long count, an index build or the snapshot's idle exporter) or
+ * default_transaction_read_only (an archive database: its restore must write).
  */
-export const SESSION_OPTIONS = '-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 -c default_transaction_read_only=off';
+export function sessionOptions(versionNum: number): string {
+  const settings = ['statement_timeout=0', 'default_transaction_read_only=off'];
+  if (versionNum >= 90300) settings.push('lock_timeout=0');
+  if (versionNum >= 90600) settings.push('idle_in_transaction_session_timeout=0');
+  if (versionNum >= 170000) settings.push('transaction_timeout=0');
+  return settings.map((s) => `-c ${s}`).join(' ');
+}
 
-const withSessionOptions = (own: string | undefined): string => (own === undefined || own.trim() === '' ? SESSION_OPTIONS : `${SESSION_OPTIONS} ${own}`);
+/** The session settings ahead of the operator's own `options` (later ones win in libpq's options). */
+function withSessionOptions(server: Server, own: string | undefined): string {
+  const ours = sessionOptions(resolvedPins.get(server.endpoint)?.versionNum ?? 0);
+  return own === undefined || own.trim() === '' ? ours : `${ours} ${own}`;
+}
 
 const sameTarget = (a: HostTarget, b: HostTarget): boolean => a.host === b.host && a.hostaddr === b.hostaddr && a.port === b.port;
 
@@ -111,7 +125,7 @@ export function clientConfig(server: Server, database: string): pg.ClientConfig 
   const plan = (pin && plans.find((p) => sameTarget(p.target, pin.target))) ?? plans[0];
   const config = (pin && plan?.attempts.find((a) => (a.ssl !== false && a.ssl !== undefined) === pin.tls)) ?? plan?.attempts[0];
   if (config === undefined) throw new MigrateError(`the ${server.side} server has no host to connect to`);
-  return { ...config, options: withSessionOptions(config.options) };
+  return { ...config, options: withSessionOptions(server, config.options) };
 }
 
 /** The spec narrowed to the pinned host (the same server for every client program as for the tool's sessions). */
@@ -133,7 +147,10 @@ export function pinnedSpec(server: Server): ConnectionSpec {
  * the pinned host, naming `database` and the run's application_name. The password is never in it.
  */
 export function clientConninfo(server: Server, database: string): string {
-  return toLibpqConninfo(pinnedSpec(server), database, { application_name: server.appName, options: withSessionOptions(server.endpoint.spec.params.options) });
+  return toLibpqConninfo(pinnedSpec(server), database, {
+    application_name: server.appName,
+    options: withSessionOptions(server, server.endpoint.spec.params.options),
+  });
 }
 
 /** Connection arguments of a client program: `-w` (never prompt) and the conninfo (see clientConninfo). */
