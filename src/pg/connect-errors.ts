@@ -57,7 +57,7 @@ export function describeConnectError(err: unknown, server: Server, database: str
         'verify-ca and verify-full need the CA that signed the server certificate, and verify-full a certificate naming the host as given',
     );
   }
-  if (/does not support SSL/i.test(message)) {
+  if (/does not support SSL/i.test(message) && ['require', 'verify-ca', 'verify-full'].includes(endpoint.spec.params.sslmode ?? '')) {
     return new MigrateError(
       `${where} does not accept TLS connections, but sslmode (from ${from(server, 'sslmode')}) requires it: turn ssl on there, or use sslmode=prefer or disable`,
     );

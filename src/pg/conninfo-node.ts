@@ -260,7 +260,9 @@ export async function connectSpec(spec: ConnectionSpec, database: string, applic
           await client.connect();
         } catch (error) {
           await client.end().catch(() => undefined);
-          tried.push({ where, error });
+          // A server without TLS answering sslmode=prefer is negotiation, as in libpq: not a failure to report.
+          const negotiation = i + 1 < attempts.length && config.ssl !== false && /does not support SSL/i.test(String((error as Error).message));
+          if (!negotiation) tried.push({ where, error });
           if (i + 1 < attempts.length && !unreachable(error)) continue;
           break;
         }
