@@ -261,7 +261,7 @@ export async function connectSpec(spec: ConnectionSpec, database: string, applic
         } catch (error) {
           await client.end().catch(() => undefined);
           // A server without TLS answering sslmode=prefer is negotiation, as in libpq: not a failure to report.
-          const negotiation = i + 1 < attempts.length && config.ssl !== false && /does not support SSL/i.test(String((error as Error).message));
+          const negotiation = i + 1 < attempts.length && config.ssl !== false && /does not support SSL/i.test((error as Error).message);
           if (!negotiation) tried.push({ where, error });
           if (i + 1 < attempts.length && !unreachable(error)) continue;
           break;
