@@ -237,12 +237,21 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
  * starts over with a new slot (an earlier one is dropped first: an abandoned slot keeps WAL on the
  * source), and the copy reads that slot's snapshot.
  */
-async function prepareOnline(ctx: Context, job: DatabaseJob): Promise<boolean> {
+async function prepareOnline(ctx: Context, job: DatabaseJob): Promise<'replicating' | 'cut over' | 'copy'> {
   const record = await job.state.doc<OnlineRecord>('online.json');
-  if (record?.subscribedAt !== undefined) return true;
-  if (record && (await job.state.marker(Marker.verified))) {
-    await subscribe(ctx, job);
-    return true;
+  const verified = (await job.state.marker(Marker.verified)) !== undefined;
+  if (record && verified) {
+    if (record.cutoverAt !== undefined) return 'cut over';
+    if (record.subscribedAt === undefined) await subscribe(ctx, job);
+    return 'replicating';
+  }
+  if (!record && verified) {
+    // Copied by an offline run, or its replication removed by cleanup: what the source committed since
+    // is not on the target, and a slot created now would only carry what comes next.
+    throw new MigrateError(
+      `${dbName(job)} was copied without replication (an offline run, or pg-migrate cleanup removed its replication), so the writes on the source since then are not on the target: name it with --redo-db to copy it afresh online (its target copy is dropped and made again), or leave it out with --exclude-db`,
+      ExitCode.failed,
+    );
   }
   if (record) {
     await dropReplication(ctx, dbName(job), record, { keepIdentity: true });
@@ -251,7 +260,19 @@ async function prepareOnline(ctx: Context, job: DatabaseJob): Promise<boolean> {
   const fresh = await prepareReplication(ctx, job, ctx.pair, record?.identityFull ?? []);
   job.snapshot = slotSnapshot(ctx, job, fresh);
   job.notCopied = fresh.notReplicated;
-  return false;
+  return 'copy';
+}
+
+/**
+ * Without --online, a database being copied again (--redo-db, or a copy that never finished) whose
+ * earlier online attempt left replication: its subscription would keep the target database from being
+ * dropped and its slot would hold WAL on the source, so they go first (only those recorded).
+ */
+async function dropStaleReplication(ctx: Context, job: DatabaseJob): Promise<void> {
+  const record = await job.state.doc<OnlineRecord>('online.json');
+  if (!record || record.cutoverAt !== undefined || (await job.state.marker(Marker.verified)) !== undefined) return;
+  for (const line of await dropReplication(ctx, dbName(job), record)) ctx.emit({ type: 'info', message: `${dbName(job)}: ${line}` });
+  await job.state.removeDoc('online.json');
 }
 
 /**
@@ -272,11 +293,13 @@ async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPat
   const db = dbName(job);
   const onBoth = <T>(fn: () => Promise<T>): Promise<T> => step(ctx, sourceQueue, () => step(ctx, targetQueue, fn));
   await checkDeferredSetUnchanged(job);
-  if (ctx.options.online && (await prepareOnline(ctx, job))) {
+  const online = ctx.options.online ? await prepareOnline(ctx, job) : 'copy';
+  if (!ctx.options.online) await dropStaleReplication(ctx, job);
+  if (online !== 'copy') {
     job.result.totalSeconds = secondsSince(runStart);
     job.result.status = 'verified';
-    job.result.replicating = true;
-    ctx.emit({ type: 'phase', db, phase: 'verified', detail: 'replicating' });
+    job.result.replicating = online === 'replicating';
+    ctx.emit({ type: 'phase', db, phase: 'verified', detail: online });
     return;
   }
   if ((await chooseDataPath(job)) === 'stream') {
