@@ -1,3 +1,10 @@
+/**
+ * StateStore: the state directory (pg_migrate_state/) and the only code that builds a state file's
+ * name: the run's documents (pair, tuning backup, roles, fence) and, per database, a DatabaseState
+ * with typed markers, counts and documents; atomic writes; the one-time conversion of the first
+ * layout. Over 300 lines on purpose: splitting the per-database handle from the store would spread
+ * the file-name rules over two files.
+ */
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { MigrateError, ExitCode } from '../errors.ts';
