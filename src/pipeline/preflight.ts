@@ -23,6 +23,7 @@ import { rolePlan, roles } from './roles.ts';
 import { targetRecord, targetTuning, type TuningBackup } from './tune.ts';
 import { onlineProblems } from './online-preflight.ts';
 import { subscriptionConninfo } from './online.ts';
+import { inPlaceConflicts } from './in-place.ts';
 
 export type { ServerFacts } from './facts.ts';
 
@@ -122,6 +123,12 @@ export async function inspect(
           problems.push(
             `the target has no database ${db.name} to restore the source's ${db.name} into; create it there or leave it out with --exclude-db ${db.name}`,
           );
+        } else if ((await store?.database(db.name).marker(Marker.restored)) === undefined) {
+          const clash = await inPlaceConflicts(source, target, db.name);
+          if (clash.length > 0)
+            problems.push(
+              `the source's ${db.name} is restored into the target's own ${db.name}, which already has objects of the same names (the restore would fail on them): ${clash.join(', ')}; rename or drop them on the target if they are not needed there, or leave ${db.name} out with --exclude-db ${db.name}`,
+            );
         }
       } else if (onTarget.has(db.name) && (await store?.database(db.name).marker(Marker.restoreStarted)) === undefined) {
         problems.push(

@@ -123,6 +123,25 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     }
   });
 
+  test("the source's postgres holds objects whose names the target's own postgres already has", async () => {
+    const d = await dirs();
+    await src!.query('CREATE TABLE app_settings (k text); CREATE SCHEMA tools; CREATE FUNCTION tools.f(int) RETURNS int LANGUAGE sql AS $$ select $1 $$');
+    await dst!.query('CREATE TABLE app_settings (x int); CREATE SCHEMA tools; INSERT INTO app_settings VALUES (42)');
+    try {
+      await expectPreflightFailure(d, () => runEnv(argsOf(d)), [
+        /restored into the target's own postgres/,
+        /relation public\.app_settings/,
+        /schema tools/,
+        /--exclude-db postgres/,
+      ]);
+      // The target's own objects were left as they were.
+      assert.deepEqual(await dst!.query('select x from app_settings'), [{ x: 42 }]);
+    } finally {
+      await src!.query('DROP TABLE app_settings; DROP SCHEMA tools CASCADE');
+      await dst!.query('DROP TABLE app_settings; DROP SCHEMA tools');
+    }
+  });
+
   test('explicit --dump-jobs that do not fit max_connections', async () => {
     const d = await dirs();
     const [row] = await src!.query<{ max: string }>(`select current_setting('max_connections') as max`);
