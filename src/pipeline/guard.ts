@@ -6,7 +6,7 @@
  * back and the locks are released.
  */
 import type { MigrateOptions } from '../options.ts';
-import { authenticate, terminateSessions, withClient, oneRow, type Server } from '../pg/connect.ts';
+import { authenticate, terminateSessions, withClient, withClientRetrying, oneRow, type Server } from '../pg/connect.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import type { ChildRegistry } from '../proc/run.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
@@ -14,6 +14,9 @@ import { ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.
 import type { EventSink, RunSummary } from '../events.ts';
 import { endLeftovers, startTicksOf, StateLock, TargetLock } from './lock.ts';
 import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, targetTuning } from './tune.ts';
+
+/** How long the end of a run waits for a target that is away (restarting, recovering) to revert the tuning. */
+const REVERT_RETRY_SECONDS = 120;
 
 export class RunGuard {
   private readonly stateLock: StateLock;
@@ -117,7 +120,16 @@ export class RunGuard {
     if (this.tuned) {
       emit({ type: 'stage', stage: 'reverting', status: 'start' });
       try {
-        summary.tuning.reverted = await withClient(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store));
+        // A target restarting (or recovering) meanwhile is waited for: the tuning must not outlive the run.
+        summary.tuning.reverted = await withClientRetrying(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store), {
+          seconds: REVERT_RETRY_SECONDS,
+          onWait: (why) => {
+            emit({
+              type: 'info',
+              message: `the target cannot be reached to revert the tuning (${why}); trying again for up to ${String(REVERT_RETRY_SECONDS)} s`,
+            });
+          },
+        });
         summary.tuning.notice = FSYNC_NOTICE;
         emit({ type: 'stage', stage: 'reverting', status: 'done' });
       } catch (err) {
