@@ -1,0 +1,106 @@
+/**
+ * Preflight for servers where the tool is not superuser (managed services). On the target: CREATEDB
+ * is required, CREATEROLE where roles are to be created, the attributes only a superuser may give are
+ * named, owners it may not assign are problems, and deferred loads (which need
+ * session_replication_role = replica) are refused. On the source: every table must be readable
+ * (SELECT, and not hidden by row-level security: pg_read_all_data does not bypass it, BYPASSRLS does).
+ */
+import type pg from 'pg';
+import { withClient, type Server } from '../pg/connect.ts';
+import type { MigrateOptions } from '../options.ts';
+import type { SourceDatabase } from './discover.ts';
+import type { DeferredPlan } from './deferred-plan.ts';
+import type { ServerFacts } from './facts.ts';
+import { membershipRights, ownershipPlan, sourceOwners } from './ownership.ts';
+import { rolePlan, roles } from './roles.ts';
+
+export interface NonSuperuserChecks {
+  problems: string[];
+  warnings: string[];
+  /** Roles the target user grants itself for the run to give objects their owners. */
+  ownerGrants: string[];
+}
+
+/** The parameters the tuning would set, for the DBA to set in the provider's parameter group instead. */
+export const tuningAdvice = (values: Record<string, string>): string =>
+  Object.entries(values)
+    .map(([k, v]) => `${k} = ${v}`)
+    .join(', ');
+
+/** Tables of the connected database the current user cannot read whole: no SELECT, or row-level security applies to it. */
+export async function unreadableTables(c: pg.Client): Promise<{ table: string; why: string }[]> {
+  const r = await c.query<{ table: string; noselect: boolean; rls: boolean }>(
+    `select format('%I.%I', n.nspname, c.relname) as table,
+            not has_table_privilege(c.oid, 'select') as noselect,
+            c.relrowsecurity and not (select rolbypassrls or rolsuper from pg_roles where rolname = current_user)
+              and (c.relforcerowsecurity or not pg_has_role(c.relowner, 'USAGE')) as rls
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p', 'S') and n.nspname not in ('pg_catalog', 'information_schema')
+        and n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+        and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
+      order by 1`,
+  );
+  return r.rows
+    .filter((row) => row.noselect || row.rls)
+    .map((row) => ({ table: row.table, why: row.noselect ? 'no SELECT privilege' : 'row-level security applies (no BYPASSRLS)' }));
+}
+
+export async function nonSuperuserChecks(
+  options: MigrateOptions,
+  servers: { source: Server; target: Server; src: pg.Client; dst: pg.Client },
+  facts: { source: ServerFacts; target: ServerFacts },
+  dbs: SourceDatabase[],
+  deferred: Map<string, DeferredPlan>,
+): Promise<NonSuperuserChecks> {
+  const out: NonSuperuserChecks = { problems: [], warnings: [], ownerGrants: [] };
+  const { problems, warnings } = out;
+  const { source, target, src, dst } = servers;
+  if (!facts.source.superuser) {
+    for (const db of dbs) {
+      const unreadable = await withClient(source, db.name, unreadableTables);
+      if (unreadable.length === 0) continue;
+      problems.push(
+        `the source user "${source.endpoint.user}" cannot read every table of ${db.name}, which would not be copied whole: ${unreadable.map((u) => `${u.table} (${u.why})`).join(', ')}; GRANT SELECT on them (or pg_read_all_data, PostgreSQL 14+), ALTER ROLE ${source.endpoint.user} BYPASSRLS for row-level security, or pass --from-user with a user that can`,
+      );
+    }
+  }
+  if (facts.target.superuser) return out;
+  const user = (await dst.query<{ u: string }>('select current_user as u')).rows[0]?.u ?? target.endpoint.user;
+  const created = dbs.filter((d) => d.inPlace !== true).map((d) => d.name);
+  if (!facts.target.createdb && created.length > 0) {
+    problems.push(
+      `the target user "${user}" has no CREATEDB privilege, which creating the databases (${created.join(', ')}) needs: ALTER ROLE ${user} CREATEDB (as the target's admin), or pass --to-user with a user that has it`,
+    );
+  }
+  const [sourceRoles, targetRoles] = await Promise.all([roles(src), roles(dst)]);
+  const toCreate = options.migrateGlobals ? rolePlan(sourceRoles, targetRoles).create : [];
+  if (toCreate.length > 0 && !facts.target.createrole) {
+    problems.push(
+      `the target user "${user}" has no CREATEROLE privilege, which creating the roles (${toCreate.join(', ')}) needs: ALTER ROLE ${user} CREATEROLE (as the target's admin), pass --to-user with a user that has it, or create them there and run again`,
+    );
+  }
+  for (const name of toCreate) {
+    const r = sourceRoles.get(name);
+    const attrs = r ? (['superuser', 'replication', 'bypassrls'] as const).filter((a) => r[a]).map((a) => a.toUpperCase()) : [];
+    if (attrs.length > 0) warnings.push(`role ${name} will be created without ${attrs.join(', ')}: the target user "${user}" is not a superuser and may not give it`);
+  }
+  warnings.push(
+    `the target user "${user}" is not a superuser: pg_restore runs without --disable-triggers, loading the data before it creates triggers and foreign keys (pg_restore's order), so none of them fires during the load`,
+  );
+  for (const [db, plan] of deferred) {
+    problems.push(
+      `--delay-table-data needs a superuser target user: the deferred load into ${db} (${plan.tables.map((t) => `${t.schema}.${t.name}`).join(', ')}) goes in after triggers and foreign keys exist, with session_replication_role = replica, which "${user}" may not set; leave --delay-table-data out, or pass --to-user with a superuser`,
+    );
+  }
+  const owners = await sourceOwners(source, dbs);
+  const willCreate = new Set(facts.target.createrole ? toCreate : []);
+  const plan = ownershipPlan(owners, user, targetRoles, willCreate, await membershipRights(dst, facts.target.major));
+  problems.push(...plan.problems);
+  out.ownerGrants = plan.grant;
+  if (plan.grant.length > 0) {
+    warnings.push(
+      `the target user "${user}" grants itself membership in ${plan.grant.join(', ')} for the run, to give the objects their owners, and revokes it at the end`,
+    );
+  }
+  return out;
+}
