@@ -39,7 +39,18 @@ export async function serverIdentity(client: pg.Client, server: Server): Promise
 }
 
 export async function serverFacts(client: pg.Client, server: Server): Promise<ServerFacts> {
-  const v = await client.query<{ num: string; version: string; superuser: boolean; createdb: boolean; createrole: boolean; bypassrls: boolean; max: string; reserved: string; used: string; recovery: boolean }>(
+  const v = await client.query<{
+    num: string;
+    version: string;
+    superuser: boolean;
+    createdb: boolean;
+    createrole: boolean;
+    bypassrls: boolean;
+    max: string;
+    reserved: string;
+    used: string;
+    recovery: boolean;
+  }>(
     `select current_setting('server_version_num') as num, current_setting('server_version') as version,
             (select rolsuper from pg_roles where rolname = current_user) as superuser,
             (select rolcreatedb from pg_roles where rolname = current_user) as createdb,

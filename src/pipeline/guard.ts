@@ -62,7 +62,8 @@ export class RunGuard {
         );
       }
       const revoked = await revokeOwnerRoles(c, store);
-      if (revoked.length > 0) emit({ type: 'info', message: `revoked the memberships an interrupted earlier run had granted the target user: ${revoked.join(', ')}` });
+      if (revoked.length > 0)
+        emit({ type: 'info', message: `revoked the memberships an interrupted earlier run had granted the target user: ${revoked.join(', ')}` });
       // The source's first session (a password prompt, if any, comes now), so the children's passfile has it.
       await authenticate(source).catch((err: unknown) => {
         throw new PreflightError([errorMessage(err)]);

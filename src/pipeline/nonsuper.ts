@@ -82,7 +82,8 @@ export async function nonSuperuserChecks(
   for (const name of toCreate) {
     const r = sourceRoles.get(name);
     const attrs = r ? (['superuser', 'replication', 'bypassrls'] as const).filter((a) => r[a]).map((a) => a.toUpperCase()) : [];
-    if (attrs.length > 0) warnings.push(`role ${name} will be created without ${attrs.join(', ')}: the target user "${user}" is not a superuser and may not give it`);
+    if (attrs.length > 0)
+      warnings.push(`role ${name} will be created without ${attrs.join(', ')}: the target user "${user}" is not a superuser and may not give it`);
   }
   warnings.push(
     `the target user "${user}" is not a superuser: pg_restore runs without --disable-triggers, loading the data before it creates triggers and foreign keys (pg_restore's order), so none of them fires during the load`,

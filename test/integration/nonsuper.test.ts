@@ -48,19 +48,105 @@ async function seedTarget(dst: Cluster, attributes = 'createdb createrole'): Pro
 const users = ['--from-user', 'reader', '--to-user', 'migrator'];
 const env = { PG_MIGRATE_FROM_PASS: READER_PASS, PG_MIGRATE_TO_PASS: MIGRATOR_PASS };
 
-test('non-superuser on both sides: migrated and verified, roles without passwords listed, no tuning, attributes not granted named', async () => {
-  const { src, dst, ws } = await setUp('nonsuper');
-  await Promise.all([seedSource(src), seedTarget(dst), prepareTargetAutoConf(dst)]);
-  const confBefore = await autoConf(dst);
+/** A role's attributes, password (set or not) and memberships on a server, read as its superuser. */
+async function roleOn(
+  c: Cluster,
+  name: string,
+): Promise<{ login: boolean; replication: boolean; bypassrls: boolean; password: boolean; memberOf: string[] } | undefined> {
+  const [row] = await c.query<{ login: boolean; replication: boolean; bypassrls: boolean; password: boolean; member_of: string[] }>(
+    `select rolcanlogin as login, rolreplication as replication, rolbypassrls as bypassrls, rolpassword is not null as password,
+            array(select b.rolname::text from pg_auth_members m join pg_roles b on b.oid = m.roleid where m.member = a.oid order by 1) as member_of
+       from pg_authid a where rolname = $1`,
+    [name],
+  );
+  return row && { login: row.login, replication: row.replication, bypassrls: row.bypassrls, password: row.password, memberOf: row.member_of };
+}
 
-  const plan = await runCli(migrateArgs(src, dst, ws, ['plan', ...users]), env);
-  assert.equal(plan.code, 0, plan.output);
-  assert.match(plan.stdout, /not be tuned/, plan.output);
+for (const dataPath of ['stream', 'files'] as const) {
+  test(`non-superuser on both sides (${dataPath}): verified, roles without passwords listed, attributes not granted named, no tuning, owners kept`, async () => {
+    const { src, dst, ws } = await setUp(`nonsuper-${dataPath}`);
+    await Promise.all([seedSource(src), seedTarget(dst), prepareTargetAutoConf(dst)]);
+    const confBefore = await autoConf(dst);
+    const pathArgs =
+      dataPath === 'stream' ? ['--data-path', 'stream', '--split-table-size', '16kB', '--dump-jobs', '2', '--restore-jobs', '2'] : ['--data-path', 'files'];
 
-  const r = await runCli(migrateArgs(src, dst, ws, users), env);
-  console.log(r.output);
-  assert.equal(r.code, 0, r.output);
-  assert.deepEqual(await userDatabases(dst), ['shop']);
-  await assertSameData(src, dst, 'shop');
-  assert.deepEqual(await autoConf(dst), confBefore, 'the target configuration is unchanged');
+    // plan: what changes, as warnings; the run can start.
+    const plan = await runCli(migrateArgs(src, dst, ws, ['plan', ...users, ...pathArgs]), env);
+    assert.equal(plan.code, 0, plan.output);
+    assert.match(plan.output, /the target will not be tuned for the load: the target user is not a superuser/, plan.output);
+    assert.match(plan.output, /parameter group .*fsync = off, synchronous_commit = off, full_page_writes = off, maintenance_work_mem = \d+MB/, plan.output);
+    assert.match(plan.output, /role ops will be created without REPLICATION, BYPASSRLS/, plan.output);
+    assert.match(plan.output, /pg_restore runs without --disable-triggers/, plan.output);
+    assert.match(plan.output, /grants itself membership in app for the run/, plan.output);
+
+    const r = await runCli(migrateArgs(src, dst, ws, [...users, ...pathArgs]), env);
+    assert.equal(r.code, 0, r.output);
+    assert.match(r.stdout, /1 of 1 databases verified; globals: done/, r.output);
+    assert.deepEqual(await userDatabases(dst), ['shop']);
+    await assertSameData(src, dst, 'shop');
+    if (dataPath === 'stream') assert.match(r.stdout, /"public"\."orders" in ranges/, r.output);
+
+    // Roles: created, without passwords (listed), without the attributes only a superuser gives (named).
+    assert.match(r.stdout, /login roles created without a password \(the source user may not read passwords\): app, ops, reader;/, r.output);
+    assert.match(r.stdout, /role ops: not granted REPLICATION/, r.output);
+    assert.match(r.stdout, /role ops: not granted BYPASSRLS/, r.output);
+    const ops = await roleOn(dst, 'ops');
+    assert.deepEqual(ops, { login: true, replication: false, bypassrls: false, password: false, memberOf: ['analyst'] });
+    assert.equal((await roleOn(dst, 'app'))?.password, false);
+    assert.deepEqual((await roleOn(dst, 'reader'))?.memberOf, ['pg_read_all_data']);
+    // Owners as on the source; the membership the target user took for it is revoked.
+    const [owners] = await dst.query<{ db: string; t: string; f: string }>(
+      `select (select pg_get_userbyid(datdba) from pg_database where datname = 'shop') as db,
+              (select pg_get_userbyid(relowner) from pg_class where relname = 'orders') as t,
+              (select pg_get_userbyid(proowner) from pg_proc where proname = 'touch') as f`,
+      [],
+      'shop',
+    );
+    assert.deepEqual(owners, { db: 'app', t: 'app', f: 'app' });
+    assert.deepEqual((await roleOn(dst, 'migrator'))?.memberOf, ['provider_admin'], 'the memberships granted for the run are revoked');
+    assert.match(r.stdout, /revoked the target user's memberships granted for the run: app/, r.output);
+    // Triggers and foreign keys are there and work.
+    await assert.rejects(dst.query('insert into orders values (999999, 123456, 1)', [], 'shop'), /foreign key/);
+    const [touched] = await dst.query<{ total: string }>('insert into orders values (999999, 1, null) returning total', [], 'shop');
+    assert.equal(touched?.total, '0');
+    // No tuning: the target's configuration is as it was.
+    assert.deepEqual(await autoConf(dst), confBefore, 'the target configuration is unchanged');
+  });
+}
+
+test('preflight (exit 3) names what a privilege lacks: a target user without CREATEDB, tables the source user cannot read, a deferred load', async () => {
+  const { src, dst, ws } = await setUp('nonsuper-missing');
+  await Promise.all([seedSource(src), seedTarget(dst, 'createrole')]);
+  await src.query(
+    `set role app;
+     create table secret (id int primary key, owner_name text);
+     insert into secret values (1, 'a'), (2, 'b');
+     alter table secret enable row level security;
+     create policy mine on secret using (owner_name = current_user);`,
+    [],
+    'shop',
+  );
+  const r = await runCli(migrateArgs(src, dst, ws, [...users, '--delay-table-data', 'shop.orders']), env);
+  assert.equal(r.code, 3, r.output);
+  assert.match(r.output, /the target user "migrator" has no CREATEDB privilege, which creating the databases \(shop\) needs/, r.output);
+  assert.match(r.output, /the source user "reader" cannot read every table of shop.*public\.secret \(row-level security applies \(no BYPASSRLS\)\)/, r.output);
+  assert.match(r.output, /--delay-table-data needs a superuser target user: the deferred load into shop \(public\.orders\)/, r.output);
+  assert.doesNotMatch(r.output, /customers|public\.orders \(/, 'readable tables are not named');
+  assert.deepEqual(await userDatabases(dst), [], 'nothing was created');
+  assert.equal(await roleOn(dst, 'app'), undefined, 'no role was created');
+
+  // A source user with SELECT on one table only: the others are named.
+  await src.query(`create role narrow login password '${READER_PASS}'`);
+  await src.query(`grant select on customers to narrow`, [], 'shop');
+  await dst.query('alter role migrator createdb');
+  const narrow = await runCli(migrateArgs(src, dst, ws, ['--from-user', 'narrow', '--to-user', 'migrator']), env);
+  assert.equal(narrow.code, 3, narrow.output);
+  assert.match(
+    narrow.output,
+    /the source user "narrow" cannot read every table of shop, .*public\.orders \(no SELECT privilege\), public\.secret \(no SELECT privilege\)/,
+    narrow.output,
+  );
+  assert.doesNotMatch(narrow.output, /public\.customers \(/, narrow.output);
+  assert.doesNotMatch(narrow.output, /CREATEDB/, narrow.output);
+  assert.deepEqual(await userDatabases(dst), []);
 });
