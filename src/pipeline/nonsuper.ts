@@ -93,6 +93,19 @@ export async function nonSuperuserChecks(
       `--delay-table-data needs a superuser target user: the deferred load into ${db} (${plan.tables.map((t) => `${t.schema}.${t.name}`).join(', ')}) goes in after triggers and foreign keys exist, with session_replication_role = replica, which "${user}" may not set; leave --delay-table-data out, or pass --to-user with a superuser`,
     );
   }
+  problems.push(...(await superuserSettings(src, dst, facts.target.major, dbs, user)));
+  for (const db of dbs) {
+    const triggers = await withClient(
+      source,
+      db.name,
+      async (c) => (await c.query<{ n: string }>('select evtname as n from pg_event_trigger order by 1')).rows,
+    );
+    if (triggers.length > 0) {
+      problems.push(
+        `${db.name} has event triggers (${triggers.map((t) => t.n).join(', ')}), which only a superuser may create and "${user}" is not: drop them on the source for the migration and create them on the target afterwards as its admin, or pass --to-user with a superuser`,
+      );
+    }
+  }
   const owners = await sourceOwners(source, dbs);
   const willCreate = new Set(facts.target.createrole ? toCreate : []);
   const plan = ownershipPlan(owners, user, targetRoles, willCreate, await membershipRights(dst, facts.target.major));
@@ -104,4 +117,31 @@ export async function nonSuperuserChecks(
     );
   }
   return out;
+}
+
+/**
+ * Settings of the databases to migrate (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE … SET, which
+ * pg_restore --create restores) that only a superuser may set on the target and the target user may
+ * not (no GRANT SET ON PARAMETER, 15+): one problem each.
+ */
+async function superuserSettings(src: pg.Client, dst: pg.Client, targetMajor: number, dbs: SourceDatabase[], user: string): Promise<string[]> {
+  const created = dbs.filter((d) => d.inPlace !== true).map((d) => d.name);
+  const settings = await src.query<{ db: string; role: string | null; setting: string }>(
+    `select d.datname as db, r.rolname as role, unnest(s.setconfig) as setting
+       from pg_db_role_setting s join pg_database d on d.oid = s.setdatabase left join pg_roles r on r.oid = s.setrole
+      where d.datname = any($1::text[]) order by 1, 2 nulls first`,
+    [created],
+  );
+  const names = [...new Set(settings.rows.map((r) => r.setting.split('=')[0] ?? ''))];
+  const restricted = await dst.query<{ name: string }>(
+    `select name from pg_settings where name = any($1::text[]) and context = 'superuser'${targetMajor >= 15 ? " and not has_parameter_privilege(name, 'SET')" : ''}`,
+    [names],
+  );
+  const superuserOnly = new Set(restricted.rows.map((r) => r.name));
+  return settings.rows
+    .filter((r) => superuserOnly.has(r.setting.split('=')[0] ?? ''))
+    .map(
+      (r) =>
+        `${r.db}: ${r.role === null ? `ALTER DATABASE ${r.db}` : `ALTER ROLE ${r.role} IN DATABASE ${r.db}`} SET ${r.setting.split('=')[0] ?? ''} is a superuser-only setting that "${user}" may not set on the target: RESET it on the source for the migration and set it on the target afterwards (as its admin, or in the provider's parameter group), or pass --to-user with a superuser`,
+    );
 }

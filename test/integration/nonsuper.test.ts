@@ -23,7 +23,9 @@ async function seedSource(src: Cluster): Promise<void> {
   await src.query(`grant analyst to ops`);
   await src.query(`create role reader login password '${READER_PASS}'`);
   await src.query(`grant pg_read_all_data to reader`);
-  await src.query(`create database shop owner app`);
+  await src.query(`create database shop owner app connection limit 50`);
+  await src.query(`alter database shop set work_mem = '8MB'`);
+  await src.query(`comment on database shop is 'the shop'`);
   await src.query(
     `set role app;
      create table customers (id int primary key, name text not null);
@@ -103,6 +105,13 @@ for (const dataPath of ['stream', 'files'] as const) {
       'shop',
     );
     assert.deepEqual(owners, { db: 'app', t: 'app', f: 'app' });
+    // The database's properties.
+    const [props] = await dst.query<{ limit: number; settings: string[]; comment: string }>(
+      `select datconnlimit as limit, (select setconfig from pg_db_role_setting where setdatabase = d.oid and setrole = 0) as settings,
+              shobj_description(d.oid, 'pg_database') as comment
+         from pg_database d where datname = 'shop'`,
+    );
+    assert.deepEqual(props, { limit: 50, settings: ['work_mem=8MB'], comment: 'the shop' });
     assert.deepEqual((await roleOn(dst, 'migrator'))?.memberOf, ['provider_admin'], 'the memberships granted for the run are revoked');
     assert.match(r.stdout, /revoked the target user's memberships granted for the run: app/, r.output);
     // Triggers and foreign keys are there and work.
@@ -126,11 +135,21 @@ test('preflight (exit 3) names what a privilege lacks: a target user without CRE
     [],
     'shop',
   );
+  await src.query('alter database shop set log_min_duration_statement = 1000');
+  await src.query(`create function no_ddl() returns event_trigger language plpgsql as $$ begin end $$`, [], 'shop');
+  await src.query('create event trigger audit_ddl on ddl_command_end execute function no_ddl()', [], 'shop');
   const r = await runCli(migrateArgs(src, dst, ws, [...users, '--delay-table-data', 'shop.orders']), env);
   assert.equal(r.code, 3, r.output);
   assert.match(r.output, /the target user "migrator" has no CREATEDB privilege, which creating the databases \(shop\) needs/, r.output);
   assert.match(r.output, /the source user "reader" cannot read every table of shop.*public\.secret \(row-level security applies \(no BYPASSRLS\)\)/, r.output);
   assert.match(r.output, /--delay-table-data needs a superuser target user: the deferred load into shop \(public\.orders\)/, r.output);
+  assert.match(
+    r.output,
+    /shop: ALTER DATABASE shop SET log_min_duration_statement is a superuser-only setting that "migrator" may not set on the target/,
+    r.output,
+  );
+  assert.doesNotMatch(r.output, /SET work_mem/, 'a setting any user may set is not named');
+  assert.match(r.output, /shop has event triggers \(audit_ddl\), which only a superuser may create/, r.output);
   assert.doesNotMatch(r.output, /customers|public\.orders \(/, 'readable tables are not named');
   assert.deepEqual(await userDatabases(dst), [], 'nothing was created');
   assert.equal(await roleOn(dst, 'app'), undefined, 'no role was created');
