@@ -88,6 +88,11 @@ export async function nonSuperuserChecks(
   warnings.push(
     `the target user "${user}" is not a superuser: pg_restore runs without --disable-triggers, loading the data before it creates triggers and foreign keys (pg_restore's order), so none of them fires during the load`,
   );
+  if (options.online) {
+    problems.push(
+      `--online needs a superuser target user: the target's subscriptions and their catch-up at cutover are not supported for "${user}", which is not one; migrate offline, or pass --to-user with a superuser`,
+    );
+  }
   for (const [db, plan] of deferred) {
     problems.push(
       `--delay-table-data needs a superuser target user: the deferred load into ${db} (${plan.tables.map((t) => `${t.schema}.${t.name}`).join(', ')}) goes in after triggers and foreign keys exist, with session_replication_role = replica, which "${user}" may not set; leave --delay-table-data out, or pass --to-user with a superuser`,

@@ -5,10 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Cluster } from '../harness/cluster.ts';
+import * as fs from 'node:fs/promises';
+import { startCluster, type Cluster } from '../harness/cluster.ts';
 import { assertSameData, autoConf, prepareTargetAutoConf, userDatabases } from './cli.ts';
-import { migrateArgs, runCli } from './delayed-helpers.ts';
-import { fixtures } from './safety-helpers.ts';
+import { makeWorkspace, migrateArgs, runCli, startCli } from './delayed-helpers.ts';
+import { fixtures, killRun, waitDuring } from './safety-helpers.ts';
 
 const { setUp } = fixtures();
 
@@ -168,4 +169,64 @@ test('preflight (exit 3) names what a privilege lacks: a target user without CRE
   assert.doesNotMatch(narrow.output, /public\.customers \(/, narrow.output);
   assert.doesNotMatch(narrow.output, /CREATEDB/, narrow.output);
   assert.deepEqual(await userDatabases(dst), []);
+});
+
+test('PostgreSQL 18 target (CREATEROLE users administer the roles they create): owners given through ADMIN, grants it may not make named', async () => {
+  const [src, dst, ws] = await Promise.all([
+    startCluster({ version: 'system', name: 'nonsuper18-src' }),
+    startCluster({ version: '18', name: 'nonsuper18-dst' }),
+    makeWorkspace('nonsuper18'),
+  ]);
+  try {
+    await Promise.all([seedSource(src), seedTarget(dst), prepareTargetAutoConf(dst)]);
+    const confBefore = await autoConf(dst);
+    const r = await runCli(migrateArgs(src, dst, ws, users), env);
+    assert.equal(r.code, 0, r.output);
+    assert.match(r.stdout, /1 of 1 databases verified; globals: done/, r.output);
+    await assertSameData(src, dst, 'shop');
+    // 16+: a CREATEROLE user may grant only roles it has ADMIN on (those it created): pg_read_all_data is named, not granted.
+    assert.match(r.stdout, /role reader: not granted GRANT pg_read_all_data TO reader/, r.output);
+    assert.deepEqual((await roleOn(dst, 'ops'))?.memberOf, ['analyst']);
+    const [owner] = await dst.query<{ o: string }>("select pg_get_userbyid(relowner) as o from pg_class where relname = 'orders'", [], 'shop');
+    assert.equal(owner?.o, 'app');
+    // The SET membership taken for the run is revoked; the ADMIN option CREATE ROLE gave stays as it was.
+    const [m] = await dst.query<{ set: boolean; admin: boolean }>(
+      "select pg_has_role('migrator', 'app', 'SET') as set, pg_has_role('migrator', 'app', 'MEMBER WITH ADMIN OPTION') as admin",
+    );
+    assert.deepEqual(m, { set: false, admin: true });
+    assert.deepEqual(await autoConf(dst), confBefore);
+  } finally {
+    await Promise.all([src.stop(), dst.stop()]);
+    await fs.rm(ws.dir, { recursive: true, force: true });
+  }
+});
+
+test('after a kill -9, the membership the run granted the target user is revoked by cleanup, and by the next run', async () => {
+  const { src, dst, ws } = await setUp('nonsuper-kill');
+  await Promise.all([seedSource(src), seedTarget(dst)]);
+  await src.query(
+    'set role app; create table big (id int primary key, v text); insert into big select g, md5(g::text) from generate_series(1, 1500000) g',
+    [],
+    'shop',
+  );
+  const memberOfApp = async (): Promise<boolean> => ((await roleOn(dst, 'migrator'))?.memberOf ?? []).includes('app');
+  const args = migrateArgs(src, dst, ws, [...users, '--data-path', 'stream']);
+  const first = startCli(args, env);
+  await waitDuring(first, 'the grant of app to migrator', memberOfApp, { inconclusive: true });
+  await killRun(first, ws, [src, dst]);
+  assert.ok(await memberOfApp(), 'the killed run left the membership');
+  const c = await runCli(['cleanup', '--to-host', dst.host, '--to-port', String(dst.port), '--to-user', 'migrator', '--state-dir', ws.stateDir], env);
+  assert.equal(c.code, 0, c.output);
+  assert.match(c.stdout, /revoked the memberships an interrupted run had granted the target user: app/, c.output);
+  assert.equal(await memberOfApp(), false);
+
+  // Killed again, the next run revokes it at its start, grants it anew and revokes it at its end.
+  const second = startCli(args, env);
+  await waitDuring(second, 'the grant of app to migrator', memberOfApp, { inconclusive: true });
+  await killRun(second, ws, [src, dst]);
+  const third = await runCli(args, env);
+  assert.equal(third.code, 0, third.output);
+  assert.match(third.stdout, /revoked the memberships an interrupted earlier run had granted the target user: app/, third.output);
+  assert.match(third.stdout, /1 of 1 databases verified/, third.output);
+  assert.equal(await memberOfApp(), false);
 });
