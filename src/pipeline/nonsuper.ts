@@ -45,6 +45,22 @@ export async function unreadableTables(c: pg.Client): Promise<{ table: string; w
     .map((row) => ({ table: row.table, why: row.noselect ? 'no SELECT privilege' : 'row-level security applies (no BYPASSRLS)' }));
 }
 
+/**
+ * How many large objects of the connected database the current user may not read (pg_read_all_data
+ * covers them only from PostgreSQL 18; lo_compat_privileges = on lets everyone read them).
+ */
+export async function unreadableLargeObjects(c: pg.Client, major: number): Promise<number> {
+  const readable =
+    major >= 18
+      ? "has_largeobject_privilege(m.oid, 'SELECT')"
+      : `pg_has_role(m.lomowner, 'USAGE') or exists (select 1 from aclexplode(coalesce(m.lomacl, acldefault('L', m.lomowner))) a
+                                                    where a.privilege_type = 'SELECT' and (a.grantee = 0 or pg_has_role(a.grantee, 'USAGE')))`;
+  const r = await c.query<{ n: number }>(
+    `select count(*)::int as n from pg_largeobject_metadata m where current_setting('lo_compat_privileges') = 'off' and not (${readable})`,
+  );
+  return r.rows[0]?.n ?? 0;
+}
+
 export async function nonSuperuserChecks(
   options: MigrateOptions,
   servers: { source: Server; target: Server; src: pg.Client; dst: pg.Client },
@@ -57,7 +73,16 @@ export async function nonSuperuserChecks(
   const { source, target, src, dst } = servers;
   if (!facts.source.superuser) {
     for (const db of dbs) {
-      const unreadable = await withClient(source, db.name, unreadableTables);
+      const [unreadable, objects] = await withClient(
+        source,
+        db.name,
+        async (c) => [await unreadableTables(c), await unreadableLargeObjects(c, facts.source.major)] as const,
+      );
+      if (objects > 0) {
+        problems.push(
+          `the source user "${source.endpoint.user}" cannot read ${String(objects)} large objects of ${db.name} (pg_read_all_data covers them only from PostgreSQL 18): GRANT SELECT ON LARGE OBJECT … to it, or pass --from-user with their owner or a superuser`,
+        );
+      }
       if (unreadable.length === 0) continue;
       problems.push(
         `the source user "${source.endpoint.user}" cannot read every table of ${db.name}, which would not be copied whole: ${unreadable.map((u) => `${u.table} (${u.why})`).join(', ')}; GRANT SELECT on them (or pg_read_all_data, PostgreSQL 14+), ALTER ROLE ${source.endpoint.user} BYPASSRLS for row-level security, or pass --from-user with a user that can`,

@@ -137,6 +137,7 @@ test('preflight (exit 3) names what a privilege lacks: a target user without CRE
     'shop',
   );
   await src.query('alter database shop set log_min_duration_statement = 1000');
+  await src.query(`set role app; select lo_from_bytea(0, 'app data'::bytea)`, [], 'shop');
   await src.query(`create function no_ddl() returns event_trigger language plpgsql as $$ begin end $$`, [], 'shop');
   await src.query('create event trigger audit_ddl on ddl_command_end execute function no_ddl()', [], 'shop');
   const r = await runCli(migrateArgs(src, dst, ws, [...users, '--delay-table-data', 'shop.orders']), env);
@@ -150,6 +151,7 @@ test('preflight (exit 3) names what a privilege lacks: a target user without CRE
     r.output,
   );
   assert.doesNotMatch(r.output, /SET work_mem/, 'a setting any user may set is not named');
+  assert.match(r.output, /the source user "reader" cannot read 1 large objects of shop \(pg_read_all_data covers them only from PostgreSQL 18\)/, r.output);
   assert.match(r.output, /shop has event triggers \(audit_ddl\), which only a superuser may create/, r.output);
   assert.doesNotMatch(r.output, /customers|public\.orders \(/, 'readable tables are not named');
   assert.deepEqual(await userDatabases(dst), [], 'nothing was created');
