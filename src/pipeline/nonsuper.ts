@@ -11,7 +11,7 @@ import type { MigrateOptions } from '../options.ts';
 import type { SourceDatabase } from './discover.ts';
 import type { DeferredPlan } from './deferred-plan.ts';
 import type { ServerFacts } from './facts.ts';
-import { membershipRights, ownershipPlan, sourceOwners } from './ownership.ts';
+import { databaseOwners, membershipRights, ownershipPlan } from './ownership.ts';
 import { rolePlan, roles } from './roles.ts';
 
 export interface NonSuperuserChecks {
@@ -61,6 +61,27 @@ export async function unreadableLargeObjects(c: pg.Client, major: number): Promi
   return r.rows[0]?.n ?? 0;
 }
 
+/** What preflight reads in each source database: one session each. */
+interface SourceDatabaseFacts {
+  unreadable: { table: string; why: string }[];
+  largeObjects: number;
+  eventTriggers: string[];
+  owners: string[];
+}
+
+async function sourceDatabaseFacts(c: pg.Client, db: SourceDatabase, facts: { source: ServerFacts; target: ServerFacts }): Promise<SourceDatabaseFacts> {
+  const out: SourceDatabaseFacts = { unreadable: [], largeObjects: 0, eventTriggers: [], owners: [] };
+  if (!facts.source.superuser) {
+    out.unreadable = await unreadableTables(c);
+    out.largeObjects = await unreadableLargeObjects(c, facts.source.major);
+  }
+  if (!facts.target.superuser) {
+    out.eventTriggers = (await c.query<{ n: string }>('select evtname as n from pg_event_trigger order by 1')).rows.map((r) => r.n);
+    out.owners = await databaseOwners(c, db.inPlace === true);
+  }
+  return out;
+}
+
 export async function nonSuperuserChecks(
   options: MigrateOptions,
   servers: { source: Server; target: Server; src: pg.Client; dst: pg.Client },
@@ -71,21 +92,18 @@ export async function nonSuperuserChecks(
   const out: NonSuperuserChecks = { problems: [], warnings: [], ownerGrants: [] };
   const { problems, warnings } = out;
   const { source, target, src, dst } = servers;
-  if (!facts.source.superuser) {
-    for (const db of dbs) {
-      const [unreadable, objects] = await withClient(
-        source,
-        db.name,
-        async (c) => [await unreadableTables(c), await unreadableLargeObjects(c, facts.source.major)] as const,
-      );
-      if (objects > 0) {
-        problems.push(
-          `the source user "${source.endpoint.user}" cannot read ${String(objects)} large objects of ${db.name} (pg_read_all_data covers them only from PostgreSQL 18): GRANT SELECT ON LARGE OBJECT … to it, or pass --from-user with their owner or a superuser`,
-        );
-      }
-      if (unreadable.length === 0) continue;
+  const perDb = new Map<string, SourceDatabaseFacts>();
+  for (const db of dbs) perDb.set(db.name, await withClient(source, db.name, (c) => sourceDatabaseFacts(c, db, facts)));
+  const sourceUser = source.endpoint.user;
+  for (const [db, f] of perDb) {
+    if (f.largeObjects > 0) {
       problems.push(
-        `the source user "${source.endpoint.user}" cannot read every table of ${db.name}, which would not be copied whole: ${unreadable.map((u) => `${u.table} (${u.why})`).join(', ')}; GRANT SELECT on them (or pg_read_all_data, PostgreSQL 14+), ALTER ROLE ${source.endpoint.user} BYPASSRLS for row-level security, or pass --from-user with a user that can`,
+        `the source user "${sourceUser}" cannot read ${String(f.largeObjects)} large objects of ${db} (pg_read_all_data covers them only from PostgreSQL 18): GRANT SELECT ON LARGE OBJECT … to it, or pass --from-user with their owner or a superuser`,
+      );
+    }
+    if (f.unreadable.length > 0) {
+      problems.push(
+        `the source user "${sourceUser}" cannot read every table of ${db}, which would not be copied whole: ${f.unreadable.map((u) => `${u.table} (${u.why})`).join(', ')}; GRANT SELECT on them (or pg_read_all_data, PostgreSQL 14+), ALTER ROLE ${sourceUser} BYPASSRLS for row-level security, or pass --from-user with a user that can`,
       );
     }
   }
@@ -110,6 +128,19 @@ export async function nonSuperuserChecks(
     if (attrs.length > 0)
       warnings.push(`role ${name} will be created without ${attrs.join(', ')}: the target user "${user}" is not a superuser and may not give it`);
   }
+  if (options.migrateGlobals) {
+    const [srcSpc, dstSpc] = await Promise.all(
+      [src, dst].map(async (c) =>
+        (await c.query<{ n: string }>("select spcname as n from pg_tablespace where spcname not in ('pg_default', 'pg_global')")).rows.map((r) => r.n),
+      ),
+    );
+    const missing = (srcSpc ?? []).filter((n) => !(dstSpc ?? []).includes(n));
+    if (missing.length > 0) {
+      warnings.push(
+        `tablespaces ${missing.join(', ')} will not be created (CREATE TABLESPACE needs a superuser): what the source keeps in them fails to restore unless they are created on the target first`,
+      );
+    }
+  }
   warnings.push(
     `the target user "${user}" is not a superuser: pg_restore runs without --disable-triggers, loading the data before it creates triggers and foreign keys (pg_restore's order), so none of them fires during the load`,
   );
@@ -124,19 +155,14 @@ export async function nonSuperuserChecks(
     );
   }
   problems.push(...(await superuserSettings(src, dst, facts.target.major, dbs, user)));
-  for (const db of dbs) {
-    const triggers = await withClient(
-      source,
-      db.name,
-      async (c) => (await c.query<{ n: string }>('select evtname as n from pg_event_trigger order by 1')).rows,
-    );
-    if (triggers.length > 0) {
+  for (const [db, f] of perDb) {
+    if (f.eventTriggers.length > 0) {
       problems.push(
-        `${db.name} has event triggers (${triggers.map((t) => t.n).join(', ')}), which only a superuser may create and "${user}" is not: drop them on the source for the migration and create them on the target afterwards as its admin, or pass --to-user with a superuser`,
+        `${db} has event triggers (${f.eventTriggers.join(', ')}), which only a superuser may create and "${user}" is not: drop them on the source for the migration and create them on the target afterwards as its admin, or pass --to-user with a superuser`,
       );
     }
   }
-  const owners = await sourceOwners(source, dbs);
+  const owners = new Map([...perDb].map(([db, f]) => [db, f.owners]));
   const willCreate = new Set(facts.target.createrole ? toCreate : []);
   const plan = ownershipPlan(owners, user, targetRoles, willCreate, await membershipRights(dst, facts.target.major));
   problems.push(...plan.problems);

@@ -8,10 +8,8 @@
  * of the target, roles it may not administer, roles that will not exist) are preflight problems.
  */
 import type pg from 'pg';
-import { withClient, type Server } from '../pg/connect.ts';
 import { quoteIdent } from '../pg/sql.ts';
 import type { StateStore } from '../state/store.ts';
-import type { SourceDatabase } from './discover.ts';
 import type { RoleRow } from './roles.ts';
 
 /** Catalogs whose rows pg_dump restores with an owner, and their owner column. */
@@ -47,13 +45,6 @@ export async function databaseOwners(c: pg.Client, inPlace: boolean): Promise<st
       order by 1`,
   );
   return r.rows.map((row) => row.owner);
-}
-
-/** The owners of each database to migrate, read on the source. */
-export async function sourceOwners(source: Server, dbs: SourceDatabase[]): Promise<Map<string, string[]>> {
-  const out = new Map<string, string[]>();
-  for (const db of dbs) out.set(db.name, await withClient(source, db.name, (c) => databaseOwners(c, db.inPlace === true)));
-  return out;
 }
 
 export interface OwnershipPlan {

@@ -154,8 +154,8 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     }
 
     if (pre.ownerGrants.length > 0) {
+      guard.grantedRoles = true; // before the first grant: each is recorded before it is made
       const granted = await withClient(target, target.endpoint.database, (c) => grantOwnerRoles(c, store, pre.targetFacts.major, pre.ownerGrants));
-      guard.grantedRoles = true;
       if (granted.length > 0)
         emit({ type: 'info', message: `granted the target user membership in ${granted.join(', ')} for the run (to give objects their owners)` });
     }
