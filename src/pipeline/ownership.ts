@@ -77,7 +77,7 @@ export function ownershipPlan(
       if (willCreate.has(role)) plan.grant.push(role);
       else
         plan.problems.push(
-          `role ${role} ${where} on the source and does not exist on the target: create it there, or migrate the roles too (drop --no-globals)`,
+          `role ${role} ${where} on the source and does not exist on the target: create it there, or let the run migrate the roles (without --migrate-globals=false)`,
         );
     } else if (existing.superuser) {
       plan.problems.push(
