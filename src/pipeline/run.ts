@@ -20,6 +20,7 @@ import { RunGuard } from './guard.ts';
 import { preflight } from './preflight.ts';
 import { serverIdentity } from './facts.ts';
 import { migrateGlobals } from './globals.ts';
+import { grantOwnerRoles } from './ownership.ts';
 import { checkDeferredSetUnchanged, chooseDataPath, dumpStep, restoreStep, streamStep } from './database.ts';
 import { loadDeferred } from './deferred.ts';
 import { applyRedo } from './redo.ts';
@@ -127,6 +128,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       target,
       sourceMajor: pre.sourceFacts.major,
       targetMajor: pre.targetFacts.major,
+      targetSuperuser: pre.targetFacts.superuser,
       pair,
       store,
       tools: pre.tools,
@@ -146,10 +148,17 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: pre.targetFacts.alterSystem.why });
     } else await guard.tune(store, target, pair.target, plan.parallelism.restoreJobs * plan.parallelism.restoreParallel, summary, emit);
 
-    if (options.migrateGlobals) await migrateGlobals(ctx, pre.sourceFacts.superuser, summary);
+    if (options.migrateGlobals) await migrateGlobals(ctx, { source: pre.sourceFacts.superuser, target: pre.targetFacts.superuser }, summary);
     else {
       summary.globals.status = 'skipped';
       emit({ type: 'stage', stage: 'globals', status: 'skipped' });
+    }
+
+    if (pre.ownerGrants.length > 0) {
+      guard.grantedRoles = true; // before the first grant: each is recorded before it is made
+      const granted = await withClient(target, target.endpoint.database, (c) => grantOwnerRoles(c, store, pre.targetFacts.major, pre.ownerGrants));
+      if (granted.length > 0)
+        emit({ type: 'info', message: `granted the target user membership in ${granted.join(', ')} for the run (to give objects their owners)` });
     }
 
     const results = await migrateDatabases(ctx, started, summary, phases);

@@ -51,6 +51,7 @@ const RUN_FILES = {
   globals: 'globals.done',
   roles: 'roles.json',
   fence: 'fence.json',
+  memberships: 'memberships.json',
 } as const;
 const DATABASES = 'databases';
 /** The state layout this version writes: 2 = a directory per database. */
@@ -164,6 +165,11 @@ export class StateStore {
   /** The record of the target's roles (pipeline/globals.ts). */
   get rolesPath(): string {
     return this.file(RUN_FILES.roles);
+  }
+
+  /** The memberships in owner roles a non-superuser target user granted itself (pipeline/ownership.ts). */
+  get membershipsPath(): string {
+    return this.file(RUN_FILES.memberships);
   }
 
   readDoc<T>(file: string): Promise<T | undefined> {

@@ -99,11 +99,13 @@ const sourceSettings = (encoding: string): string[] => [
 ];
 /**
  * Settings of a session that loads COPY data, as pg_restore sets them; triggers (and the checks of
- * foreign keys created NOT VALID before a deferred load) do not fire, as with --disable-triggers.
+ * foreign keys created NOT VALID before a deferred load) do not fire, as with --disable-triggers. A
+ * target user that is not superuser may not set session_replication_role: it loads only before the
+ * tables have triggers or foreign keys (preflight refuses deferred loads for it).
  */
-const targetSettings = (encoding: string): string[] => [
+const targetSettings = (encoding: string, superuser: boolean): string[] => [
   `set client_encoding = ${quoteLiteral(encoding)}`,
-  "set session_replication_role = 'replica'",
+  ...(superuser ? ["set session_replication_role = 'replica'"] : []),
   "set datestyle = 'ISO, MDY'",
   "set intervalstyle = 'postgres'",
   'set statement_timeout = 0',
@@ -194,7 +196,7 @@ async function copyUnit(
       ],
     ),
     psql(ctx.target, xidFile === undefined ? [] : ['-v', `xidfile=${xidFile}`], [
-      targetSettings(opts.encoding).join('; '),
+      targetSettings(opts.encoding, ctx.targetSuperuser).join('; '),
       'begin',
       ...recordXid,
       `\\copy ${rel} (${cols}) from '${fifoName}'${format}`,

@@ -99,12 +99,16 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     ]);
   });
 
-  test('target user is not a superuser', async () => {
+  test('target user is not a superuser and may not give the objects their owner', async () => {
     const d = await dirs();
     await dst!.query(`CREATE ROLE plain_user LOGIN PASSWORD 'plain_pw' CREATEDB`);
     try {
       const args = [...argsOf(d), '--to-user', 'plain_user'];
-      await expectPreflightFailure(d, () => runEnv(args, { PG_MIGRATE_TO_PASS: 'plain_pw' }), [/plain_user/, /not a superuser/, /--to-user/]);
+      await expectPreflightFailure(d, () => runEnv(args, { PG_MIGRATE_TO_PASS: 'plain_pw' }), [
+        /role postgres owns objects in tiny on the source and is a superuser on the target, which "plain_user" \(not a superuser\) may not make an owner/,
+        /REASSIGN OWNED BY postgres/,
+        /--to-user/,
+      ]);
     } finally {
       await dst!.query('DROP ROLE plain_user');
     }
