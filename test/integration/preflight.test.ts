@@ -69,7 +69,7 @@ async function expectPreflightFailure(d: Dirs, run: () => Promise<CliResult>, pa
   assert.equal(lines.length, 1, `one message on stderr\n${describeRun(r)}`);
   assert.match(lines[0]!, /^pg-migrate: preflight failed, nothing was changed: /, describeRun(r));
   for (const p of patterns) assert.match(lines[0]!, p, describeRun(r));
-  assert.doesNotMatch(r.stdout, /tuning: start|globals: start|\] (dumping|streaming)/, describeRun(r));
+  assert.doesNotMatch(r.stderr, /tuning: start|globals: start|\] (dumping|streaming)/, describeRun(r));
   assert.deepEqual(await userDatabases(dst!), dbsBefore, 'no database created on the target');
   assert.deepEqual(await autoConf(dst!), confBefore, 'target postgresql.auto.conf unchanged');
   assert.ok(!existsSync(path.join(markersDir(d), 'tuning.json')), 'no tuning.json left');

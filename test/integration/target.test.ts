@@ -75,7 +75,7 @@ test('kill -9 during a restore, then the same command with --fresh: the tuning t
   // The killed run's databases are on the target and with --fresh nothing is known to be this migration's.
   assert.ok(fresh.code === 0 || fresh.code === 3, fresh.output);
   if (fresh.code === 3) assert.match(fresh.stderr, /"big" already exists on the target and was not created by this migration/, fresh.output);
-  assert.match(fresh.stdout, /reverted the target tuning that an interrupted earlier run had left applied/, fresh.output);
+  assert.match(fresh.stderr, /reverted the target tuning that an interrupted earlier run had left applied/, fresh.output);
   await assertConfAsBefore(dst, confBefore, 'after the --fresh run', fresh);
   console.log(`# --fresh run: exit ${String(fresh.code)}; done in ${since(t0)}`);
 });
@@ -321,7 +321,7 @@ async function sessionsEndedDuringDump(label: string, pauseReader: boolean): Pro
   assert.equal(r.code, 1, r.output);
   assert.match(r.stdout, /1 of 2 databases verified/, r.output);
   assert.doesNotMatch(r.output, /interrupted/, r.output);
-  const progress = entry(r.stdout, /\[big\] failed \(/);
+  const progress = entry(r.stderr, /\[big\] failed \(/);
   const summary = entry(r.stdout, /^FAILED big: /);
   assert.match(progress ?? '', /\[big\] failed \([^)]*\): (streaming|dumping): /, `the progress line names the step\n${r.output}`);
   assert.match(summary ?? '', /^FAILED big: (streaming|dumping): /, `the summary names the step\n${r.output}`);
