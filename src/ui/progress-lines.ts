@@ -6,7 +6,7 @@ import type { DbView, Totals } from './progress-model.ts';
 import { columns, fit, formatBytes, formatEta, formatRate, formatSeconds, formatShortCount } from './format.ts';
 
 /** Columns given to a database's name in the live display. */
-const NAME_WIDTH = 16;
+const NAME_WIDTH = 14;
 /** The longest phase ("deferred verifying"). */
 const PHASE_WIDTH = 18;
 
@@ -17,7 +17,7 @@ export function sampleDetail(d: DbView): string {
   const s = d.sample;
   if (!s) return '';
   const parts: string[] = [];
-  if (s.copies) parts.push(`COPY ×${String(s.copies)} ${formatShortCount(s.copyRows ?? 0)} rows`);
+  if (s.copies) parts.push(`COPY ${formatShortCount(s.copyRows ?? 0)} rows`);
   if (s.indexes) parts.push(`index ×${String(s.indexes)}${s.indexDone === undefined ? '' : ` ${String(Math.floor(s.indexDone * 100))}%`}`);
   return parts.join(', ');
 }
@@ -35,10 +35,10 @@ export function dbProgressText(d: DbView): string {
 
 const padCut = (s: string, n: number): string => fit(s, n).padEnd(n);
 
-/** One database in flight, in columns: name, phase, progress, what the servers tell. */
-export function dbLine(d: DbView, width: number): string {
+/** One database in flight, in columns: name, phase (padded to `phaseWidth`), progress, what the servers tell. */
+export function dbLine(d: DbView, width: number, phaseWidth = PHASE_WIDTH): string {
   const detail = sampleDetail(d);
-  return fit(`${padCut(d.name, NAME_WIDTH)} ${padCut(d.phase, PHASE_WIDTH)} ${dbProgressText(d)}${detail ? ` · ${detail}` : ''}`, width);
+  return fit(`${padCut(d.name, NAME_WIDTH)} ${padCut(d.phase, phaseWidth)} ${dbProgressText(d)}${detail ? ` · ${detail}` : ''}`, width);
 }
 
 export function failedLine(d: DbView, width: number): string {
@@ -47,16 +47,16 @@ export function failedLine(d: DbView, width: number): string {
 
 /**
  * The one line of totals: counts of databases, bytes, rate, ETA, elapsed. Pieces are dropped from
- * the least useful (elapsed, then the rate) until it fits.
+ * the least useful (elapsed, the rate, the bytes) until it fits; the counts and the ETA stay.
  */
 export function totalsLine(t: Totals, width: number): string {
   const counts = `${String(t.done)}/${String(t.databases)} done, ${String(t.inFlight)} in flight, ${String(t.queued)} queued, ${String(t.failed)} failed`;
   const bytes = `${formatBytes(t.doneBytes)}/${formatBytes(t.totalBytes)} ${pct(t.doneBytes, t.totalBytes)}`.trimEnd();
   const pieces = [
     { text: counts, keep: 4 },
-    { text: bytes, keep: 3 },
+    { text: bytes, keep: 2 },
     { text: formatRate(t.rate), keep: 1 },
-    { text: `ETA ${formatEta(t.eta)}`, keep: 2 },
+    { text: `ETA ${formatEta(t.eta)}`, keep: 3 },
     { text: formatSeconds(t.elapsedSeconds), keep: 0 },
   ];
   for (let drop = 0; drop <= 4; drop++) {
@@ -82,7 +82,9 @@ export interface LiveInput {
 export function liveLines(v: LiveInput, width: number, height: number): string[] {
   const w = Math.max(20, width - 1);
   const room = Math.max(1, height - 2);
-  const rows = [...v.failed.map((d) => failedLine(d, w)), ...v.inFlight.map((d) => dbLine(d, w))];
+  // The phase column as wide as the longest phase shown, so the progress itself keeps its room.
+  const phaseWidth = Math.min(PHASE_WIDTH, Math.max(0, ...v.inFlight.map((d) => d.phase.length)));
+  const rows = [...v.failed.map((d) => failedLine(d, w)), ...v.inFlight.map((d) => dbLine(d, w, phaseWidth))];
   let shown = rows;
   if (rows.length > room) {
     shown = rows.slice(0, room - 1);
