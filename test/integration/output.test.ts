@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import { CLI, NODE, REPO_ROOT } from './cli.ts';
 import { PG_BIN, cliEnv, migrateArgs, runCli } from './delayed-helpers.ts';
 import { fixtures } from './safety-helpers.ts';
+import { progressFromRows, sampleSql } from '../../src/pipeline/sampler.ts';
 
 const { setUp, tempDir } = fixtures();
 const ESC = '\u001b';
@@ -97,6 +98,12 @@ test('--log-file, stdout against stderr, --json, NO_COLOR and --no-color', async
   assert.match(second.stdout, /1 of 1 databases verified/);
   assert.doesNotMatch(second.stdout, /^\d{4}-\d\d-\d\dT/m, 'no progress line on stdout');
   assert.match(second.stderr, /^\d{4}-\d\d-\d\dT.* preflight: start/m);
+
+  // The sampler's one query runs on the server (its errors are ignored in a run, so it is checked here).
+  const rows = await dst.query(sampleSql(15), [['app', 'nosuchdb'], 'pg-migrate/test']);
+  const progress = progressFromRows(rows, new Map([['app', 1024 ** 3]]));
+  assert.ok((progress.get('app')?.targetBytes ?? 0) > 0, JSON.stringify(rows));
+  assert.ok(rows.some((r: { kind: string }) => r.kind === 'empty'));
 
   // 3. On a terminal: colour by default; none with NO_COLOR or --no-color.
   const plain = [...args, '--progress', 'plain'];
