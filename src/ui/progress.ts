@@ -17,29 +17,29 @@ interface Out {
 /** How often the plain lines repeat the progress of the databases in flight (ms). */
 export const PLAIN_PROGRESS_EVERY_MS = 30_000;
 
-/** The text of an event as a line (no timestamp); undefined for events shown otherwise (phases, progress). */
-export function eventText(e: MigrateEvent, brief = false): string | undefined {
+/** The lines of an event (no timestamp; a line may go on, indented, on the next ones); none for phases and progress. */
+export function eventText(e: MigrateEvent, brief = false): string[] {
   switch (e.type) {
     case 'stage':
-      return `${e.stage}: ${e.status}${e.message ? ` — ${e.message}` : ''}`;
+      return [`${e.stage}: ${e.status}${e.message ? ` — ${e.message}` : ''}`];
     case 'plan': {
       const total = e.databases.reduce((n, d) => n + (d.sizeBytes ?? 0), 0);
       const dbs = brief
         ? `${String(e.databases.length)} databases, ${formatBytes(total)}`
         : `${String(e.databases.length)} databases (${e.databases.map((d) => `${d.name} ${formatBytes(d.sizeBytes)}${d.deferred ? `, ${String(d.deferred)} deferred tables` : ''}`).join('; ')})`;
       const p = e.parallelism;
-      return (
+      return [
         `plan: ${dbs}; dump ${String(p.dumpParallel)}×${String(p.dumpJobs)} jobs, restore ${String(p.restoreParallel)}×${String(p.restoreJobs)} jobs, ` +
-        `verify ${String(p.verifyConcurrency)}, compression ${e.compression}, client programs ${e.toolsVersion}` +
-        e.notMigrated.map((nm) => `\nnot migrated: ${nm.name}: ${nm.reason}`).join('')
-      );
+          `verify ${String(p.verifyConcurrency)}, compression ${e.compression}, client programs ${e.toolsVersion}`,
+        ...e.notMigrated.map((nm) => `not migrated: ${nm.name}: ${nm.reason}`),
+      ];
     }
     case 'warning':
-      return `warning${e.db ? ` [${e.db}]` : ''}: ${e.message}`;
+      return [`warning${e.db ? ` [${e.db}]` : ''}: ${e.message}`];
     case 'info':
-      return e.message;
+      return [e.message];
     default:
-      return undefined;
+      return [];
   }
 }
 
@@ -50,9 +50,7 @@ export function eventText(e: MigrateEvent, brief = false): string | undefined {
 export function plainReporter(out: Out, progressEveryMs = PLAIN_PROGRESS_EVERY_MS): Reporter {
   const model = new ProgressModel(performance.now());
   let lastProgress = performance.now();
-  const line = (text: string): void => {
-    for (const l of text.split('\n')) out.write(`${new Date().toISOString()} ${l}\n`);
-  };
+  const line = (text: string): void => void out.write(`${new Date().toISOString()} ${text}\n`);
   return {
     onEvent(e) {
       const now = performance.now();
@@ -64,10 +62,7 @@ export function plainReporter(out: Out, progressEveryMs = PLAIN_PROGRESS_EVERY_M
         if (now - lastProgress < progressEveryMs) return;
         lastProgress = now;
         for (const l of plainProgressLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(now) })) line(l);
-      } else {
-        const text = eventText(e);
-        if (text !== undefined) line(text);
-      }
+      } else for (const l of eventText(e)) line(l);
     },
     close: () => Promise.resolve(),
   };
@@ -102,14 +97,14 @@ export function ttyReporter(out: NodeJS.WriteStream, color: boolean): Reporter {
   return {
     onEvent(e) {
       model.onEvent(e, performance.now());
-      const text = eventText(e, true);
+      const lasting = eventText(e, true);
       if (e.type === 'plan' && !tick) {
         tick = setInterval(() => {
           paint([]);
         }, 1000);
         tick.unref();
       }
-      if (text !== undefined) paint([color && e.type === 'warning' ? `${ESC}33m${text}${ESC}39m` : text]);
+      if (lasting.length > 0) paint(color && e.type === 'warning' ? lasting.map((l) => `${ESC}33m${l}${ESC}39m`) : lasting);
       else if (e.type === 'phase') paint([]);
     },
     close() {

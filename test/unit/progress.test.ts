@@ -189,11 +189,12 @@ describe('sampler rows', () => {
 });
 
 describe('redact', () => {
-  it('masks known passwords, conninfo passwords and URI passwords', () => {
-    assert.equal(redact('connecting with s3cret!pw', ['s3cret!pw']), 'connecting with ********');
-    assert.equal(redact("host=x password='a b\\'c' user=u"), 'host=x password=******** user=u');
-    assert.equal(redact('host=x password=abc user=u'), 'host=x password=******** user=u');
-    assert.equal(redact('postgresql://bob:hunter2@db:5432/app'), 'postgresql://bob:********@db:5432/app');
+  it('masks known passwords, conninfo passwords, URI passwords and password hashes', () => {
+    assert.equal(redact('connecting with s3cret!pw', ['s3cret!pw']), 'connecting with ***');
+    assert.equal(redact("host=x password='a b\\'c' user=u"), 'host=x password=*** user=u');
+    assert.equal(redact('host=x password=abc user=u'), 'host=x password=*** user=u');
+    assert.equal(redact('postgresql://bob:hunter2@db:5432/app'), 'postgresql://bob:***@db:5432/app');
     assert.equal(redact('postgresql://bob@db/app'), 'postgresql://bob@db/app');
+    assert.equal(redact("LINE 1: ALTER ROLE a PASSWORD 'SCRAM-SHA-256$4096:abc'"), "LINE 1: ALTER ROLE a PASSWORD '***'");
   });
 });
