@@ -4,10 +4,10 @@ export type ProgressMode = 'auto' | 'tty' | 'plain';
 export const PROGRESS_MODES: readonly ProgressMode[] = ['auto', 'tty', 'plain'];
 
 /** Colour only on a terminal, and never with --no-color or NO_COLOR set to anything but the empty string (no-color.org). */
-export function useColor(out: NodeJS.WriteStream, flag: boolean | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
+export function useColor(out: { isTTY?: boolean }, flag: boolean | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
   if (flag === false) return false;
   if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
-  return out.isTTY && env.TERM !== 'dumb';
+  return out.isTTY === true && env.TERM !== 'dumb';
 }
 
 /**

@@ -6,6 +6,7 @@ import { ProgressModel, etaOf, rateOf } from '../../src/ui/progress-model.ts';
 import { liveLines, plainProgressLines, totalsLine } from '../../src/ui/progress-lines.ts';
 import { progressFromRows } from '../../src/pipeline/sampler.ts';
 import { redact } from '../../src/ui/redact.ts';
+import { useColor } from '../../src/cli/renderer.ts';
 
 const MB = 1024 ** 2;
 const parallelism: Parallelism = {
@@ -196,5 +197,18 @@ describe('redact', () => {
     assert.equal(redact('postgresql://bob:hunter2@db:5432/app'), 'postgresql://bob:***@db:5432/app');
     assert.equal(redact('postgresql://bob@db/app'), 'postgresql://bob@db/app');
     assert.equal(redact("LINE 1: ALTER ROLE a PASSWORD 'SCRAM-SHA-256$4096:abc'"), "LINE 1: ALTER ROLE a PASSWORD '***'");
+  });
+});
+
+describe('colour', () => {
+  const tty = { isTTY: true };
+  const pipe = { isTTY: false };
+  it('only on a terminal, never with --no-color or NO_COLOR', () => {
+    assert.equal(useColor(tty, true, {}), true);
+    assert.equal(useColor(pipe, true, {}), false);
+    assert.equal(useColor(tty, false, {}), false);
+    assert.equal(useColor(tty, true, { NO_COLOR: '1' }), false);
+    assert.equal(useColor(tty, true, { NO_COLOR: '' }), true, 'an empty NO_COLOR does not count (no-color.org)');
+    assert.equal(useColor(tty, true, { TERM: 'dumb' }), false);
   });
 });
