@@ -83,6 +83,8 @@ export class ProgressModel {
       const d = this.dbs.get(e.db);
       if (!d) return;
       if (d.startedAt === undefined && e.phase !== 'queued') d.startedAt = at;
+      // What the servers told belongs to the step that ended (its COPYs, its dump); bytes done stay.
+      if (d.phase !== e.phase) d.sample = undefined;
       d.phase = e.phase;
       if (e.phase === 'failed') d.reason = e.detail ?? 'failed';
       if (e.phase === 'verified') {
