@@ -52,7 +52,46 @@ export interface DbResult {
   /** Tables whose rows were copied in parallel page ranges (--split-table-size). */
   splitTables?: SplitCopyResult[];
   rows?: number;
+  /** What was compared per table (from the counts kept in the state), for the JSON report. */
+  tables?: TableCheck[];
   warnings: string[];
+}
+
+/** How a table's content was compared: an exact count(*), pg_class.reltuples (--fast-verify); a checksum may join them. */
+export type CompareMethod = 'count' | 'estimate';
+
+/** One table's comparison in one phase of its database. */
+export interface TableCheck {
+  /** Schema-qualified, quoted. */
+  table: string;
+  phase: 'regular' | 'deferred';
+  method: CompareMethod;
+  source: number | null;
+  target: number | null;
+}
+
+/** A server as the report names it. */
+export interface ServerInfo {
+  host: string;
+  port: number;
+  /** e.g. "PostgreSQL 15.18". */
+  version: string;
+  systemIdentifier: string;
+}
+
+/** What the sampler saw of one database in flight (every field optional: only what the servers told). */
+export interface DbProgress {
+  db: string;
+  /** Bytes of the database on the target beyond an empty database's, at most its size on the source. */
+  targetBytes?: number;
+  /** Bytes of its dump on disk (compressed: a lower bound of the work done). */
+  dumpBytes?: number;
+  /** Rows of the COPYs in flight into the target (pg_stat_progress_copy, 14+). */
+  copyRows?: number;
+  copies?: number;
+  /** Index builds in flight on the target and how far the furthest one is (0..1). */
+  indexes?: number;
+  indexDone?: number;
 }
 
 export interface RunSummary {
@@ -78,6 +117,10 @@ export interface RunSummary {
   /** Seconds until every database's regular phase ended. */
   regularElapsedSeconds: number;
   elapsedSeconds: number;
+  /** ISO times of the run's start and end. */
+  startedAt?: string;
+  endedAt?: string;
+  servers?: { source: ServerInfo; target: ServerInfo };
   exitCode: number;
   error?: string;
 }
@@ -94,6 +137,8 @@ export type MigrateEvent =
   | { type: 'stage'; stage: 'preflight' | 'tuning' | 'globals' | 'reverting' | 'cutover'; status: 'start' | 'done' | 'failed' | 'skipped'; message?: string }
   | { type: 'phase'; db: string; phase: Phase; detail?: string }
   | { type: 'warning'; db?: string; message: string }
+  /** A sample of the servers' progress views (at most every few seconds; `at` is a performance.now() reading). */
+  | { type: 'progress'; at: number; databases: DbProgress[] }
   | { type: 'info'; message: string };
 
 export type EventSink = (event: MigrateEvent) => void;

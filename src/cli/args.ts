@@ -36,9 +36,15 @@ export function connectionOptions<T>(y: Argv<T>) {
     });
 }
 
+const PROGRESS_DESCRIBE =
+  'progress on stderr: tty: a live display (databases in flight, failures, one line of totals with bytes, rate and ETA); plain: timestamped lines; auto: tty on a terminal outside CI';
+const COLOR_DESCRIBE = 'colour on a terminal (--no-color, or NO_COLOR set, turns it off)';
+
 /** How progress is shown (every command takes it, so scripts can pass it to all of them). */
 export function outputOptions<T>(y: Argv<T>) {
-  return y.option('progress', { choices: PROGRESS_MODES, default: 'auto' as const, describe: 'live display on a terminal, timestamped lines otherwise' });
+  return y
+    .option('progress', { choices: PROGRESS_MODES, default: 'auto' as const, describe: PROGRESS_DESCRIBE })
+    .option('color', { type: 'boolean', default: true, describe: COLOR_DESCRIBE });
 }
 
 /** Every option of `migrate`. */
@@ -111,7 +117,21 @@ export function migrateOptions<T>(y: Argv<T>) {
       describe: "online: set REPLICA IDENTITY FULL on the source's tables without a primary key so they replicate too (else they are copied at cutover)",
     })
     .group(
-      ['dump-root', 'state-dir', 'fresh', 'redo-db', 'remove-dumps', 'pg-bin-dir', 'data-path', 'split-table-size', 'compression', 'report', 'progress'],
+      [
+        'dump-root',
+        'state-dir',
+        'fresh',
+        'redo-db',
+        'remove-dumps',
+        'pg-bin-dir',
+        'data-path',
+        'split-table-size',
+        'compression',
+        'report',
+        'log-file',
+        'progress',
+        'color',
+      ],
       'Files and output:',
     )
     .option('dump-root', { type: 'string', default: DEFAULTS.dumpRoot, describe: 'directory for the dumps' })
@@ -137,8 +157,13 @@ export function migrateOptions<T>(y: Argv<T>) {
         "on the stream path, copy each table at least this big (on the source; B, kB, MB, GB, TB) in parallel page ranges straight from source to target under the dump's snapshot (source 14+, UTF8 databases); off: never",
     })
     .option('compression', { type: 'string', describe: 'pg_dump -Z value [default: zstd:5 with pg_dump 16+, else 1 (gzip)]' })
-    .option('report', { type: 'string', describe: 'also write the summary as JSON to this file' })
-    .option('progress', { choices: PROGRESS_MODES, default: 'auto' as const, describe: 'live display on a terminal, timestamped lines otherwise' });
+    .option('report', { type: 'string', describe: 'also write the JSON report (as --json prints it) to this file' })
+    .option('log-file', {
+      type: 'string',
+      describe: 'append every event with a timestamp and the stderr lines of pg_dump/pg_restore/psql to this file (passwords masked), whatever the display',
+    })
+    .option('progress', { choices: PROGRESS_MODES, default: 'auto' as const, describe: PROGRESS_DESCRIBE })
+    .option('color', { type: 'boolean', default: true, describe: COLOR_DESCRIBE });
 }
 
 /** yargs names unknown keys in camel case; one that came from a PG_MIGRATE_* variable is named as such. */

@@ -2,7 +2,6 @@
  * The command line: yargs with one module per command (commands/), usage errors mapped to exit code 2.
  * The only place that reads the arguments; the commands set the exit code.
  */
-import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { ExitCode, UsageError } from '../errors.ts';
 import { explainUnknown } from './args.ts';
@@ -12,8 +11,7 @@ import * as planCommand from './commands/plan.ts';
 import * as statusCommand from './commands/status.ts';
 import * as cleanupCommand from './commands/cleanup.ts';
 import * as cutoverCommand from './commands/cutover.ts';
-
-const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+import { TOOL_VERSION } from './version.ts';
 
 /** The options that may be given more than once (camel case, as yargs names them). */
 const REPEATABLE = new Set(['includeDb', 'excludeDb', 'delayTableData', 'redoDb', 'fenceRoles', '_']);
@@ -55,7 +53,7 @@ export async function main(args: string[]): Promise<number> {
       .command(cleanupCommand)
       .command(cutoverCommand)
       .strict()
-      .version(pkg.version)
+      .version(TOOL_VERSION)
       .help()
       .alias('help', 'h')
       .wrap(Math.min(120, process.stdout.columns || 100))

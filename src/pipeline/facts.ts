@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { oneRow, type Server } from '../pg/connect.ts';
 import { majorOfVersionNum } from '../proc/tools.ts';
 import type { ServerIdentity } from '../state/store.ts';
+import type { ServerInfo } from '../events.ts';
 import { alterSystemAllowed } from './tune.ts';
 
 export interface ServerFacts {
@@ -37,6 +38,14 @@ export async function serverIdentity(client: pg.Client, server: Server): Promise
   }
   return { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier };
 }
+
+/** A server as the JSON report names it. */
+export const serverInfo = (f: ServerFacts): ServerInfo => ({
+  host: f.identity.host,
+  port: f.identity.port,
+  version: f.version,
+  systemIdentifier: f.identity.systemIdentifier,
+});
 
 export async function serverFacts(client: pg.Client, server: Server): Promise<ServerFacts> {
   const v = await client.query<{

@@ -28,6 +28,9 @@ import { verifyPhase } from './verify.ts';
 import { subscribe } from './online.ts';
 import { dropStaleReplication, prepareOnline } from './online-resume.ts';
 import { Marker } from '../state/names.ts';
+import { startSampler, type Sampler } from './sampler.ts';
+import { tableChecks } from './table-checks.ts';
+import { serverInfo } from './facts.ts';
 
 export interface RunHooks {
   signal?: AbortSignal;
@@ -79,8 +82,10 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     regularElapsedSeconds: 0,
     elapsedSeconds: 0,
     exitCode: ExitCode.ok,
+    startedAt: new Date().toISOString(),
   };
   let guard: RunGuard | undefined;
+  let sampler: Sampler | undefined;
   try {
     emit({ type: 'stage', stage: 'preflight', status: 'start' });
     // First the locks, the leftovers of a killed run and its tuning: before anything else can fail.
@@ -98,6 +103,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     const pre = await preflight(options, source, target, options.fresh ? undefined : store, guard.auth.env, os.availableParallelism());
     const pair: PairIdentity = { source: pre.sourceFacts.identity, target: pre.targetFacts.identity };
     for (const w of pre.warnings) emit({ type: 'warning', message: w });
+    summary.servers = { source: serverInfo(pre.sourceFacts), target: serverInfo(pre.targetFacts) };
     emit({ type: 'stage', stage: 'preflight', status: 'done' });
 
     if (options.fresh) {
@@ -140,6 +146,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       signal,
       emit,
     };
+    sampler = startSampler(ctx, phases);
 
     if (options.disableDstOptimizations) emit({ type: 'stage', stage: 'tuning', status: 'skipped' });
     else if (!(await loadLeft(store, plan.databases))) emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: 'every database already verified' });
@@ -171,11 +178,13 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     }
   } finally {
     outer?.removeEventListener('abort', onOuterAbort);
+    await sampler?.stop();
     await control.close();
     if (guard) await guard.close(store, servers, children, isAborted(signal), summary, emit);
     else await children.settled();
   }
   summary.elapsedSeconds = secondsSince(started);
+  summary.endedAt = new Date().toISOString();
   if (summary.exitCode === ExitCode.ok) {
     if (isAborted(signal)) summary.exitCode = ExitCode.interrupted;
     else if (summary.globals.status === 'failed' || summary.databases.some((d) => d.status !== 'verified')) summary.exitCode = ExitCode.failed;
@@ -234,6 +243,8 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
           ctx.emit({ type: 'phase', db: dbName(job), phase: 'failed', detail: job.result.reason });
         }
       }
+      const phasesDone = job.plan.deferred ? (['regular', 'deferred'] as const) : (['regular'] as const);
+      job.result.tables = await tableChecks(job.state, ctx.options.fastVerify, [...phasesDone]).catch(() => undefined);
     }),
   );
   summary.regularElapsedSeconds = regularEnd;

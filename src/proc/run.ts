@@ -12,6 +12,8 @@ export class ChildRegistry {
   private readonly running = new Set<ResultPromise>();
   /** Called whenever the set of running children changes (the run records them in its lock). */
   onChange: ((pids: number[]) => void) | undefined;
+  /** Called with every stderr line of every child (the --log-file keeps them): the program's name, its pid, the line. */
+  onStderrLine: ((program: string, pid: number | undefined, line: string) => void) | undefined;
 
   add(child: ResultPromise): void {
     this.running.add(child);
@@ -118,6 +120,7 @@ export async function runTool(file: string, args: string[], options: RunOptions)
         else if (!ERROR_CONTINUATION.test(text)) inError = false;
         if (inError && errorLines.length < 1000) errorLines.push(text);
         options.onStderrLine?.(text);
+        options.children.onStderrLine?.(shortName(file), child.pid, text);
         yield* [];
       },
     ],

@@ -80,9 +80,13 @@ export interface TransferIo {
   restoreListSkipping(archive: string, skip: Set<string> | undefined): Promise<string[]>;
 }
 
+/** Where a database's dump (of one part) is written on the file path. */
+export const dumpLocation = (dumpRoot: string, db: string, part: DataPart): string =>
+  path.join(dumpRoot, part === 'regular' ? encodeName(db) : `${encodeName(db)}.delayed`);
+
 function transferIo(ctx: Context): TransferIo {
   const { options, tools, childEnv, signal, children } = ctx;
-  const location = (db: string, part: DataPart): string => path.join(options.dumpRoot, part === 'regular' ? encodeName(db) : `${encodeName(db)}.delayed`);
+  const location = (db: string, part: DataPart): string => dumpLocation(options.dumpRoot, db, part);
   const run = (tool: string, args: string[]): Promise<RunResult> => runTool(tool, args, { env: childEnv, signal, children });
   const tocListing = async (archive: string): Promise<string> =>
     (await runTool(tools.pgRestore.path, ['-l', archive], { env: childEnv, signal, children, captureStdout: true })).stdout;

@@ -1,6 +1,7 @@
-import { Listr, type ListrTaskWrapper, type DefaultRenderer, type SimpleRenderer } from 'listr2';
-import type { MigrateEvent, Phase } from '../events.ts';
+import type { MigrateEvent } from '../events.ts';
 import { formatBytes, formatSeconds } from './format.ts';
+import { ProgressModel } from './progress-model.ts';
+import { liveLines, plainProgressLines } from './progress-lines.ts';
 
 export interface Reporter {
   onEvent(event: MigrateEvent): void;
@@ -8,131 +9,108 @@ export interface Reporter {
   close(): Promise<void>;
 }
 
-type Out = NodeJS.WritableStream;
+/** Where plain lines go (a stream, or the --log-file's redacting sink). */
+interface Out {
+  write(chunk: string): unknown;
+}
 
-/** Plain lines with timestamps, for logs (CI, containers, pipes). */
-export function plainReporter(out: Out): Reporter {
-  const started = new Map<string, number>();
+/** How often the plain lines repeat the progress of the databases in flight (ms). */
+export const PLAIN_PROGRESS_EVERY_MS = 30_000;
+
+/** The lines of an event (no timestamp; a line may go on, indented, on the next ones); none for phases and progress. */
+export function eventText(e: MigrateEvent, brief = false): string[] {
+  switch (e.type) {
+    case 'stage':
+      return [`${e.stage}: ${e.status}${e.message ? ` — ${e.message}` : ''}`];
+    case 'plan': {
+      const total = e.databases.reduce((n, d) => n + (d.sizeBytes ?? 0), 0);
+      const dbs = brief
+        ? `${String(e.databases.length)} databases, ${formatBytes(total)}`
+        : `${String(e.databases.length)} databases (${e.databases.map((d) => `${d.name} ${formatBytes(d.sizeBytes)}${d.deferred ? `, ${String(d.deferred)} deferred tables` : ''}`).join('; ')})`;
+      const p = e.parallelism;
+      return [
+        `plan: ${dbs}; dump ${String(p.dumpParallel)}×${String(p.dumpJobs)} jobs, restore ${String(p.restoreParallel)}×${String(p.restoreJobs)} jobs, ` +
+          `verify ${String(p.verifyConcurrency)}, compression ${e.compression}, client programs ${e.toolsVersion}`,
+        ...e.notMigrated.map((nm) => `not migrated: ${nm.name}: ${nm.reason}`),
+      ];
+    }
+    case 'warning':
+      return [`warning${e.db ? ` [${e.db}]` : ''}: ${e.message}`];
+    case 'info':
+      return [e.message];
+    default:
+      return [];
+  }
+}
+
+/**
+ * Plain lines with timestamps, for logs (CI, containers, pipes, --log-file): every event, and every
+ * `progressEveryMs` the progress of each database in flight and the totals.
+ */
+export function plainReporter(out: Out, progressEveryMs = PLAIN_PROGRESS_EVERY_MS): Reporter {
+  const model = new ProgressModel(performance.now());
+  let lastProgress = performance.now();
   const line = (text: string): void => void out.write(`${new Date().toISOString()} ${text}\n`);
   return {
     onEvent(e) {
-      switch (e.type) {
-        case 'stage':
-          line(`${e.stage}: ${e.status}${e.message ? ` — ${e.message}` : ''}`);
-          break;
-        case 'plan':
-          line(
-            `plan: ${e.databases.length} databases (${e.databases.map((d) => `${d.name} ${formatBytes(d.sizeBytes)}${d.deferred ? `, ${d.deferred} deferred tables` : ''}`).join('; ')}); ` +
-              `dump ${e.parallelism.dumpParallel}×${e.parallelism.dumpJobs} jobs, restore ${e.parallelism.restoreParallel}×${e.parallelism.restoreJobs} jobs, verify ${e.parallelism.verifyConcurrency}, compression ${e.compression}, client programs ${e.toolsVersion}`,
-          );
-          for (const nm of e.notMigrated) line(`not migrated: ${nm.name}: ${nm.reason}`);
-          break;
-        case 'phase': {
-          const since = started.get(e.db) ?? performance.now();
-          started.set(e.db, since);
-          const el = (performance.now() - since) / 1000;
-          line(`[${e.db}] ${e.phase} (${formatSeconds(el)})${e.detail ? `: ${e.detail}` : ''}`);
-          break;
-        }
-        case 'warning':
-          line(`warning${e.db ? ` [${e.db}]` : ''}: ${e.message}`);
-          break;
-        case 'info':
-          line(e.message);
-          break;
-      }
+      const now = performance.now();
+      model.onEvent(e, now);
+      if (e.type === 'phase') {
+        const since = model.get(e.db)?.startedAt ?? now;
+        line(`[${e.db}] ${e.phase} (${formatSeconds((now - since) / 1000)})${e.detail ? `: ${e.detail}` : ''}`);
+      } else if (e.type === 'progress') {
+        if (now - lastProgress < progressEveryMs) return;
+        lastProgress = now;
+        for (const l of plainProgressLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(now) })) line(l);
+      } else for (const l of eventText(e)) line(l);
     },
     close: () => Promise.resolve(),
   };
 }
 
-interface DbRow {
-  name: string;
-  size: string;
-  phase: Phase;
-  startedAt?: number;
-  task?: ListrTaskWrapper<unknown, typeof DefaultRenderer, typeof SimpleRenderer>;
-  settle?: (err?: Error) => void;
-  lastDetail?: string;
-}
+const ESC = '\u001b[';
 
-/** listr2 on a terminal: one line per database with its phase, size and elapsed time, and the total. */
-export function ttyReporter(out: Out): Reporter {
+/**
+ * The live display on a terminal: lasting lines (stages, warnings) scroll above a block redrawn every
+ * second at the bottom: the failures, the databases in flight, and one line of totals. The block keeps
+ * to the terminal's width and height, so the totals never scroll away.
+ */
+export function ttyReporter(out: NodeJS.WriteStream, color: boolean): Reporter {
   const t0 = performance.now();
-  const rows = new Map<string, DbRow>();
-  let list: Listr<unknown, typeof DefaultRenderer, typeof SimpleRenderer> | undefined;
-  let running: Promise<unknown> | undefined;
-  let finishTotal: (() => void) | undefined;
-  let totalTask: DbRow['task'];
+  const model = new ProgressModel(t0);
+  let drawn = 0;
   let tick: NodeJS.Timeout | undefined;
-  const early = plainReporter(out);
-  const title = (r: DbRow): string => {
-    const el = r.startedAt === undefined ? '' : ` ${formatSeconds((performance.now() - r.startedAt) / 1000)}`;
-    return `${r.name} (${r.size}) — ${r.phase}${el}`;
-  };
-  const refresh = (): void => {
-    for (const r of rows.values()) if (r.task && r.phase !== 'verified' && r.phase !== 'failed') r.task.title = title(r);
-    if (totalTask) totalTask.title = `total elapsed ${formatSeconds((performance.now() - t0) / 1000)}`;
+  const paint = (lasting: string[]): void => {
+    let s = drawn > 0 ? `${ESC}${String(drawn)}A\r${ESC}J` : '';
+    for (const l of lasting) s += `${l}\n`;
+    const lines = model.planned
+      ? liveLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(performance.now()) }, out.columns || 80, out.rows || 24)
+      : [];
+    const last = lines.length - 1;
+    lines.forEach((l, i) => {
+      const styled = !color ? l : i === last ? `${ESC}1m${l}${ESC}22m` : l.startsWith('✖') ? `${ESC}31m${l}${ESC}39m` : l;
+      s += `${styled}\n`;
+    });
+    drawn = lines.length;
+    out.write(s);
   };
   return {
     onEvent(e) {
-      if (e.type === 'plan') {
-        early.onEvent(e);
-        for (const d of e.databases) rows.set(d.name, { name: d.name, size: formatBytes(d.sizeBytes), phase: 'queued' });
-        list = new Listr<unknown, typeof DefaultRenderer, typeof SimpleRenderer>(
-          [
-            {
-              title: 'total elapsed',
-              task: (_ctx, task) => {
-                totalTask = task;
-                return new Promise<void>((resolve) => (finishTotal = resolve));
-              },
-            },
-            ...[...rows.values()].map((r) => ({
-              title: title(r),
-              task: (_ctx: unknown, task: DbRow['task']) => {
-                r.task = task;
-                return new Promise<void>(
-                  (resolve, reject) =>
-                    (r.settle = (err?: Error) => {
-                      if (err) reject(err);
-                      else resolve();
-                    }),
-                );
-              },
-            })),
-          ],
-          { concurrent: true, exitOnError: false, registerSignalListeners: false, rendererOptions: { collapseErrors: false } },
-        );
-        running = list.run().catch(() => undefined);
-        tick = setInterval(refresh, 1000);
+      model.onEvent(e, performance.now());
+      const lasting = eventText(e, true);
+      if (e.type === 'plan' && !tick) {
+        tick = setInterval(() => {
+          paint([]);
+        }, 1000);
         tick.unref();
-        return;
       }
-      if (e.type === 'phase') {
-        const r = rows.get(e.db);
-        if (!r) return;
-        if (r.startedAt === undefined && e.phase !== 'queued') r.startedAt = performance.now();
-        r.phase = e.phase;
-        if (r.task) r.task.title = title(r);
-        if (e.phase === 'verified') r.settle?.();
-        if (e.phase === 'failed') r.settle?.(new Error(`${r.name}: ${e.detail ?? 'failed'}`));
-        return;
-      }
-      const dbTask = e.type === 'warning' && e.db !== undefined ? rows.get(e.db)?.task : undefined;
-      if (e.type === 'warning' && dbTask) {
-        dbTask.output = `warning: ${e.message}`;
-        return;
-      }
-      if (!list) early.onEvent(e);
-      else if (totalTask) totalTask.output = e.type === 'stage' ? `${e.stage}: ${e.status}` : e.message;
+      if (lasting.length > 0) paint(color && e.type === 'warning' ? lasting.map((l) => `${ESC}33m${l}${ESC}39m`) : lasting);
+      else if (e.type === 'phase') paint([]);
     },
-    async close() {
+    close() {
       if (tick) clearInterval(tick);
-      refresh();
-      for (const r of rows.values()) if (r.phase !== 'verified' && r.phase !== 'failed') r.settle?.(new Error(`${r.name}: not finished`));
-      finishTotal?.();
-      await running;
+      if (model.planned) paint([]);
+      return Promise.resolve();
     },
   };
 }

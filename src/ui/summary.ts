@@ -1,14 +1,35 @@
 import Table from 'cli-table3';
-import type { RunSummary } from '../events.ts';
+import type { DbResult, RunSummary } from '../events.ts';
 import { formatBytes, formatCount, formatSeconds } from './format.ts';
 import { ExitCode } from '../errors.ts';
 
-/** The closing report: one row per database, then totals, failures and what the operator must do. */
-export function renderSummary(s: RunSummary, color: boolean): string {
+/** Past this many databases, the verified ones beyond the room left are folded into one line. */
+export const SUMMARY_ROWS = 20;
+
+/** Failures first, then what did not finish, then the verified databases (each group in the run's order). */
+const RESULT_ORDER: Record<DbResult['status'], number> = { failed: 0, interrupted: 1, 'not migrated': 2, verified: 3 };
+
+/**
+ * The summary's table rows: every database that is not verified, failures first, and the verified
+ * ones while there is room (up to `maxRows` in all); the rest of them are folded into `folded`.
+ */
+export function summaryRows(databases: readonly DbResult[], maxRows = SUMMARY_ROWS): { rows: DbResult[]; folded: number } {
+  const sorted = databases.map((d, i) => ({ d, i })).sort((a, b) => RESULT_ORDER[a.d.status] - RESULT_ORDER[b.d.status] || a.i - b.i);
+  const rows = sorted.map((x) => x.d);
+  if (rows.length <= maxRows) return { rows, folded: 0 };
+  const notVerified = rows.filter((d) => d.status !== 'verified');
+  const room = Math.max(0, maxRows - notVerified.length);
+  const verified = rows.filter((d) => d.status === 'verified');
+  return { rows: [...notVerified, ...verified.slice(0, room)], folded: verified.length - Math.min(room, verified.length) };
+}
+
+/** The closing report: a compact table (failures first; past a screenful the verified databases folded), then totals, failures and what the operator must do. */
+export function renderSummary(s: RunSummary, color: boolean, maxRows = SUMMARY_ROWS): string {
   const hasDeferred = s.databases.some((d) => (d.deferredTables ?? 0) > 0);
   const head = ['Database', 'Size', 'Dump', 'Restore', 'Verify', 'Rows', ...(hasDeferred ? ['Regular', 'Total'] : []), 'Result'];
-  const table = new Table({ head, style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [] } });
-  for (const d of s.databases) {
+  const table = new Table({ head, style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [], compact: true } });
+  const { rows, folded } = summaryRows(s.databases, maxRows);
+  for (const d of rows) {
     table.push([
       d.name,
       formatBytes(d.sizeBytes),
@@ -17,11 +38,12 @@ export function renderSummary(s: RunSummary, color: boolean): string {
       formatSeconds(d.verifySeconds),
       formatCount(d.rows),
       ...(hasDeferred ? [formatSeconds(d.regularSeconds), formatSeconds(d.totalSeconds)] : []),
-      d.status,
+      color && d.status === 'failed' ? `\u001b[31m${d.status}\u001b[39m` : d.status,
     ]);
   }
   const lines: string[] = [];
   if (s.databases.length > 0) lines.push(table.toString());
+  if (folded > 0) lines.push(`${String(folded)} more databases verified: see \`pg-migrate status\` or --json`);
   const verified = s.databases.filter((d) => d.status === 'verified').length;
   lines.push(
     `${verified} of ${s.databases.length} databases verified; globals: ${s.globals.status}${s.globals.skippedExisting ? ` (${s.globals.skippedExisting} already existed)` : ''}`,

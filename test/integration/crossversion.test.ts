@@ -61,7 +61,7 @@ test('12 → 18 with the 15 client programs: exit 0, every table equal', async (
     reportFile,
   ]);
   assert.equal(r.exitCode, 0, describeRun(r));
-  assert.match(r.stdout, /client programs 15\./, describeRun(r));
+  assert.match(r.stderr, /client programs 15\./, describeRun(r));
   assert.match(r.stdout, new RegExp(`${seed.databases.length} of ${seed.databases.length} databases verified; globals: done`), describeRun(r));
 
   const onTarget = await userDatabases(dst!);

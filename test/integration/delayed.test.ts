@@ -156,14 +156,14 @@ for (const dropKeys of [false, true])
     // Stream data path (the default on this machine), for the regular phase too: the schema and the other
     // tables' data are piped while they are restored, the foreign keys from and to events left out of the
     // post-data restore and added NOT VALID (validated below); the deferred data follows the same way.
-    assert.match(r.stdout, /\[ana\] streaming/);
+    assert.match(r.stderr, /\[ana\] streaming/);
     const dumped = readJson<{ streamed?: boolean; deferred?: string[] }>(stateFile(ws, 'ana.dumped'));
     assert.deepEqual([dumped.streamed, dumped.deferred], [true, ['"public"."events"']]);
-    assert.match(r.stdout, /\[ana\] deferred loading/);
-    assert.match(r.stdout, /\[ana\] dropping indexes/);
-    assert.match(r.stdout, /\[ana\] deferred loading/);
-    assert.match(r.stdout, dropKeys ? /\[ana\] rebuilding indexes.*8 indexes/ : /\[ana\] rebuilding indexes.*6 indexes/);
-    assert.match(r.stdout, /\[ana\] deferred verifying/);
+    assert.match(r.stderr, /\[ana\] deferred loading/);
+    assert.match(r.stderr, /\[ana\] dropping indexes/);
+    assert.match(r.stderr, /\[ana\] deferred loading/);
+    assert.match(r.stderr, dropKeys ? /\[ana\] rebuilding indexes.*8 indexes/ : /\[ana\] rebuilding indexes.*6 indexes/);
+    assert.match(r.stderr, /\[ana\] deferred verifying/);
     const header = r.stdout.split('\n').find((l) => l.includes('Database') && l.includes('Result'));
     assert.ok(header, `summary header in:\n${r.stdout}`);
     assert.match(header, /Regular/);
@@ -380,7 +380,7 @@ for (const dataPath of ['files', 'stream'] as const)
     assert.equal(second.code, 0, second.output);
     // Exactly the rows the interrupted load committed are removed before the load is done again.
     if (!loadedAtKill && Number(between!.n) > 0)
-      assert.match(second.stdout, new RegExp(`removed the ${between!.n} rows an interrupted load of the deferred tables had committed`));
+      assert.match(second.stderr, new RegExp(`removed the ${between!.n} rows an interrupted load of the deferred tables had committed`));
     assert.ok(markerExists(ws, 'ana.delayed_indexes_recreated'));
 
     const srcIx = await indexesOf(src, 'ana', ['events']);
@@ -504,7 +504,7 @@ test('another --delay-table-data set for a verified database: left alone, exit 1
     /the --delay-table-data tables of sw differ from those of the run that migrated it \(then: "public"\."big"; now: "public"\."small"\)/,
   );
   assert.match(second.output, /--redo-db "sw"/);
-  assert.doesNotMatch(second.stdout, /\[sw\] streaming/);
+  assert.doesNotMatch(second.stderr, /\[sw\] streaming/);
   assert.deepEqual(await dst.query('select note from app_notes', [], 'sw'), [{ note: 'kept' }], "the application's table is untouched");
   // Dropping the flag altogether is a change of the set too.
   const third = await runCli(migrateArgs(src, dst, ws, ['--data-path', 'stream']), cliEnv(src, dst));
@@ -516,7 +516,7 @@ test('another --delay-table-data set for a verified database: left alone, exit 1
   const redo = [...migrateArgs(src, dst, ws, ['--data-path', 'stream', '--delay-table-data', 'sw.small']), '--redo-db', 'sw'];
   const fourth = await runCli(redo, cliEnv(src, dst));
   assert.equal(fourth.code, 0, fourth.output);
-  assert.match(fourth.stdout, /\[sw\] streaming/);
+  assert.match(fourth.stderr, /\[sw\] streaming/);
   assert.deepEqual(readJson<{ deferred?: string[] }>(stateFile(ws, 'sw.dumped')).deferred, ['"public"."small"']);
   assert.deepEqual(await exactCounts(dst, 'sw'), { 'public.big': 3000, 'public.small': 700 });
   assert.deepEqual(await foreignKeysOf(dst, 'sw', ['small']), await foreignKeysOf(src, 'sw', ['small']));
@@ -524,7 +524,7 @@ test('another --delay-table-data set for a verified database: left alone, exit 1
   const fifth = await runCli(redo, cliEnv(src, dst));
   assert.equal(fifth.code, 0, fifth.output);
   assert.match(fifth.output, /sw: --redo-db was acted on at .*that redo verified, so it is not repeated/);
-  assert.doesNotMatch(fifth.stdout, /\[sw\] streaming/);
+  assert.doesNotMatch(fifth.stderr, /\[sw\] streaming/);
   assert.deepEqual(await dst.query('select note from app_notes', [], 'sw'), [{ note: 'new' }], 'the same command again does not redo the database');
   console.log(`test 5 done in ${since(t0)}`);
 });

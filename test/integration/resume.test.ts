@@ -133,8 +133,8 @@ describe('resume', () => {
         assert.equal(r.exitCode, 0, describeRun(r));
         assert.match(r.stdout, /2 of 2 databases verified/, describeRun(r));
         // Files: the finished dump is kept and only the restore redone. Stream: dump and restore are one step.
-        if (dataPath === 'files') assert.doesNotMatch(r.stdout, /\[big\] dumping/, `the finished dump is not redone\n${describeRun(r)}`);
-        else assert.match(r.stdout, /\[big\] streaming/, describeRun(r));
+        if (dataPath === 'files') assert.doesNotMatch(r.stderr, /\[big\] dumping/, `the finished dump is not redone\n${describeRun(r)}`);
+        else assert.match(r.stderr, /\[big\] streaming/, describeRun(r));
         await assertNoDuplicates(src, dst);
         await assertSameData(src, dst, 'big');
         await assertSameData(src, dst, 'small');
@@ -321,7 +321,7 @@ test('state of another source/target pair is refused (exit 4) until --fresh', as
 
   const fresh = await runCli([...baseArgs(src, b, dirs), '--fresh']);
   assert.equal(fresh.exitCode, 0, describeRun(fresh));
-  assert.match(fresh.stdout, /\[tiny\] (dumping|streaming)/, describeRun(fresh));
+  assert.match(fresh.stderr, /\[tiny\] (dumping|streaming)/, describeRun(fresh));
   await assertSameData(src, b, 'tiny');
   assert.deepEqual(await autoConf(b), confB);
   // A is untouched by all this, and the state now belongs to B: A is refused.

@@ -189,7 +189,7 @@ test('an interrupted deferred load: writers get duplicates refused, the rerun re
   );
   if (committedBig === 0) assert.match(second.output, /removed the 1000 rows an interrupted load/, second.output);
   assert.match(second.output, /app: the deferred tables also hold 10 rows written by applications/, second.output);
-  assert.match(second.stdout, /\[app\] deferred verifying/, second.output);
+  assert.match(second.stderr, /\[app\] deferred verifying/, second.output);
   assert.ok(markerExists(ws, 'app.delayed_verify'), second.output);
   assert.equal(reported(ws, 'app', second).status, 'verified', second.output);
   await assertAppFinal(src, dst, BIG, second);
@@ -388,7 +388,7 @@ test("event triggers do not fire for the tool's own DDL; a partial index in a ta
   const r = await runCli(migrateArgs(src, dst, ws, ['--delay-table-data', 'ts.t', '--delay-table-data', 'tsi.t']), cliEnv(src, dst));
   assert.equal(r.code, 0, r.output);
   assert.doesNotMatch(r.output, /refused by an event trigger/, r.output);
-  assert.match(r.stdout, /\[ts\] rebuilding indexes/, r.output);
+  assert.match(r.stderr, /\[ts\] rebuilding indexes/, r.output);
   const saved = readJson<{ name: string; tablespace?: string | null }[]>(stateFile(ws, 'ts.delayed_indexes.json'));
   assert.deepEqual(
     saved.map((i) => `${i.name}:${i.tablespace ?? ''}`).sort(),

@@ -91,7 +91,7 @@ describe('tables copied in page ranges (15 → 18)', () => {
   test('the run verifies', () => {
     assert.equal(run.exitCode, 0, describeRun(run));
     assert.match(run.stdout, /1 of 1 databases verified/, describeRun(run));
-    assert.match(run.stdout, /\[ranges\] streaming .*in ranges/, describeRun(run));
+    assert.match(run.stderr, /\[ranges\] streaming .*in ranges/, describeRun(run));
   });
 
   test('the report lists the tables copied in ranges, binary only where every type is built in', () => {
@@ -177,7 +177,7 @@ describe('deferred tables copied in page ranges', () => {
       reportFile,
     ]);
     assert.equal(r.exitCode, 0, describeRun(r));
-    assert.match(r.stdout, /\[ranges\] deferred loading .*in ranges/, describeRun(r));
+    assert.match(r.stderr, /\[ranges\] deferred loading .*in ranges/, describeRun(r));
     const db = (JSON.parse(await fs.readFile(reportFile, 'utf8')) as RunSummary).databases.find((d) => d.name === DB)!;
     assert.equal(db.deferredTables, 2, JSON.stringify(db));
     const split = Object.fromEntries((db.splitTables ?? []).map((t) => [t.table, t]));
@@ -192,7 +192,7 @@ describe('deferred tables copied in page ranges', () => {
     const srcKeys = await src!.query(keys, undefined, DB);
     assert.ok(srcKeys.length >= 3, JSON.stringify(srcKeys));
     assert.deepEqual(await dst!.query(keys, undefined, DB), srcKeys);
-    assert.match(r.stdout, /\[ranges\] rebuilding indexes/, describeRun(r));
+    assert.match(r.stderr, /\[ranges\] rebuilding indexes/, describeRun(r));
     assert.deepEqual(await migrateSessions(dst!), []);
   });
 });

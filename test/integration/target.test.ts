@@ -75,7 +75,7 @@ test('kill -9 during a restore, then the same command with --fresh: the tuning t
   // The killed run's databases are on the target and with --fresh nothing is known to be this migration's.
   assert.ok(fresh.code === 0 || fresh.code === 3, fresh.output);
   if (fresh.code === 3) assert.match(fresh.stderr, /"big" already exists on the target and was not created by this migration/, fresh.output);
-  assert.match(fresh.stdout, /reverted the target tuning that an interrupted earlier run had left applied/, fresh.output);
+  assert.match(fresh.stderr, /reverted the target tuning that an interrupted earlier run had left applied/, fresh.output);
   await assertConfAsBefore(dst, confBefore, 'after the --fresh run', fresh);
   console.log(`# --fresh run: exit ${String(fresh.code)}; done in ${since(t0)}`);
 });
@@ -94,7 +94,7 @@ test('kill -9 during a restore, then a run with another --state-dir reverts the 
   const elsewhere = await runCli(migrateArgs(src, dst, other), cliEnv(src, dst), 180_000);
   console.log(`# run with another --state-dir: exit ${String(elsewhere.code)} at ${since(t0)}`);
   await assertConfAsBefore(dst, confBefore, 'after the run with another --state-dir', elsewhere);
-  const lines = elsewhere.stdout.split('\n');
+  const lines = elsewhere.stderr.split('\n');
   const reverted = lines.findIndex((l) => l.includes('reverted the target tuning that an interrupted earlier run had left applied'));
   assert.ok(reverted >= 0, `the run with another --state-dir says it reverted the tuning\n${elsewhere.output}`);
   const firstWork = lines.findIndex((l) => /preflight: done|tuning: start|globals: start|\] (streaming|dumping|restoring)/.test(l));
@@ -184,7 +184,7 @@ test('two runs against one target with different state dirs: the second exits 4 
       new RegExp(`another pg-migrate run \\(pg-migrate/[0-9a-f]+/lock.*\\) is working on the target 127\\.0\\.0\\.1:${String(dst.port)}`),
       second.output,
     );
-    assert.doesNotMatch(second.stdout, /tuning: start|globals: start|reverted the target tuning/, second.output);
+    assert.doesNotMatch(second.stderr, /tuning: start|globals: start|reverted the target tuning/, second.output);
     assert.equal(first.child.exitCode, null, `the first run is still held\n${first.output()}`);
     assert.ok(tuned(await autoConf(dst)), `the second run left the first run's tuning alone\n${second.output}`);
 
@@ -341,7 +341,7 @@ async function sessionsEndedDuringDump(label: string, pauseReader: boolean): Pro
   assert.equal(r.code, 1, r.output);
   assert.match(r.stdout, /1 of 2 databases verified/, r.output);
   assert.doesNotMatch(r.output, /interrupted/, r.output);
-  const progress = entry(r.stdout, /\[big\] failed \(/);
+  const progress = entry(r.stderr, /\[big\] failed \(/);
   const summary = entry(r.stdout, /^FAILED big: /);
   assert.match(progress ?? '', /\[big\] failed \([^)]*\): (streaming|dumping): /, `the progress line names the step\n${r.output}`);
   assert.match(summary ?? '', /^FAILED big: (streaming|dumping): /, `the summary names the step\n${r.output}`);

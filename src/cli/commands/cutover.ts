@@ -4,7 +4,7 @@ import { runCutover } from '../../pipeline/cutover.ts';
 import { DEFAULTS, resolveOptions, type RawOptions } from '../../options.ts';
 import { ExitCode, MigrateError } from '../../errors.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
-import { createReporter, type ProgressMode } from '../renderer.ts';
+import { createReporter, useColor, type ProgressMode } from '../renderer.ts';
 import { authenticateEarly } from '../../pg/connect.ts';
 
 export const command = 'cutover';
@@ -29,7 +29,7 @@ export const builder = <T>(y: Argv<T>) =>
     .option('dry-run', { type: 'boolean', default: false, describe: 'show what the cutover would do; change nothing' });
 
 type CutoverArgs = ArgumentsCamelCase<
-  RawOptions & { progress: ProgressMode; graceSeconds: number; catchupTimeout: number; fenceRoles?: string[]; dryRun: boolean }
+  RawOptions & { progress: ProgressMode; color: boolean; graceSeconds: number; catchupTimeout: number; fenceRoles?: string[]; dryRun: boolean }
 >;
 
 export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
@@ -44,7 +44,7 @@ export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
     { side: 'target', endpoint: options.to, appName: 'pg-migrate' },
     { side: 'source', endpoint: options.from, appName: 'pg-migrate' },
   ]);
-  const reporter = createReporter(process.stderr, argv.progress);
+  const reporter = createReporter(process.stderr, argv.progress, useColor(process.stderr, argv.color));
   const summary = await runCutover(
     options,
     {

@@ -7,15 +7,20 @@ import { ExitCode, MigrateError } from '../../errors.ts';
 import { ChildRegistry } from '../../proc/run.ts';
 import { authenticateEarly } from '../../pg/connect.ts';
 import { renderSummary } from '../../ui/summary.ts';
+import { buildReport } from '../../ui/report.ts';
+import type { Reporter } from '../../ui/progress.ts';
 import { migrateOptions } from '../args.ts';
-import { createReporter, type ProgressMode } from '../renderer.ts';
+import { createReporter, teeReporter, useColor, type ProgressMode } from '../renderer.ts';
+import { openLogFile } from '../log-file.ts';
 import { withSignals } from '../signals.ts';
+import { TOOL_VERSION } from '../version.ts';
 
 export const command = ['migrate', '$0'];
 export const describe = 'migrate every user database, the roles and tablespaces onto the target, verify every table (the default command)';
-export const builder = <T>(y: Argv<T>) => migrateOptions(y);
+export const builder = <T>(y: Argv<T>) =>
+  migrateOptions(y).option('json', { type: 'boolean', default: false, describe: 'print the JSON report on stdout instead of the summary table' });
 
-type MigrateArgs = ArgumentsCamelCase<RawOptions & { progress: ProgressMode }>;
+type MigrateArgs = ArgumentsCamelCase<RawOptions & { progress: ProgressMode; color: boolean; logFile?: string; json: boolean }>;
 
 /** Runs the migration as the command line asks; returns the exit code. */
 export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
@@ -26,12 +31,24 @@ export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
     process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
     return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
   }
+  const children = new ChildRegistry();
+  let log: Reporter | undefined;
+  if (argv.logFile !== undefined) {
+    const file = path.resolve(argv.logFile);
+    try {
+      log = await openLogFile(file, children, () => [options.from.password, options.to.password]);
+    } catch (err) {
+      process.stderr.write(`pg-migrate: the log file ${file} cannot be opened: ${(err as Error).message}\n`);
+      return ExitCode.usage;
+    }
+  }
   await authenticateEarly([
     { side: 'target', endpoint: options.to, appName: 'pg-migrate' },
     { side: 'source', endpoint: options.from, appName: 'pg-migrate' },
   ]);
-  const children = new ChildRegistry();
-  const reporter = createReporter(process.stdout, argv.progress);
+  // Progress on stderr; stdout holds only the summary or the JSON report.
+  const display = createReporter(process.stderr, argv.progress, useColor(process.stderr, argv.color));
+  const reporter = log ? teeReporter(display, log) : display;
   const summary = await withSignals(children, (signal) =>
     migrate(options, {
       signal,
@@ -41,17 +58,24 @@ export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
       },
     }),
   );
+  log?.onEvent({
+    type: 'info',
+    message: `finished with exit code ${String(summary.exitCode)}${summary.error === undefined ? '' : `: ${summary.error}`}`,
+  });
   await reporter.close();
-  if (summary.databases.length === 0 && summary.error !== undefined) {
+  const report = buildReport(summary, TOOL_VERSION);
+  if (argv.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else if (summary.databases.length === 0 && summary.error !== undefined) {
     // Stopped before any database work (options, preflight, state): the error says it all.
     process.stderr.write(`pg-migrate: ${summary.error}\n`);
-  } else process.stdout.write(`\n${renderSummary(summary, process.stdout.isTTY)}\n`);
-  const report = options.report;
-  if (report) {
-    await mkdir(path.dirname(report), { recursive: true })
-      .then(() => writeFile(report, `${JSON.stringify(summary, null, 2)}\n`))
+  } else process.stdout.write(`${renderSummary(summary, useColor(process.stdout, argv.color))}\n`);
+  if (argv.json && summary.error !== undefined) process.stderr.write(`pg-migrate: ${summary.error}\n`);
+  const reportFile = options.report;
+  if (reportFile) {
+    await mkdir(path.dirname(reportFile), { recursive: true })
+      .then(() => writeFile(reportFile, `${JSON.stringify(report, null, 2)}\n`))
       .catch((err: unknown) => {
-        process.stderr.write(`pg-migrate: could not write the report ${report}: ${(err as Error).message}\n`);
+        process.stderr.write(`pg-migrate: could not write the report ${reportFile}: ${(err as Error).message}\n`);
       });
   }
   return summary.exitCode;
