@@ -1,0 +1,89 @@
+/**
+ * Helpers of the connection tests: a --pg-bin-dir of wrappers that record how each client program was
+ * started (arguments, PGPASSFILE and its mode, the names of PG* variables), a search of files for a
+ * secret, and small source databases.
+ */
+import * as fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Cluster } from '../harness/cluster.ts';
+import { PG15_BIN } from './cli.ts';
+
+/** One start of a client program, as its wrapper saw it. */
+export interface ClientCall {
+  tool: string;
+  args: string[];
+  /** PGPASSFILE as the program got it ('' when unset). */
+  passfile: string;
+  /** Octal mode of that file ('' when unset or missing). */
+  passfileMode: string;
+  /** Names of the environment variables starting with PG. */
+  pgVariables: string[];
+}
+
+/**
+ * A bin directory whose pg_dump, pg_dumpall, pg_restore and psql record each call in `<dir>/calls/`
+ * (one file per call), then exec the PostgreSQL 15 program with the same arguments.
+ */
+export async function recordingBinDir(dir: string): Promise<{ binDir: string; calls: () => Promise<ClientCall[]> }> {
+  const binDir = path.join(dir, 'bin');
+  const callDir = path.join(dir, 'calls');
+  await fs.mkdir(binDir, { recursive: true });
+  await fs.mkdir(callDir, { recursive: true });
+  for (const tool of ['pg_dump', 'pg_dumpall', 'pg_restore', 'psql']) {
+    const script = `#!/bin/sh
+f=$(mktemp '${callDir}/call.XXXXXX')
+{
+  echo '${tool}'
+  echo "\${PGPASSFILE:-}"
+  if [ -n "\${PGPASSFILE:-}" ] && [ -e "$PGPASSFILE" ]; then stat -c %a "$PGPASSFILE"; else echo; fi
+  env | sed -n 's/^\\(PG[A-Za-z_]*\\)=.*/\\1/p' | tr '\\n' ' '; echo
+  for a in "$@"; do printf '%s\\n' "$a"; done
+} > "$f"
+exec '${path.join(PG15_BIN, tool)}' "$@"
+`;
+    await fs.writeFile(path.join(binDir, tool), script, { mode: 0o755 });
+  }
+  const calls = async (): Promise<ClientCall[]> => {
+    const out: ClientCall[] = [];
+    for (const name of await fs.readdir(callDir)) {
+      const [tool = '', passfile = '', passfileMode = '', vars = '', ...args] = (await fs.readFile(path.join(callDir, name), 'utf8')).split('\n');
+      out.push({ tool, passfile, passfileMode, pgVariables: vars.split(' ').filter(Boolean), args: args.slice(0, -1) });
+    }
+    return out;
+  };
+  return { binDir, calls };
+}
+
+/** Every file under `root` (recursively) whose content includes `needle`. */
+export async function filesContaining(root: string, needle: string): Promise<string[]> {
+  const found: string[] = [];
+  let entries;
+  try {
+    entries = await fs.readdir(root, { withFileTypes: true, recursive: true });
+  } catch {
+    return found;
+  }
+  for (const e of entries) {
+    if (!e.isFile()) continue;
+    const file = path.join(e.parentPath, e.name);
+    if ((await fs.readFile(file)).includes(needle)) found.push(file);
+  }
+  return found;
+}
+
+/** Small databases on the source, one table of `rows` rows each. */
+export async function createDatabases(src: Cluster, names: string[], rows = 1000): Promise<void> {
+  for (const db of names) {
+    await src.query(`create database ${db}`);
+    await src.query(`create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, ${String(rows)}) g`, [], db);
+  }
+}
+
+/** A libpq URI of a harness cluster's postgres user, with extra query parameters (values percent-encoded). */
+export function uriOf(c: Cluster, params: Record<string, string>, opts: { host?: string; password?: boolean } = {}): string {
+  const auth = opts.password === true ? `postgres:${encodeURIComponent(c.password)}` : 'postgres';
+  const query = Object.entries(params)
+    .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
+    .join('&');
+  return `postgresql://${auth}@${opts.host ?? '127.0.0.1'}:${String(c.port)}/postgres${query === '' ? '' : `?${query}`}`;
+}

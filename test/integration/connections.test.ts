@@ -1,0 +1,148 @@
+/**
+ * Connecting the way PostgreSQL users do, end to end (CLI subprocess), against a source and a target
+ * that accept TCP only over TLS (hostssl; private CA made by the harness with openssl). One state dir,
+ * one database more per run, each run spelling the same two servers another way: flags with PG*
+ * variables, URIs with verify-full and the target named `localhost` instead of 127.0.0.1, a service
+ * per side, PGHOST/PGPORT. Each run resumes the state of the others (pair identity by system
+ * identifier); a different target is refused. Also: database and role settings that would end or
+ * forbid the run's sessions, and passwords kept out of every output, file and command line.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import { startCluster, type Cluster } from '../harness/cluster.ts';
+import { writeServiceFile } from '../harness/libpq.ts';
+import { assertSameData, describeRun, makeDirs, passwordEnv, PG15_BIN, removeDirs, runCli, stopAll, userDatabases, type CliResult, type Dirs } from './cli.ts';
+import { createDatabases, filesContaining, recordingBinDir, uriOf, type ClientCall } from './connections-helpers.ts';
+
+let src: Cluster; // TLS, hostssl only
+let dst: Cluster; // TLS, hostssl only
+let other: Cluster; // another target (no TLS)
+let dirs: Dirs;
+const DBS = ['a1', 'a2', 'a3', 'a4', 'a5'];
+let home: string; // an empty HOME: no ~/.pgpass, ~/.pg_service.conf or ~/.postgresql/ of the machine
+
+before(async () => {
+  [src, dst, other, dirs] = await Promise.all([
+    startCluster({ name: 'conn-src', tls: { hostsslOnly: true } }),
+    startCluster({ name: 'conn-dst', tls: { hostsslOnly: true } }),
+    startCluster({ name: 'conn-other' }),
+    makeDirs('conn'),
+  ]);
+  home = path.join(dirs.root, 'home');
+  await mkdir(home);
+  await createDatabases(src, DBS);
+});
+after(async () => {
+  await stopAll([src, dst, other]);
+  await removeDirs(dirs);
+});
+
+const files = (extra: string[]): string[] => ['--state-dir', dirs.stateDir, '--dump-root', dirs.dumpRoot, '--pg-bin-dir', PG15_BIN, ...extra];
+const flags = (to: Cluster): string[] => ['--from-host', '127.0.0.1', '--from-port', String(src.port), '--to-host', '127.0.0.1', '--to-port', String(to.port)];
+const env = (extra: Record<string, string> = {}): Record<string, string> => ({ HOME: home, ...passwordEnv(src, dst), ...extra });
+
+/** Runs the CLI, expects exit 0 and `db` (only it) migrated by this run and equal on both servers. */
+async function migrates(db: string, args: string[], runEnv: Record<string, string>): Promise<CliResult> {
+  const r = await runCli(files([...args, '--include-db', db]), { env: runEnv });
+  assert.equal(r.exitCode, 0, describeRun(r));
+  assert.match(r.stdout, new RegExp(`\\[${db}\\] (dumping|streaming)`), describeRun(r));
+  for (const done of DBS.filter((d) => d !== db)) assert.doesNotMatch(r.stdout, new RegExp(`\\[${done}\\] (dumping|streaming)`), describeRun(r));
+  assert.ok((await userDatabases(dst)).includes(db), `${db} on the target`);
+  await assertSameData(src, dst, db);
+  return r;
+}
+
+test('database and role settings that would end or forbid sessions do not break the run', async () => {
+  // One session per server: a role's settings take effect at its next login.
+  const set = (c: Cluster, what: string): Promise<unknown> =>
+    c.withClient(async (client) => {
+      await client.query(`alter ${what} set statement_timeout = '1ms'`);
+      await client.query(`alter ${what} set default_transaction_read_only = on`);
+    });
+  await set(src, 'database a5');
+  await set(dst, 'role postgres');
+  const reset = async (c: Cluster, sql: string): Promise<void> => {
+    const client = new pg.Client({ ...c.connectionConfig(), options: '-c statement_timeout=0 -c default_transaction_read_only=off' });
+    await client.connect();
+    await client.query(sql).finally(() => client.end());
+  };
+  let r: CliResult;
+  try {
+    r = await runCli(files([...flags(dst), '--include-db', 'a5']), { env: env() });
+  } finally {
+    await reset(dst, 'alter role postgres reset all');
+  }
+  assert.equal(r.exitCode, 0, describeRun(r));
+  const settings = `select array_to_string(setconfig, ',') as s from pg_db_role_setting join pg_database d on d.oid = setdatabase where datname = 'a5'`;
+  assert.deepEqual(await dst.query(settings), await src.query(settings), 'the database settings came across');
+  await reset(src, 'alter database a5 reset all');
+  await reset(dst, 'alter database a5 reset all');
+  await assertSameData(src, dst, 'a5');
+});
+
+test('PGSSLMODE=require with flags: TLS without verifying the certificate (as libpq), both sides', async () => {
+  await migrates('a1', flags(dst), env({ PGSSLMODE: 'require' }));
+});
+
+test('the same run as URIs (verify-full, the target named localhost) resumes; no password in outputs, files or client command lines', async () => {
+  const tls = (c: Cluster): Record<string, string> => ({ sslmode: 'verify-full', sslrootcert: c.caFile ?? '' });
+  const rec = await recordingBinDir(path.join(dirs.root, 'rec'));
+  const report = path.join(dirs.root, 'report.json');
+  const args = ['--from', uriOf(src, tls(src), { password: true }), '--to', uriOf(dst, tls(dst), { host: 'localhost', password: true })];
+  const r = await migrates('a2', [...args, '--pg-bin-dir', rec.binDir, '--report', report], { HOME: home });
+  assert.deepEqual(await userDatabases(dst), ['a1', 'a2', 'a5'], 'a1 and a5 kept from the runs spelled with flags');
+
+  for (const password of [src.password, dst.password]) {
+    assert.ok(!r.stdout.includes(password) && !r.stderr.includes(password), `a password in the output\n${describeRun(r)}`);
+    for (const root of [dirs.stateDir, dirs.dumpRoot, report]) assert.deepEqual(await filesContaining(root, password), [], `a password in ${root}`);
+  }
+  assert.ok(existsSync(report));
+  const connected = (await rec.calls()).filter((c) => c.args.some((a) => a.startsWith('--dbname=')));
+  assert.ok(
+    ['pg_dump', 'pg_restore'].every((t) => connected.some((c) => c.tool === t)),
+    `client programs seen: ${connected.map((c) => c.tool).join(', ')}`,
+  );
+  const check = (c: ClientCall): void => {
+    const what = `${c.tool} ${c.args.join(' ')}`;
+    for (const password of [src.password, dst.password]) assert.ok(!c.args.some((a) => a.includes(password)), `a password on the command line: ${what}`);
+    assert.ok(!c.args.some((a) => a.includes('password=')), what);
+    assert.match(
+      c.args.find((a) => a.startsWith('--dbname=')) ?? '',
+      /sslmode='verify-full' sslrootcert='\/tmp\/pg-migrate-harness\/.*-ca\.crt'/,
+      `TLS settings for ${what}`,
+    );
+    assert.equal(c.passfileMode, '600', `a private passfile for ${what}`);
+    assert.deepEqual(c.pgVariables, ['PGPASSFILE'], `no other PG* variable (PGPASSWORD, PG_MIGRATE_*) for ${what}`);
+  };
+  connected.forEach(check);
+  for (const c of connected) assert.equal(existsSync(c.passfile), false, `the passfile ${c.passfile} is removed after the run`);
+});
+
+test('a service per side in PGSERVICEFILE', async () => {
+  const file = path.join(dirs.root, 'services.conf');
+  const service = (c: Cluster): Record<string, string> => ({
+    host: '127.0.0.1',
+    port: String(c.port),
+    user: 'postgres',
+    sslmode: 'verify-full',
+    sslrootcert: c.caFile ?? '',
+  });
+  await writeServiceFile(file, { old: service(src), new: service(dst) });
+  await migrates('a3', ['--from', 'service=old', '--to', 'service=new'], env({ PGSERVICEFILE: file }));
+});
+
+test('PGHOST and PGPORT name the source when --from is not given', async () => {
+  // Else the source would be localhost:5432 (no server there), and another source would be refused (exit 4).
+  await migrates('a4', ['--to-host', '127.0.0.1', '--to-port', String(dst.port)], env({ PGHOST: '127.0.0.1', PGPORT: String(src.port) }));
+});
+
+test('another target server with this state: exit 4, nothing created there', async () => {
+  const r = await runCli(files(flags(other)), { env: { HOME: home, PG_MIGRATE_FROM_PASS: src.password, PG_MIGRATE_TO_PASS: other.password } });
+  assert.equal(r.exitCode, 4, describeRun(r));
+  assert.match(r.stderr, /--fresh/, describeRun(r));
+  assert.deepEqual(await userDatabases(other), []);
+});
