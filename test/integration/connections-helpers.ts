@@ -3,10 +3,12 @@
  * started (arguments, PGPASSFILE and its mode, the names of PG* variables), a search of files for a
  * secret, and small source databases.
  */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Cluster } from '../harness/cluster.ts';
-import { PG15_BIN } from './cli.ts';
+import { describeRun, PG15_BIN, type CliResult } from './cli.ts';
 
 /** One start of a client program, as its wrapper saw it. */
 export interface ClientCall {
@@ -69,6 +71,30 @@ export async function filesContaining(root: string, needle: string): Promise<str
     if ((await fs.readFile(file)).includes(needle)) found.push(file);
   }
   return found;
+}
+
+/**
+ * No secret in the run's output, in a file under `roots`, or on a client program's command line; the
+ * client programs that connect get it from a private (0600) passfile, removed after the run, and no
+ * other PG* variable (PGPASSWORD, PG_MIGRATE_*). Returns those calls.
+ */
+export async function assertNoSecrets(r: CliResult, calls: ClientCall[], secrets: string[], roots: string[]): Promise<ClientCall[]> {
+  for (const secret of secrets) {
+    assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), `a password in the output\n${describeRun(r)}`);
+    for (const root of roots) assert.deepEqual(await filesContaining(root, secret), [], `a password in ${root}`);
+  }
+  const connected = calls.filter((c) => c.args.some((a) => a.startsWith('--dbname=')));
+  const tools = connected.map((c) => c.tool);
+  assert.ok(tools.includes('pg_dump') && tools.includes('pg_restore'), `client programs seen: ${tools.join(', ')}`);
+  for (const c of connected) {
+    const what = `${c.tool} ${c.args.join(' ')}`;
+    for (const secret of secrets) assert.ok(!c.args.some((a) => a.includes(secret)), `a password on the command line: ${what}`);
+    assert.ok(!c.args.some((a) => a.includes('password=')), what);
+    assert.equal(c.passfileMode, '600', `a private passfile for ${what}`);
+    assert.deepEqual(c.pgVariables, ['PGPASSFILE'], `no other PG* variable for ${what}`);
+    assert.equal(existsSync(c.passfile), false, `the passfile ${c.passfile} is removed after the run`);
+  }
+  return connected;
 }
 
 /** Small databases on the source, one table of `rows` rows each. */
