@@ -61,7 +61,7 @@ async function establish(server: Server): Promise<Pin> {
   if (prompt?.always === true && e.spec.password === undefined) await askPassword(server);
   for (;;) {
     try {
-      const c = await connectSpec(e.spec, e.database, server.appName);
+      const c = await connectSpec(firstSessionSpec(server), e.database, server.appName);
       const version = await c.client
         .query<{ v: string }>("select current_setting('server_version_num') as v")
         .finally(() => c.client.end().catch(() => undefined));
@@ -114,6 +114,17 @@ export function sessionOptions(versionNum: number): string {
 function withSessionOptions(server: Server, own: string | undefined): string {
   const ours = sessionOptions(resolvedPins.get(server.endpoint)?.versionNum ?? 0);
   return own === undefined || own.trim() === '' ? ours : `${ours} ${own}`;
+}
+
+/**
+ * The spec of an endpoint's first session: the server's version is not known yet, so it starts with
+ * the session settings every version knows (a statement_timeout of the role or database would
+ * otherwise cancel the version query itself).
+ */
+function firstSessionSpec(server: Server): ConnectionSpec {
+  const spec = server.endpoint.spec;
+  const params = { ...spec.params, options: withSessionOptions(server, spec.params.options) };
+  return Object.defineProperty({ side: spec.side, params, origins: spec.origins }, 'password', { value: spec.password, enumerable: false }) as ConnectionSpec;
 }
 
 const sameTarget = (a: HostTarget, b: HostTarget): boolean => a.host === b.host && a.hostaddr === b.hostaddr && a.port === b.port;
