@@ -105,9 +105,10 @@ export async function createDatabases(src: Cluster, names: string[], rows = 1000
   }
 }
 
-/** A libpq URI of a harness cluster's postgres user, with extra query parameters (values percent-encoded). */
-export function uriOf(c: Cluster, params: Record<string, string>, opts: { host?: string; password?: boolean } = {}): string {
-  const auth = opts.password === true ? `postgres:${encodeURIComponent(c.password)}` : 'postgres';
+/** A libpq URI of a harness cluster (user postgres by default), with extra query parameters; every part percent-encoded. */
+export function uriOf(c: Cluster, params: Record<string, string>, opts: { host?: string; user?: string; password?: string } = {}): string {
+  const user = encodeURIComponent(opts.user ?? 'postgres');
+  const auth = opts.password === undefined ? user : `${user}:${encodeURIComponent(opts.password)}`;
   const query = Object.entries(params)
     .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
     .join('&');

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { startCluster, type Cluster } from '../harness/cluster.ts';
+import { quoteLiteral } from '../harness/seed.ts';
 import { writeServiceFile } from '../harness/libpq.ts';
 import { assertSameData, describeRun, makeDirs, passwordEnv, PG15_BIN, removeDirs, runCli, stopAll, userDatabases, type CliResult, type Dirs } from './cli.ts';
 import { assertNoSecrets, createDatabases, recordingBinDir, uriOf, type ClientCall } from './connections-helpers.ts';
@@ -23,6 +24,7 @@ let dst: Cluster; // TLS, hostssl only
 let other: Cluster; // another target (no TLS)
 let dirs: Dirs;
 const DBS = ['a1', 'a2', 'a3', 'a4', 'a5'];
+const oddPassword = (c: Cluster): string => `p:a\\s@s%2F/ '"#?&=${c === src ? 'from' : 'to'}-${c.password}`;
 let home: string; // an empty HOME: no ~/.pgpass, ~/.pg_service.conf or ~/.postgresql/ of the machine
 
 before(async () => {
@@ -35,6 +37,8 @@ before(async () => {
   home = path.join(dirs.root, 'home');
   await mkdir(home);
   await createDatabases(src, DBS);
+  // A superuser on each side whose password has every character a URI or a passfile must escape.
+  for (const c of [src, dst]) await c.query(`create role odd superuser login password ${quoteLiteral(oddPassword(c))}`);
 });
 after(async () => {
   await stopAll([src, dst, other]);
@@ -51,7 +55,12 @@ let runs = 0;
  * Runs the CLI (client programs recorded) for `db` alone: exit 0, only `db` copied, the same on both
  * servers, and no password in the output, the state, the dumps, the report or a client's command line.
  */
-async function migrates(db: string, args: string[], runEnv: Record<string, string>): Promise<{ r: CliResult; connected: ClientCall[] }> {
+async function migrates(
+  db: string,
+  args: string[],
+  runEnv: Record<string, string>,
+  secrets: string[] = [],
+): Promise<{ r: CliResult; connected: ClientCall[] }> {
   const rec = await recordingBinDir(path.join(dirs.root, `rec-${String(++runs)}`));
   const report = path.join(dirs.root, `report-${String(runs)}.json`);
   const run = ['--state-dir', dirs.stateDir, '--dump-root', dirs.dumpRoot, '--pg-bin-dir', rec.binDir, '--report', report];
@@ -62,35 +71,38 @@ async function migrates(db: string, args: string[], runEnv: Record<string, strin
   assert.ok((await userDatabases(dst)).includes(db), `${db} on the target`);
   await assertSameData(src, dst, db);
   assert.ok(existsSync(report));
-  const connected = await assertNoSecrets(r, await rec.calls(), [src.password, dst.password], [dirs.stateDir, dirs.dumpRoot, report]);
+  const connected = await assertNoSecrets(r, await rec.calls(), [src.password, dst.password, ...secrets], [dirs.stateDir, dirs.dumpRoot, report]);
   return { r, connected };
 }
 
 test('database and role settings that would end or forbid sessions do not break the run', async () => {
-  // One session per server: a role's settings take effect at its next login.
-  const set = (c: Cluster, what: string): Promise<unknown> =>
-    c.withClient(async (client) => {
-      await client.query(`alter ${what} set statement_timeout = '1ms'`);
-      await client.query(`alter ${what} set default_transaction_read_only = on`);
-    });
-  await set(src, 'database a5');
-  await set(dst, 'role postgres');
-  const reset = async (c: Cluster, sql: string): Promise<void> => {
+  const timeout = "statement_timeout = '1ms'";
+  const readOnly = 'default_transaction_read_only = on';
+  // The source's maintenance database also gets JIT for every query: even the first query of the
+  // tool's first session takes more than 1 ms there, so a session without its settings always fails.
+  const changed: [Cluster, string, string[]][] = [
+    [src, 'database a5', [timeout, readOnly]],
+    [src, 'database postgres', [timeout, 'jit = on', 'jit_above_cost = 0']],
+    [dst, 'role postgres', [timeout, readOnly]],
+  ];
+  // One session per server: the settings take effect at the next login.
+  for (const [c, what, settings] of changed) await c.withClient(async (client) => Promise.all(settings.map((s) => client.query(`alter ${what} set ${s}`))));
+  const reset = async (c: Cluster, what: string): Promise<void> => {
     const client = new pg.Client({ ...c.connectionConfig(), options: '-c statement_timeout=0 -c default_transaction_read_only=off' });
     await client.connect();
-    await client.query(sql).finally(() => client.end());
+    await client.query(`alter ${what} reset all`).finally(() => client.end());
   };
   let r: CliResult;
   try {
     r = await runCli(files([...flags(dst), '--include-db', 'a5']), { env: env() });
   } finally {
-    await reset(dst, 'alter role postgres reset all');
+    for (const [c, what] of changed.slice(1)) await reset(c, what);
   }
   assert.equal(r.exitCode, 0, describeRun(r));
   const settings = `select array_to_string(setconfig, ',') as s from pg_db_role_setting join pg_database d on d.oid = setdatabase where datname = 'a5'`;
   assert.deepEqual(await dst.query(settings), await src.query(settings), 'the database settings came across');
-  await reset(src, 'alter database a5 reset all');
-  await reset(dst, 'alter database a5 reset all');
+  await reset(src, 'database a5');
+  await reset(dst, 'database a5');
   await assertSameData(src, dst, 'a5');
 });
 
@@ -98,10 +110,10 @@ test('PGSSLMODE=require with flags: TLS without verifying the certificate (as li
   await migrates('a1', flags(dst), env({ PGSSLMODE: 'require' }));
 });
 
-test('the same run as URIs with passwords (verify-full, the target named localhost) resumes, and TLS reaches the client programs', async () => {
+test('the same run as URIs with odd passwords (verify-full, the target named localhost) resumes, and TLS reaches the client programs', async () => {
   const tls = (c: Cluster): Record<string, string> => ({ sslmode: 'verify-full', sslrootcert: c.caFile ?? '' });
-  const args = ['--from', uriOf(src, tls(src), { password: true }), '--to', uriOf(dst, tls(dst), { host: 'localhost', password: true })];
-  const { connected } = await migrates('a2', args, { HOME: home });
+  const as = (c: Cluster, host = '127.0.0.1'): string => uriOf(c, tls(c), { host, user: 'odd', password: oddPassword(c) });
+  const { connected } = await migrates('a2', ['--from', as(src), '--to', as(dst, 'localhost')], { HOME: home }, [oddPassword(src), oddPassword(dst)]);
   assert.deepEqual(await userDatabases(dst), ['a1', 'a2', 'a5'], 'a1 and a5 kept from the runs spelled with flags');
   // The client programs get the TLS settings of the URI (in --dbname), the password only in their passfile.
   for (const c of connected) {
