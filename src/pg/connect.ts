@@ -98,14 +98,16 @@ export async function authenticateEarly(servers: Server[]): Promise<void> {
 
 /**
  * Settings every session of the tool starts with, those the server's version knows: a database or
- * role of the servers may set a statement, lock, idle-in-transaction or transaction timeout (that
- * would end a long count, an index build or the snapshot's idle exporter) or
+ * role of the servers may set a statement, lock, idle-in-transaction, idle-session or transaction
+ * timeout (that would end a long count, an index build, the snapshot's idle exporter or the idle
+ * control connection) or
  * default_transaction_read_only (an archive database: its restore must write).
  */
 export function sessionOptions(versionNum: number): string {
   const settings = ['statement_timeout=0', 'default_transaction_read_only=off'];
   if (versionNum >= 90300) settings.push('lock_timeout=0');
   if (versionNum >= 90600) settings.push('idle_in_transaction_session_timeout=0');
+  if (versionNum >= 140000) settings.push('idle_session_timeout=0');
   if (versionNum >= 170000) settings.push('transaction_timeout=0');
   return settings.map((s) => `-c ${s}`).join(' ');
 }

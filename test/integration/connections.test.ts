@@ -83,7 +83,7 @@ test('database and role settings that would end or forbid sessions do not break 
   const changed: [Cluster, string, string[]][] = [
     [src, 'database a5', [timeout, readOnly]],
     [src, 'database postgres', [timeout, 'jit = on', 'jit_above_cost = 0']],
-    [dst, 'role postgres', [timeout, readOnly]],
+    [dst, 'role postgres', [timeout, readOnly, "idle_session_timeout = '100ms'"]],
   ];
   // One session per server: the settings take effect at the next login.
   for (const [c, what, settings] of changed) await c.withClient(async (client) => Promise.all(settings.map((s) => client.query(`alter ${what} set ${s}`))));
