@@ -70,6 +70,7 @@ test('bad connection input: exit 2 naming the problem, no server contacted', asy
     [['--from', 'postgresql://127.0.0.1:99999/postgres'], /--from: port "99999" is not a port number/],
     [['--from-port', 'abc'], /--from-port must be a whole number from 1 to 65535 \(got something that is not a number\)/],
     [['--to', 'service=nowhere'], /--to: .*service "nowhere"/],
+    [['-W'], /--password \(-W\) asks on a terminal, and this one has none: give the passwords in PG_MIGRATE_FROM_PASS\/PG_MIGRATE_TO_PASS/],
   ];
   const stateDir = path.join(dirs.root, 'bad-input-state');
   for (const [args, message] of cases) {
@@ -79,4 +80,13 @@ test('bad connection input: exit 2 naming the problem, no server contacted', asy
     assert.equal(r.stdout, '', describeRun(r));
   }
   assert.ok(!existsSync(stateDir), 'no state written');
+});
+
+test('--help shows a URI for each side; -h is help and -p is --max-parallel, as before', async () => {
+  const r = await runCli(['--help']);
+  assert.equal(r.exitCode, 0, describeRun(r));
+  assert.match(r.stdout, /--from +source connection: a URI \(postgresql:\/\/[^)]+\)/, r.stdout);
+  assert.match(r.stdout, /--to +target connection, as --from\s+\(postgresql:\/\/[^)]+\)/, r.stdout);
+  assert.match(r.stdout, /-p, --max-parallel/, r.stdout);
+  assert.equal((await runCli(['-h'])).stdout, r.stdout);
 });
