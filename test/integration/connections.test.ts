@@ -122,7 +122,7 @@ test('the same run as URIs with odd passwords (verify-full, the target named loc
   }
 });
 
-test('a service per side in PGSERVICEFILE', async () => {
+test('a service per side in PGSERVICEFILE, passwords in it', async () => {
   const file = path.join(dirs.root, 'services.conf');
   const service = (c: Cluster): Record<string, string> => ({
     host: '127.0.0.1',
@@ -130,14 +130,17 @@ test('a service per side in PGSERVICEFILE', async () => {
     user: 'postgres',
     sslmode: 'verify-full',
     sslrootcert: c.caFile ?? '',
+    password: c.password,
   });
   await writeServiceFile(file, { old: service(src), new: service(dst) });
-  await migrates('a3', ['--from', 'service=old', '--to', 'service=new'], env({ PGSERVICEFILE: file }));
+  await migrates('a3', ['--from', 'service=old', '--to', 'service=new'], { HOME: home, PGSERVICEFILE: file });
 });
 
-test('PGHOST and PGPORT name the source when --from is not given', async () => {
+test('PGHOST, PGPORT and PGPASSWORD apply to the source when --from is not given', async () => {
   // Else the source would be localhost:5432 (no server there), and another source would be refused (exit 4).
-  await migrates('a4', ['--to-host', '127.0.0.1', '--to-port', String(dst.port)], env({ PGHOST: '127.0.0.1', PGPORT: String(src.port) }));
+  // The target has its own host, port and password: the variables do not reach it.
+  const vars = { PGHOST: '127.0.0.1', PGPORT: String(src.port), PGPASSWORD: src.password, PG_MIGRATE_TO_PASS: dst.password };
+  await migrates('a4', ['--to-host', '127.0.0.1', '--to-port', String(dst.port)], { HOME: home, ...vars });
 });
 
 test('every database done: a rerun spelled as conninfo strings copies nothing and verifies', async () => {
