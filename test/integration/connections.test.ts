@@ -86,7 +86,10 @@ test('database and role settings that would end or forbid sessions do not break 
     [dst, 'role postgres', [timeout, readOnly, "idle_session_timeout = '100ms'"]],
   ];
   // One session per server: the settings take effect at the next login.
-  for (const [c, what, settings] of changed) await c.withClient(async (client) => Promise.all(settings.map((s) => client.query(`alter ${what} set ${s}`))));
+  for (const [c, what, settings] of changed)
+    await c.withClient(async (client) => {
+      for (const setting of settings) await client.query(`alter ${what} set ${setting}`);
+    });
   const reset = async (c: Cluster, what: string): Promise<void> => {
     const client = new pg.Client({ ...c.connectionConfig(), options: '-c statement_timeout=0 -c default_transaction_read_only=off' });
     await client.connect();
