@@ -23,7 +23,7 @@ let src: Cluster; // TLS, hostssl only
 let dst: Cluster; // TLS, hostssl only
 let other: Cluster; // another target (no TLS)
 let dirs: Dirs;
-const DBS = ['a1', 'a2', 'a3', 'a4', 'a5'];
+const DBS = ['a1', 'a2', 'a3', 'a4', 'a5', 'a6'];
 const oddPassword = (c: Cluster): string => `p:a\\s@s%2F/ '"#?&=${c === src ? 'from' : 'to'}-${c.password}`;
 let home: string; // an empty HOME: no ~/.pgpass, ~/.pg_service.conf or ~/.postgresql/ of the machine
 
@@ -146,12 +146,18 @@ test('PGHOST, PGPORT and PGPASSWORD apply to the source when --from is not given
   await migrates('a4', ['--to-host', '127.0.0.1', '--to-port', String(dst.port)], { HOME: home, ...vars });
 });
 
+test('the source through its unix socket directory, for the client programs too', async () => {
+  const { connected } = await migrates('a6', ['--from', `host=${src.socketDir} port=${String(src.port)}`, ...flags(dst).slice(4)], env());
+  const dumps = connected.filter((c) => c.tool === 'pg_dump');
+  assert.ok(dumps.length > 0 && dumps.every((c) => c.args.some((a) => a.startsWith('--dbname=') && a.includes(`host='${src.socketDir}'`))));
+});
+
 test('every database done: a rerun spelled as conninfo strings copies nothing and verifies', async () => {
   const conninfo = (c: Cluster): string => `host=localhost hostaddr=127.0.0.1 port=${String(c.port)} sslmode=require`;
   const r = await runCli(files(['--from', conninfo(src), '--to', conninfo(dst)]), { env: env() });
   assert.equal(r.exitCode, 0, describeRun(r));
   assert.doesNotMatch(r.stdout, /\] (dumping|streaming|restoring)/, describeRun(r));
-  assert.match(r.stdout, /5 of 5 databases verified/, describeRun(r));
+  assert.match(r.stdout, /6 of 6 databases verified/, describeRun(r));
 });
 
 test('another target server with this state: exit 4, nothing created there', async () => {
