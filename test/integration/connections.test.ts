@@ -1,11 +1,12 @@
 /**
  * Connecting the way PostgreSQL users do, end to end (CLI subprocess), against a source and a target
  * that accept TCP only over TLS (hostssl; private CA made by the harness with openssl). One state dir,
- * one database more per run, each run spelling the same two servers another way: flags with PG*
- * variables, URIs with verify-full and the target named `localhost` instead of 127.0.0.1, a service
- * per side, PGHOST/PGPORT. Each run resumes the state of the others (pair identity by system
- * identifier); a different target is refused. Also: database and role settings that would end or
- * forbid the run's sessions, and passwords kept out of every output, file and command line.
+ * one database more per run, each run spelling the same two servers another way: flags with
+ * PGSSLMODE, URIs with verify-full (the target named `localhost` instead of 127.0.0.1), a service per
+ * side, PGHOST/PGPORT/PGPASSWORD, the source's socket directory. Each run resumes the state of the
+ * others (pair identity by system identifier); a different target is refused. Also: database and role
+ * settings that would end or forbid the run's sessions (statement_timeout, read-only,
+ * idle_session_timeout), and passwords kept out of every output, file, command line and environment.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
