@@ -46,11 +46,18 @@ const pins = new WeakMap<Endpoint, Promise<Pin>>();
 const asked = new WeakSet<Endpoint>();
 const resolvedPins = new WeakMap<Endpoint, Pin>();
 
+/** The prompt being answered: one question at a time on the terminal (both servers may want a password at once). */
+let prompting: Promise<unknown> = Promise.resolve();
+
 async function askPassword(server: Server): Promise<boolean> {
   const e = server.endpoint;
-  if (asked.has(e) || prompt === undefined) return false;
+  const ask = prompt?.ask;
+  if (asked.has(e) || ask === undefined) return false;
   asked.add(e);
-  const answer = await prompt.ask(`Password for user ${e.user} on the ${server.side} server ${e.host === '' ? 'local socket' : e.host}:${String(e.port)}: `);
+  const question = `Password for user ${e.user} on the ${server.side} server ${e.host === '' ? 'local socket' : e.host}:${String(e.port)}: `;
+  const turn = prompting.then(() => ask(question));
+  prompting = turn.catch(() => undefined);
+  const answer = await turn;
   if (answer === undefined) return false;
   e.spec = withPassword(e.spec, answer);
   return true;
