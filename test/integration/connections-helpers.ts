@@ -4,11 +4,12 @@
  * secret, and small source databases.
  */
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Cluster } from '../harness/cluster.ts';
-import { describeRun, PG15_BIN, type CliResult } from './cli.ts';
+import { CLI, describeRun, NODE, PG15_BIN, REPO_ROOT, type CliResult } from './cli.ts';
 
 /** One start of a client program, as its wrapper saw it. */
 export interface ClientCall {
@@ -113,4 +114,38 @@ export function uriOf(c: Cluster, params: Record<string, string>, opts: { host?:
     .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
     .join('&');
   return `postgresql://${auth}@${opts.host ?? '127.0.0.1'}:${String(c.port)}/postgres${query === '' ? '' : `?${query}`}`;
+}
+
+/** Why the CLI cannot be run on a terminal here (no util-linux `script`), or false. */
+export const noTerminal: string | false = spawnSync('script', ['--version']).status === 0 ? false : 'no `script` (util-linux) to give the CLI a terminal';
+
+/**
+ * Runs the CLI on a terminal (`script` makes one) with `env` only, answering each password question
+ * with answer(question) as the operator would type it. stdout and stderr arrive together, as on a terminal.
+ */
+export function runOnTerminal(args: string[], env: Record<string, string>, answer: (question: string) => string): Promise<CliResult & { questions: string[] }> {
+  const quote = (a: string): string => `'${a.replaceAll("'", "'\\''")}'`;
+  const command = [NODE, CLI, ...args, '--progress', 'plain'].map(quote).join(' ');
+  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: REPO_ROOT, env: { PATH: process.env.PATH, TERM: 'dumb', ...env } });
+  const t0 = performance.now();
+  const questions: string[] = [];
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+    for (const [question] of [...stdout.matchAll(/Password for user [^\n]*?: /g)].slice(questions.length)) {
+      questions.push(question);
+      setTimeout(() => child.stdin.write(`${answer(question)}\r`), 200);
+    }
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`no exit within 120 s:\n${stdout}`));
+    }, 120_000);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ exitCode: code, signal, stdout, stderr: '', ms: Math.round(performance.now() - t0), questions });
+    });
+  });
 }
