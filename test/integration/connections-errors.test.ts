@@ -58,6 +58,11 @@ test('sslmode=disable against a hostssl-only server: refused by pg_hba.conf, and
   await refused(r, [/source server/, /no pg_hba\.conf entry/, /no encryption/, /hostssl needs sslmode=require/]);
 });
 
+test('PGSSLMODE=require with a target without TLS: exit 3 naming the target and where sslmode came from', async () => {
+  const r = await run(['--from-host', '127.0.0.1', '--from-port', String(src.port), ...toDst()], { ...passwords(), PGSSLMODE: 'require' });
+  await refused(r, [/the target server .* does not accept TLS connections, but sslmode \(from PGSSLMODE\) requires it/]);
+});
+
 test('no password anywhere and no terminal: exit 3 naming the ways to give one', async () => {
   const r = await run(['--from-host', '127.0.0.1', '--from-port', String(src.port), ...toDst()], { PG_MIGRATE_TO_PASS: dst.password });
   await refused(r, [/source server/, /password/, /PG_MIGRATE_FROM_PASS/, /PGPASSWORD/, /pgpass/]);
