@@ -67,6 +67,8 @@ export interface RunSummary {
     tablespacesLeftAlone?: string[];
     /** Login roles created without a password (the source user could not read them): set them on the target. */
     rolesWithoutPassword?: string[];
+    /** What a target user that is not superuser could not give, by role (attributes, memberships, settings). */
+    rolesNotGranted?: { role: string; what: string }[];
   };
   tuning: { applied: boolean; reverted: boolean; notice?: string };
   /** Databases the run left out on purpose (--include-db/--exclude-db), or that hold nothing to migrate. */

@@ -13,6 +13,7 @@ import { StateStore } from '../state/store.ts';
 import { errorMessage } from '../errors.ts';
 import { endLeftovers, holderAlive, StateLock, TargetLock } from './lock.ts';
 import { recoverTuning, type TuningBackup } from './tune.ts';
+import { revokeOwnerRoles } from './ownership.ts';
 import { dropReplication, type OnlineRecord } from './online.ts';
 import { unfence, type FenceRecord } from './cutover-steps.ts';
 
@@ -111,6 +112,8 @@ export async function cleanup(o: CleanupOptions): Promise<CleanupReport> {
           else if (r === 'other-server')
             report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
           else report.done.push('the target carries no tuning of pg-migrate');
+          const revoked = await revokeOwnerRoles(c, store);
+          if (revoked.length > 0) report.done.push(`revoked the memberships an interrupted run had granted the target user: ${revoked.join(', ')}`);
         } finally {
           await targetLock.release();
         }

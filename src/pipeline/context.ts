@@ -17,6 +17,8 @@ export interface Context {
   target: Server;
   sourceMajor: number;
   targetMajor: number;
+  /** Whether the target user is a superuser (otherwise: no --disable-triggers, no session_replication_role). */
+  targetSuperuser: boolean;
   /** Both servers' identities (system identifiers). */
   pair: PairIdentity;
   store: StateStore;
@@ -44,6 +46,9 @@ export interface DatabaseJob {
   /** Tables whose data the regular phase leaves out besides the deferred ones (online: those copied at cutover). */
   notCopied?: RelationName[];
 }
+
+/** pg_restore's --disable-triggers where the target user may use it (a superuser); without, the data goes in before triggers and foreign keys exist. */
+export const disableTriggers = (ctx: Pick<Context, 'targetSuperuser'>): string[] => (ctx.targetSuperuser ? ['--disable-triggers'] : []);
 
 /** The name of a job's database. */
 export const dbName = (job: DatabaseJob): string => job.plan.name;

@@ -116,6 +116,7 @@ export async function runCutover(
       target,
       sourceMajor: sf.major,
       targetMajor: tf.major,
+      targetSuperuser: tf.superuser,
       pair: { source: sf.identity, target: tf.identity },
       store,
       tools: tools.tools,

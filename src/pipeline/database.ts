@@ -2,7 +2,8 @@
  * The regular phase of one database: dump (source queue) and restore (target queue) on the file path,
  * or both at once on the stream path; the source counted in the dump's snapshot. The target database
  * is created by pg_restore --create, and its oid recorded as soon as it exists: a later run drops and
- * recreates only a database whose oid matches, and never one that verified.
+ * recreates only a database whose oid matches, and never one that verified. Slightly over 300 lines:
+ * the ownership rules of the target database and the steps that rely on them stay together.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { oneRow, withClient } from '../pg/connect.ts';

@@ -12,6 +12,10 @@ export interface ServerFacts {
   /** e.g. "PostgreSQL 15.18". */
   version: string;
   superuser: boolean;
+  /** The user's CREATEDB, CREATEROLE and BYPASSRLS attributes (what a user that is not superuser may do). */
+  createdb: boolean;
+  createrole: boolean;
+  bypassrls: boolean;
   /** Connections this run may open. */
   available: number;
   maxConnections: number;
@@ -35,9 +39,23 @@ export async function serverIdentity(client: pg.Client, server: Server): Promise
 }
 
 export async function serverFacts(client: pg.Client, server: Server): Promise<ServerFacts> {
-  const v = await client.query<{ num: string; version: string; superuser: boolean; max: string; reserved: string; used: string; recovery: boolean }>(
+  const v = await client.query<{
+    num: string;
+    version: string;
+    superuser: boolean;
+    createdb: boolean;
+    createrole: boolean;
+    bypassrls: boolean;
+    max: string;
+    reserved: string;
+    used: string;
+    recovery: boolean;
+  }>(
     `select current_setting('server_version_num') as num, current_setting('server_version') as version,
             (select rolsuper from pg_roles where rolname = current_user) as superuser,
+            (select rolcreatedb from pg_roles where rolname = current_user) as createdb,
+            (select rolcreaterole from pg_roles where rolname = current_user) as createrole,
+            (select rolbypassrls from pg_roles where rolname = current_user) as bypassrls,
             current_setting('max_connections') as max,
             (current_setting('superuser_reserved_connections')::int
               + coalesce((select setting::int from pg_settings where name = 'reserved_connections'), 0))::text as reserved,
@@ -53,6 +71,9 @@ export async function serverFacts(client: pg.Client, server: Server): Promise<Se
     versionNum,
     version: `PostgreSQL ${row.version.split(' ')[0] ?? row.version}`,
     superuser: row.superuser,
+    createdb: row.createdb,
+    createrole: row.createrole,
+    bypassrls: row.bypassrls,
     maxConnections: max,
     available: max - Number(row.reserved) - Number(row.used),
     inRecovery: row.recovery,

@@ -139,24 +139,64 @@ export interface GlobalsOutcome {
   /** Statements that failed because the object already exists (tolerated). */
   alreadyExisted: number;
   errors: string[];
+  /** Statements a non-superuser target user may not run (insufficient privilege), by role: reported, not failures. */
+  notGranted: NotGranted[];
 }
 
 const DUPLICATE_OBJECT = '42710';
+const INSUFFICIENT_PRIVILEGE = '42501';
 
 /** Runs each statement on its own; "already exists" is tolerated, every other error is collected. */
-export async function applyGlobals(client: pg.Client, statements: string[]): Promise<GlobalsOutcome> {
-  const outcome: GlobalsOutcome = { applied: 0, alreadyExisted: 0, errors: [] };
+export async function applyGlobals(client: pg.Client, statements: string[], reportNotPermitted = false): Promise<GlobalsOutcome> {
+  const outcome: GlobalsOutcome = { applied: 0, alreadyExisted: 0, errors: [], notGranted: [] };
   for (const s of statements) {
     try {
       await client.query(s);
       outcome.applied++;
     } catch (err) {
       if (sqlState(err) === DUPLICATE_OBJECT) outcome.alreadyExisted++;
-      else {
+      else if (reportNotPermitted && sqlState(err) === INSUFFICIENT_PRIVILEGE) {
+        const shown = redactSecrets(s);
+        const role = statementObject(s)?.name ?? /\sTO\s+("(?:[^"]|"")*"|[^\s;]+)/i.exec(s)?.[1] ?? '?';
+        outcome.notGranted.push({ role, what: `${shown.length > 120 ? `${shown.slice(0, 120)}…` : shown} (${redactSecrets(describePgError(err))})` });
+      } else {
         const shown = redactSecrets(s);
         outcome.errors.push(`${redactSecrets(describePgError(err))} — in: ${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}`);
       }
     }
   }
   return outcome;
+}
+
+/** Role attributes only a superuser may give (or name at all, even as NO…) on PostgreSQL 15 and later alike. */
+const SUPERUSER_ATTRIBUTES = ['SUPERUSER', 'REPLICATION', 'BYPASSRLS'] as const;
+
+/** What a non-superuser target user could not give: per role, the attributes or memberships left out. */
+export interface NotGranted {
+  role: string;
+  what: string;
+}
+
+/**
+ * A globals script made applicable by a user that is not superuser (CREATEROLE): SUPERUSER,
+ * REPLICATION and BYPASSRLS (and their NO… forms) are taken out of CREATE/ALTER ROLE, and GRANTED BY
+ * out of GRANTs (only a superuser may name another grantor). Each attribute a role had on the source
+ * and does not get is returned by role name, to be reported.
+ */
+export function forNonSuperuser(statements: string[]): { statements: string[]; notGranted: NotGranted[] } {
+  const notGranted: NotGranted[] = [];
+  const out = statements.map((s) => {
+    const m = /^ALTER\s+ROLE\s+("(?:[^"]|"")*"|[^\s;]+)\s+WITH\s/i.exec(s);
+    const role = m ? roleStatementTarget(s) : undefined;
+    if (m && role !== undefined) {
+      let text = s.slice(m[0].length - 1);
+      for (const attr of SUPERUSER_ATTRIBUTES) {
+        if (new RegExp(`\\s${attr}\\b`, 'i').test(text)) notGranted.push({ role, what: attr });
+        text = text.replace(new RegExp(`\\s+(NO)?${attr}\\b`, 'gi'), '');
+      }
+      return /^\s*;?$/.test(text) ? '' : `${m[0].trimEnd()}${text}`;
+    }
+    return /^GRANT\s/i.test(s) ? s.replace(/\s+GRANTED\s+BY\s+(?:"(?:[^"]|"")*"|[^\s;]+)/i, '') : s;
+  });
+  return { statements: out.filter((t) => t !== ''), notGranted };
 }

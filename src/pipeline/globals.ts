@@ -9,7 +9,7 @@ import { clientArgs, describePgError, withClient } from '../pg/connect.ts';
 import { runTool } from '../proc/run.ts';
 import { MigrateError } from '../errors.ts';
 import type { RunSummary } from '../events.ts';
-import { applyGlobals, filterGlobals, splitStatements, statementObject } from './globals-script.ts';
+import { applyGlobals, filterGlobals, forNonSuperuser, splitStatements, statementObject } from './globals-script.ts';
 import type { Context } from './context.ts';
 import { roleDifferences, roles } from './roles.ts';
 
@@ -20,13 +20,22 @@ interface TargetGlobals {
   tablespaces: string[];
 }
 
-export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, summary: RunSummary): Promise<void> {
+/**
+ * `superuser`: whether each side's user is one. A source user that is not reads no passwords
+ * (--no-role-passwords: the login roles created are listed); a target user that is not gives no
+ * SUPERUSER, REPLICATION or BYPASSRLS and names no other grantor, and what it may not do is listed by
+ * role instead of failing the run.
+ */
+export async function migrateGlobals(ctx: Context, superuser: { source: boolean; target: boolean }, summary: RunSummary): Promise<void> {
+  const sourceSuperuser = superuser.source;
   const { emit, store } = ctx;
   const done = await store.globalsDone();
   if (done !== undefined) {
     summary.globals.status = 'done';
     summary.globals.rolesLeftAlone = (done.rolesLeftAlone as RunSummary['globals']['rolesLeftAlone'] | undefined) ?? [];
     summary.globals.tablespacesLeftAlone = (done.tablespacesLeftAlone as string[] | undefined) ?? [];
+    summary.globals.rolesWithoutPassword = done.rolesWithoutPassword as string[] | undefined;
+    summary.globals.rolesNotGranted = done.rolesNotGranted as RunSummary['globals']['rolesNotGranted'];
     emit({ type: 'stage', stage: 'globals', status: 'done', message: 'already migrated (globals.done)' });
     return;
   }
@@ -35,7 +44,9 @@ export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, sum
   const args = ['--globals-only', ...clientArgs(ctx.source, e.database)];
   if (!sourceSuperuser) args.push('--no-role-passwords');
   const out = await runTool(ctx.tools.pgDumpall.path, args, { env: ctx.childEnv, signal: ctx.signal, children: ctx.children, captureStdout: true });
-  const statements = splitStatements(out.stdout);
+  const dumped = splitStatements(out.stdout);
+  const adapted = superuser.target ? { statements: dumped, notGranted: [] } : forNonSuperuser(dumped);
+  const statements = adapted.statements;
   const sourceRoles = await withClient(ctx.source, e.database, roles);
 
   await withClient(ctx.target, ctx.target.endpoint.database, async (c) => {
@@ -73,11 +84,13 @@ export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, sum
         .map((r) => r.name)
         .sort();
     }
-    const outcome = await applyGlobals(c, kept).catch((err: unknown) => {
+    const outcome = await applyGlobals(c, kept, !superuser.target).catch((err: unknown) => {
       throw new MigrateError(`globals: ${describePgError(err)}`);
     });
     summary.globals.skippedExisting = outcome.alreadyExisted;
     summary.globals.errors = outcome.errors;
+    const created = new Set(kept.map(statementObject).map((o) => (o?.kind === 'role' ? o.name : undefined)));
+    summary.globals.rolesNotGranted = [...adapted.notGranted.filter((n) => created.has(n.role)), ...outcome.notGranted];
     if (outcome.errors.length > 0) {
       summary.globals.status = 'failed';
       emit({ type: 'stage', stage: 'globals', status: 'failed', message: outcome.errors.join('\n') });
@@ -88,6 +101,8 @@ export async function migrateGlobals(ctx: Context, sourceSuperuser: boolean, sum
       alreadyExisted: outcome.alreadyExisted,
       rolesLeftAlone: summary.globals.rolesLeftAlone,
       tablespacesLeftAlone: summary.globals.tablespacesLeftAlone,
+      rolesWithoutPassword: summary.globals.rolesWithoutPassword,
+      rolesNotGranted: summary.globals.rolesNotGranted,
     });
     summary.globals.status = 'done';
     const left = summary.globals.rolesLeftAlone.length;

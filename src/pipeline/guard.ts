@@ -6,20 +6,26 @@
  * back and the locks are released.
  */
 import type { MigrateOptions } from '../options.ts';
-import { authenticate, terminateSessions, withClient, oneRow, type Server } from '../pg/connect.ts';
+import { authenticate, terminateSessions, withClient, withClientRetrying, oneRow, type Server } from '../pg/connect.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import type { ChildRegistry } from '../proc/run.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
 import { ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import type { EventSink, RunSummary } from '../events.ts';
 import { endLeftovers, startTicksOf, StateLock, TargetLock } from './lock.ts';
+import { revokeOwnerRoles } from './ownership.ts';
 import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, targetTuning } from './tune.ts';
+
+/** How long the end of a run waits for a target that is away (restarting, recovering) to revert the tuning. */
+const REVERT_RETRY_SECONDS = 120;
 
 export class RunGuard {
   private readonly stateLock: StateLock;
   private readonly targetLock: TargetLock;
   readonly auth: ChildAuth;
   private tuned = false;
+  /** Whether the run granted the target user memberships in owner roles (ownership.ts), to revoke at its end. */
+  grantedRoles = false;
 
   private constructor(stateLock: StateLock, targetLock: TargetLock, auth: ChildAuth) {
     this.stateLock = stateLock;
@@ -58,6 +64,9 @@ export class RunGuard {
           ExitCode.stateMismatch,
         );
       }
+      const revoked = await revokeOwnerRoles(c, store);
+      if (revoked.length > 0)
+        emit({ type: 'info', message: `revoked the memberships an interrupted earlier run had granted the target user: ${revoked.join(', ')}` });
       // The source's first session (a password prompt, if any, comes now), so the children's passfile has it.
       await authenticate(source).catch((err: unknown) => {
         throw new PreflightError([errorMessage(err)]);
@@ -117,12 +126,31 @@ export class RunGuard {
     if (this.tuned) {
       emit({ type: 'stage', stage: 'reverting', status: 'start' });
       try {
-        summary.tuning.reverted = await withClient(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store));
+        // A target restarting (or recovering) meanwhile is waited for: the tuning must not outlive the run.
+        summary.tuning.reverted = await withClientRetrying(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store), {
+          seconds: REVERT_RETRY_SECONDS,
+          onWait: (why) => {
+            emit({
+              type: 'info',
+              message: `the target cannot be reached to revert the tuning (${why}); trying again for up to ${String(REVERT_RETRY_SECONDS)} s`,
+            });
+          },
+        });
         summary.tuning.notice = FSYNC_NOTICE;
         emit({ type: 'stage', stage: 'reverting', status: 'done' });
       } catch (err) {
         const msg = `could not revert the target tuning (${errorMessage(err)}); the target keeps its own record of the earlier values (pg_migrate.tuning in postgresql.auto.conf) and the next run of pg-migrate (or pg-migrate cleanup) puts them back`;
         emit({ type: 'stage', stage: 'reverting', status: 'failed', message: msg });
+        summary.error = summary.error ? `${summary.error}\n${msg}` : msg;
+        if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.internal;
+      }
+    }
+    if (this.grantedRoles) {
+      try {
+        const revoked = await withClient(servers.target, servers.target.endpoint.database, (c) => revokeOwnerRoles(c, store));
+        if (revoked.length > 0) emit({ type: 'info', message: `revoked the target user's memberships granted for the run: ${revoked.join(', ')}` });
+      } catch (err) {
+        const msg = `could not revoke the memberships the target user granted itself for the run (${errorMessage(err)}); they are recorded in ${store.membershipsPath} and the next run (or pg-migrate cleanup) revokes them`;
         summary.error = summary.error ? `${summary.error}\n${msg}` : msg;
         if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.internal;
       }

@@ -22,7 +22,9 @@ import { budgetProblems, connectionBudget, diskNeed, DUMP_SIZE_FACTOR, type Budg
 import { rolePlan, roles } from './roles.ts';
 import { targetRecord, targetTuning, type TuningBackup } from './tune.ts';
 import { onlineProblems } from './online-preflight.ts';
+import { nonSuperuserChecks, tuningAdvice } from './nonsuper.ts';
 import { subscriptionConninfo } from './online.ts';
+import { inPlaceConflicts } from './in-place.ts';
 
 export type { ServerFacts } from './facts.ts';
 
@@ -36,6 +38,8 @@ export interface PreflightResult {
   /** Databases left out on purpose or with nothing to migrate, each with its reason. */
   skipped: { name: string; reason: string }[];
   warnings: string[];
+  /** Roles a target user that is not superuser grants itself for the run, to give objects their owners (ownership.ts). */
+  ownerGrants: string[];
 }
 
 /** What `plan` shows: as much of the run as could be worked out, and every problem. */
@@ -89,15 +93,10 @@ export async function inspect(
         `the source and the target are the same server (system identifier ${sourceFacts.identity.systemIdentifier}); point --to-host/--to-port at the server to migrate onto`,
       );
     }
-    if (!targetFacts.superuser) {
-      problems.push(
-        `the target user "${target.endpoint.user}" is not a superuser; pg-migrate needs one to create roles and databases and to tune the server: pass --to-user with a superuser`,
-      );
-    }
     if (targetFacts.inRecovery) problems.push('the target server is a standby (in recovery) and cannot be written to; migrate onto a primary');
-    if (!sourceFacts.superuser) {
+    if (!sourceFacts.superuser && options.migrateGlobals) {
       warnings.push(
-        `the source user "${source.endpoint.user}" is not a superuser: role passwords are not copied (pg_dumpall --no-role-passwords) and tables it cannot read will fail`,
+        `the source user "${source.endpoint.user}" is not a superuser: role passwords are not copied (pg_dumpall --no-role-passwords); the summary lists the login roles created without one`,
       );
     }
     const tools = toolsFound.tools;
@@ -122,6 +121,12 @@ export async function inspect(
           problems.push(
             `the target has no database ${db.name} to restore the source's ${db.name} into; create it there or leave it out with --exclude-db ${db.name}`,
           );
+        } else if ((await store?.database(db.name).marker(Marker.restored)) === undefined) {
+          const clash = await inPlaceConflicts(source, target, db.name);
+          if (clash.length > 0)
+            problems.push(
+              `the source's ${db.name} is restored into the target's own ${db.name}, which already has objects of the same names (the restore would fail on them): ${clash.join(', ')}; rename or drop them on the target if they are not needed there, or leave ${db.name} out with --exclude-db ${db.name}`,
+            );
         }
       } else if (onTarget.has(db.name) && (await store?.database(db.name).marker(Marker.restoreStarted)) === undefined) {
         problems.push(
@@ -139,6 +144,13 @@ export async function inspect(
           `--delay-table-data names tables of ${db.name}, which is restored into the target's own ${db.name} in one transaction: its tables cannot be deferred`,
         );
       }
+    }
+
+    if (!sourceFacts.superuser || !targetFacts.superuser) {
+      const checks = await nonSuperuserChecks(options, { source, target, src, dst }, { source: sourceFacts, target: targetFacts }, selection.migrate, deferred);
+      problems.push(...checks.problems);
+      warnings.push(...checks.warnings);
+      out.ownerGrants = checks.ownerGrants;
     }
 
     if (options.online) {
@@ -188,7 +200,7 @@ export async function inspect(
     };
     if (out.tuning.skipped !== undefined && !options.disableDstOptimizations) {
       warnings.push(
-        `the target will not be tuned for the load: ${out.tuning.skipped}. For speed you may set fsync = off, synchronous_commit = off, full_page_writes = off and autovacuum = off there yourself for the run (and back afterwards), or pass --disable-dst-optimizations to silence this`,
+        `the target will not be tuned for the load: ${out.tuning.skipped}. For speed you may set these yourself for the run, in the provider's parameter group (or postgresql.conf), and put them back afterwards: ${tuningAdvice(out.tuning.values)}; or pass --disable-dst-optimizations to silence this`,
       );
     }
     if (options.migrateGlobals) out.roles = rolePlan(await roles(src), await roles(dst));
@@ -229,5 +241,5 @@ export async function preflight(
   const r = await inspect(options, source, target, store, env, cores);
   const { sourceFacts, targetFacts, tools, plan, notMigrated, skipped } = r;
   if (r.problems.length > 0 || !sourceFacts || !targetFacts || !tools || !plan || !notMigrated || !skipped) throw new PreflightError(r.problems);
-  return { sourceFacts, targetFacts, tools, plan, notMigrated, skipped, warnings: r.warnings };
+  return { sourceFacts, targetFacts, tools, plan, notMigrated, skipped, warnings: r.warnings, ownerGrants: r.ownerGrants ?? [] };
 }

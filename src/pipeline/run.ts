@@ -20,11 +20,13 @@ import { RunGuard } from './guard.ts';
 import { preflight } from './preflight.ts';
 import { serverIdentity } from './facts.ts';
 import { migrateGlobals } from './globals.ts';
+import { grantOwnerRoles } from './ownership.ts';
 import { checkDeferredSetUnchanged, chooseDataPath, dumpStep, restoreStep, streamStep } from './database.ts';
 import { loadDeferred } from './deferred.ts';
 import { applyRedo } from './redo.ts';
 import { verifyPhase } from './verify.ts';
-import { dropReplication, prepareReplication, slotSnapshot, subscribe, type OnlineRecord } from './online.ts';
+import { subscribe } from './online.ts';
+import { dropStaleReplication, prepareOnline } from './online-resume.ts';
 import { Marker } from '../state/names.ts';
 
 export interface RunHooks {
@@ -126,6 +128,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       target,
       sourceMajor: pre.sourceFacts.major,
       targetMajor: pre.targetFacts.major,
+      targetSuperuser: pre.targetFacts.superuser,
       pair,
       store,
       tools: pre.tools,
@@ -145,10 +148,17 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
       emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: pre.targetFacts.alterSystem.why });
     } else await guard.tune(store, target, pair.target, plan.parallelism.restoreJobs * plan.parallelism.restoreParallel, summary, emit);
 
-    if (options.migrateGlobals) await migrateGlobals(ctx, pre.sourceFacts.superuser, summary);
+    if (options.migrateGlobals) await migrateGlobals(ctx, { source: pre.sourceFacts.superuser, target: pre.targetFacts.superuser }, summary);
     else {
       summary.globals.status = 'skipped';
       emit({ type: 'stage', stage: 'globals', status: 'skipped' });
+    }
+
+    if (pre.ownerGrants.length > 0) {
+      guard.grantedRoles = true; // before the first grant: each is recorded before it is made
+      const granted = await withClient(target, target.endpoint.database, (c) => grantOwnerRoles(c, store, pre.targetFacts.major, pre.ownerGrants));
+      if (granted.length > 0)
+        emit({ type: 'info', message: `granted the target user membership in ${granted.join(', ')} for the run (to give objects their owners)` });
     }
 
     const results = await migrateDatabases(ctx, started, summary, phases);
@@ -232,29 +242,6 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
 }
 
 /**
- * Online mode, before a database's copy: true when it already replicates (nothing to do) or was
- * copied and verified before a crash (then it is subscribed now). Otherwise a copy that did not finish
- * starts over with a new slot (an earlier one is dropped first: an abandoned slot keeps WAL on the
- * source), and the copy reads that slot's snapshot.
- */
-async function prepareOnline(ctx: Context, job: DatabaseJob): Promise<boolean> {
-  const record = await job.state.doc<OnlineRecord>('online.json');
-  if (record?.subscribedAt !== undefined) return true;
-  if (record && (await job.state.marker(Marker.verified))) {
-    await subscribe(ctx, job);
-    return true;
-  }
-  if (record) {
-    await dropReplication(ctx, dbName(job), record, { keepIdentity: true });
-    await job.state.forget();
-  }
-  const fresh = await prepareReplication(ctx, job, ctx.pair, record?.identityFull ?? []);
-  job.snapshot = slotSnapshot(ctx, job, fresh);
-  job.notCopied = fresh.notReplicated;
-  return false;
-}
-
-/**
  * A step on a queue. No AbortSignal is given to p-queue: it would reject the add() of a running step
  * at once while the step (and its children) still runs; a step that has not started yet sees the
  * abort and does not start, and one that runs ends on its own (its children are stopped, its
@@ -272,11 +259,13 @@ async function migrateDatabase(ctx: Context, job: DatabaseJob, dataPath: DataPat
   const db = dbName(job);
   const onBoth = <T>(fn: () => Promise<T>): Promise<T> => step(ctx, sourceQueue, () => step(ctx, targetQueue, fn));
   await checkDeferredSetUnchanged(job);
-  if (ctx.options.online && (await prepareOnline(ctx, job))) {
+  const online = ctx.options.online ? await prepareOnline(ctx, job) : 'copy';
+  if (!ctx.options.online) await dropStaleReplication(ctx, job);
+  if (online !== 'copy') {
     job.result.totalSeconds = secondsSince(runStart);
     job.result.status = 'verified';
-    job.result.replicating = true;
-    ctx.emit({ type: 'phase', db, phase: 'verified', detail: 'replicating' });
+    job.result.replicating = online === 'replicating';
+    ctx.emit({ type: 'phase', db, phase: 'verified', detail: online });
     return;
   }
   if ((await chooseDataPath(job)) === 'stream') {

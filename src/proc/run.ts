@@ -59,6 +59,8 @@ export interface RunResult {
   /** stderr lines that report an error (`error:`, `ERROR:`, `FATAL:`), all of them up to 1,000. */
   errorLines: string[];
   exitCode: number;
+  /** The signal that killed the program, if one did. */
+  signal?: string;
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
@@ -138,7 +140,13 @@ export async function runTool(file: string, args: string[], options: RunOptions)
     if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL'); // workers orphaned by a crashed leader
     if (signal?.aborted) throw new AbortError();
     const exitCode = result.exitCode ?? -1;
-    const out: RunResult = { stdout: typeof result.stdout === 'string' ? result.stdout : '', stderrTail, errorLines, exitCode };
+    const out: RunResult = {
+      stdout: typeof result.stdout === 'string' ? result.stdout : '',
+      stderrTail,
+      errorLines,
+      exitCode,
+      ...(result.signal ? { signal: result.signal } : {}),
+    };
     if (result.failed) {
       const shown = (errorLines.length > 0 ? errorLines : stderrTail).slice(0, 30);
       const more = errorLines.length > 30 ? `\n    ... and ${String(errorLines.length - 30)} more error lines` : '';
@@ -155,6 +163,17 @@ export async function runTool(file: string, args: string[], options: RunOptions)
     if (killTimer) clearTimeout(killTimer);
     options.children.delete(child);
   }
+}
+
+/**
+ * The failure to report of several that ended together: one on its own account first (not stopped
+ * because of another, not a writer killed by SIGPIPE, which only says that its reader went away),
+ * then any but a stop, then the first.
+ */
+export function mainFailure(errors: Error[]): Error | undefined {
+  const stopped = (e: Error): boolean => e instanceof AbortError || e.name === 'AbortError';
+  const brokenPipe = (e: Error): boolean => e instanceof ToolError && e.result.signal === 'SIGPIPE';
+  return errors.find((e) => !stopped(e) && !brokenPipe(e)) ?? errors.find((e) => !stopped(e)) ?? errors[0];
 }
 
 export class ToolError extends MigrateError {
@@ -210,7 +229,9 @@ export async function runPiped(
         captureStdout: side.captureStdout,
       });
     } catch (err) {
-      both.abort();
+      // A writer killed by SIGPIPE means the reader closed the FIFO and is ending on its own: stopping
+      // it now would lose its words (why it ended) for an AbortError.
+      if (!(err instanceof ToolError && err.result.signal === 'SIGPIPE')) both.abort();
       throw err;
     }
   };
@@ -218,9 +239,8 @@ export async function runPiped(
     const [w, r] = await Promise.allSettled([run(writer), run(reader)]);
     if (isAborted(signal)) throw new AbortError();
     const failed = [w, r].filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
-    const own = failed.find((e) => !(e instanceof AbortError));
+    const own = mainFailure(failed);
     if (own) throw own;
-    if (failed[0]) throw failed[0];
     if (w.status !== 'fulfilled' || r.status !== 'fulfilled') throw new MigrateError('a piped program ended without a result');
     return [w.value, r.value];
   } finally {

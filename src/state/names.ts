@@ -101,8 +101,8 @@ export type DatabaseDoc =
   /** The units of the unreplicated tables' copy at cutover (online mode). */
   | 'cutover_loads.json';
 
-/** What a database directory holds that `forget` keeps: the proof of ownership, and the record of a redo. */
-export const KEPT_BY_FORGET: readonly string[] = ['restore_started', 'redo.json'];
+/** Files a database's state keeps when it is forgotten: what proves the target copy is ours, the redo record, and the replication objects to drop before a new copy (online.json). */
+export const KEPT_BY_FORGET: readonly string[] = ['restore_started', 'redo.json', 'online.json'];
 
 /** Per-database file suffixes of the first state layout (`<db>.<suffix>` in pg_migrate_state/ and pg_verify_state/). */
 export const LEGACY_DATABASE_SUFFIXES: readonly string[] = [

@@ -1,3 +1,10 @@
+/**
+ * StateStore: the state directory (pg_migrate_state/) and the only code that builds a state file's
+ * name: the run's documents (pair, tuning backup, roles, fence) and, per database, a DatabaseState
+ * with typed markers, counts and documents; atomic writes; the one-time conversion of the first
+ * layout. Over 300 lines on purpose: splitting the per-database handle from the store would spread
+ * the file-name rules over two files.
+ */
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { MigrateError, ExitCode } from '../errors.ts';
@@ -44,6 +51,7 @@ const RUN_FILES = {
   globals: 'globals.done',
   roles: 'roles.json',
   fence: 'fence.json',
+  memberships: 'memberships.json',
 } as const;
 const DATABASES = 'databases';
 /** The state layout this version writes: 2 = a directory per database. */
@@ -157,6 +165,11 @@ export class StateStore {
   /** The record of the target's roles (pipeline/globals.ts). */
   get rolesPath(): string {
     return this.file(RUN_FILES.roles);
+  }
+
+  /** The memberships in owner roles a non-superuser target user granted itself (pipeline/ownership.ts). */
+  get membershipsPath(): string {
+    return this.file(RUN_FILES.memberships);
   }
 
   readDoc<T>(file: string): Promise<T | undefined> {

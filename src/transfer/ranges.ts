@@ -10,12 +10,12 @@ import path from 'node:path';
 import PQueue from 'p-queue';
 import type { Context } from '../pipeline/context.ts';
 import type { SplitCopyResult } from '../events.ts';
-import { MigrateError } from '../errors.ts';
+import { AbortError, MigrateError } from '../errors.ts';
 import { clientArgs, withClient, type Server } from '../pg/connect.ts';
 import { splitCandidateTables, type CopyTableRow } from '../pg/catalog.ts';
 import { inSnapshot, snapshotImportStatements } from '../pg/snapshot.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
-import { runPiped, type PipeSide } from '../proc/run.ts';
+import { mainFailure, runPiped, type PipeSide } from '../proc/run.ts';
 
 /** TID range scans (`WHERE ctid >= … AND ctid < …` reading only those pages) exist from PostgreSQL 14. */
 export const SPLIT_MIN_SOURCE_MAJOR = 14;
@@ -99,11 +99,13 @@ const sourceSettings = (encoding: string): string[] => [
 ];
 /**
  * Settings of a session that loads COPY data, as pg_restore sets them; triggers (and the checks of
- * foreign keys created NOT VALID before a deferred load) do not fire, as with --disable-triggers.
+ * foreign keys created NOT VALID before a deferred load) do not fire, as with --disable-triggers. A
+ * target user that is not superuser may not set session_replication_role: it loads only before the
+ * tables have triggers or foreign keys (preflight refuses deferred loads for it).
  */
-const targetSettings = (encoding: string): string[] => [
+const targetSettings = (encoding: string, superuser: boolean): string[] => [
   `set client_encoding = ${quoteLiteral(encoding)}`,
-  "set session_replication_role = 'replica'",
+  ...(superuser ? ["set session_replication_role = 'replica'"] : []),
   "set datestyle = 'ISO, MDY'",
   "set intervalstyle = 'postgres'",
   'set statement_timeout = 0',
@@ -194,7 +196,7 @@ async function copyUnit(
       ],
     ),
     psql(ctx.target, xidFile === undefined ? [] : ['-v', `xidfile=${xidFile}`], [
-      targetSettings(opts.encoding).join('; '),
+      targetSettings(opts.encoding, ctx.targetSuperuser).join('; '),
       'begin',
       ...recordXid,
       `\\copy ${rel} (${cols}) from '${fifoName}'${format}`,
@@ -230,28 +232,32 @@ export async function copyUnits(
   const signal = AbortSignal.any([ctx.signal, stop.signal]);
   const t0 = performance.now();
   const results = new Map<SplitTable, SplitCopyResult>();
+  const failed: Error[] = [];
   const tasks = units.map((unit, i) => {
     const result = results.get(unit.table) ?? { table: qualify(unit.table.schema, unit.table.name), ranges: 0, binary: unit.table.binary, rows: 0, seconds: 0 };
     result.ranges++;
     results.set(unit.table, result);
     return async () => {
+      if (signal.aborted) throw new AbortError(); // stopped before it started
       try {
         // Read the rows first: `result.rows += await …` would read result.rows before the await and lose the other units' rows.
         const rows = await copyUnit(ctx, db, snapshot, unit, opts, `${String(i)}.fifo`, signal);
         result.rows += rows;
         result.seconds = (performance.now() - t0) / 1000;
       } catch (err) {
+        failed.push(err as Error); // in the order they failed: the first is the cause, the others often its echo
         stop.abort();
         throw err;
       }
     };
   });
   // Every task is awaited, so none is left running; the failure reported is the first one that was
-  // not merely stopped because of another.
-  const settled = await Promise.allSettled(tasks.map((task) => queue.add(task, { signal })));
+  // not merely stopped because of another. No signal goes to p-queue: it would reject the add() of the
+  // very task whose failure aborted the others, before its own error, with "This operation was aborted".
+  const settled = await Promise.allSettled(tasks.map((task) => queue.add(task)));
   await rm(opts.dir, { recursive: true, force: true });
-  const failures = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error);
-  const reported = failures.find((e) => e.name !== 'AbortError') ?? failures[0];
+  const failures = [...failed, ...settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as Error)];
+  const reported = mainFailure(failures);
   if (reported) throw reported;
   return [...results.values()];
 }

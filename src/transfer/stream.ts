@@ -11,7 +11,7 @@ import { inSnapshot } from '../pg/snapshot.ts';
 import type { RelationName } from '../pg/sql.ts';
 import { hasForeignKey, POST_DATA_PASSES, postDataPasses, type PostDataPass } from '../pg/toc.ts';
 import type { SplitCopyResult } from '../events.ts';
-import { together, type Context } from '../pipeline/context.ts';
+import { disableTriggers, together, type Context } from '../pipeline/context.ts';
 import { copyTablesInRanges, splitCandidates, type SplitTable } from './ranges.ts';
 import { excludeDataArgs, exactPattern, type DataPath, type TransferIo } from './data-path.ts';
 
@@ -30,14 +30,14 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
       const deferred = new Set(excludeData.map(exactPattern));
       const dbArg = `--dbname=${clientConninfo(ctx.source, db.name)}`;
       const intoDb = `--dbname=${clientConninfo(ctx.target, db.name)}`;
-      const restoreArgs = ['--disable-triggers', '--create', `--dbname=${clientConninfo(ctx.target, ctx.target.endpoint.database)}`];
+      const restoreArgs = [...disableTriggers(ctx), '--create', `--dbname=${clientConninfo(ctx.target, ctx.target.endpoint.database)}`];
       const stem = io.location(db.name, 'regular');
       const fifo = `${stem}.fifo`;
       const postJobs = db.restoreJobs;
       const rangeJobs = Math.min(db.dumpJobs, postJobs);
       if (db.inPlace === true) {
         // Into the target's own database of that name, all or nothing: one transaction, no --create.
-        await io.pipe(fifo, [...snap, dbArg], ['--single-transaction', '--disable-triggers', intoDb]);
+        await io.pipe(fifo, [...snap, dbArg], ['--single-transaction', ...disableTriggers(ctx), intoDb]);
         return [];
       }
       const split = (await rangeCandidates(db.name, snapshot, rangeJobs)).filter((t) => !deferred.has(exactPattern(t)));
@@ -61,7 +61,7 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
         await io.pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
         const dataArgs = ['--section=data', ...excludeDataArgs([...excludeData, ...split]), ...snap, dbArg];
         await together(
-          () => io.pipe(`${fifo}.data`, dataArgs, ['--disable-triggers', intoDb]),
+          () => io.pipe(`${fifo}.data`, dataArgs, [...disableTriggers(ctx), intoDb]),
           async () => {
             copied = await copyTablesInRanges(ctx, db.name, snapshot ?? '', split, rangeJobs, `${stem}.ranges`);
           },

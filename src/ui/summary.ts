@@ -46,6 +46,7 @@ export function renderSummary(s: RunSummary, color: boolean): string {
       `login roles created without a password (the source user may not read passwords): ${(s.globals.rolesWithoutPassword ?? []).join(', ')}; set them on the target with ALTER ROLE … PASSWORD`,
     );
   }
+  for (const n of s.globals.rolesNotGranted ?? []) lines.push(`role ${n.role}: not granted ${n.what} (the target user is not a superuser)`);
   for (const d of s.skipped ?? []) lines.push(`left out ${d.name}: ${d.reason}`);
   for (const d of s.databases) {
     if (d.status === 'failed') lines.push(`FAILED ${d.name}: ${d.reason ?? 'unknown reason'}`);

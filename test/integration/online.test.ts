@@ -412,6 +412,31 @@ test('status in the online phase shows replicating and the lag; cutover --dry-ru
   assert.deepEqual(await publications(src, 'shop'), ['my_pub']);
   const after = w.commits;
   await until('the writer to go on after the cleanup', () => w.commits > after + 5);
+
+  // Without its replication the copy misses what the writer committed since: migrate --online again
+  // refuses it (a slot made now would only carry what comes next) and says how to redo it.
+  const again = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
+  assert.equal(again.code, 1, again.output);
+  assert.match(again.output, /shop was copied without replication .*--redo-db/, again.output);
+  assert.deepEqual(await slots(src), ['other_slot'], 'no slot made for a copy that cannot be caught up');
+  assert.deepEqual(await subscriptions(dst), []);
+  // --redo-db copies it afresh online: one new slot, subscribed, applying the writer's commits.
+  const redo = await runCli(migrateArgs(src, dst, ws, ['--online', '--redo-db', 'shop']), cliEnv(src, dst));
+  assert.equal(redo.code, 0, redo.output);
+  const rec2 = (await onlineJson(ws, 'shop'))!;
+  assert.notEqual(rec2.slot, undefined);
+  assert.deepEqual(await slots(src), ['other_slot', rec2.slot].sort());
+  assert.deepEqual(await subscriptions(dst), [rec2.subscription]);
+  await targetCatchesUp(dst, w);
+  // --redo-db once more (its earlier redo verified, so a run without it, then with it): the live
+  // replication is dropped before the target copy, so no slot is left behind and the drop succeeds.
+  assert.equal((await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst))).code, 0);
+  const redo2 = await runCli(migrateArgs(src, dst, ws, ['--online', '--redo-db', 'shop']), cliEnv(src, dst));
+  assert.equal(redo2.code, 0, redo2.output);
+  const rec3 = (await onlineJson(ws, 'shop'))!;
+  assert.deepEqual(await slots(src), ['other_slot', rec3.slot].sort(), 'the earlier slot was dropped, one new slot');
+  assert.deepEqual(await subscriptions(dst), [rec3.subscription]);
+  await targetCatchesUp(dst, w);
   const r = await w.stop();
   assert.equal(r.endedBy, 'stopped');
   assert.equal(r.terminated, 0, 'no session of the application was ended');

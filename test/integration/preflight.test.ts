@@ -99,12 +99,16 @@ describe('preflight refuses, exit 3, nothing changed', () => {
     ]);
   });
 
-  test('target user is not a superuser', async () => {
+  test('target user is not a superuser and may not give the objects their owner', async () => {
     const d = await dirs();
     await dst!.query(`CREATE ROLE plain_user LOGIN PASSWORD 'plain_pw' CREATEDB`);
     try {
       const args = [...argsOf(d), '--to-user', 'plain_user'];
-      await expectPreflightFailure(d, () => runEnv(args, { PG_MIGRATE_TO_PASS: 'plain_pw' }), [/plain_user/, /not a superuser/, /--to-user/]);
+      await expectPreflightFailure(d, () => runEnv(args, { PG_MIGRATE_TO_PASS: 'plain_pw' }), [
+        /role postgres owns objects in tiny on the source and is a superuser on the target, which "plain_user" \(not a superuser\) may not make an owner/,
+        /REASSIGN OWNED BY postgres/,
+        /--to-user/,
+      ]);
     } finally {
       await dst!.query('DROP ROLE plain_user');
     }
@@ -120,6 +124,25 @@ describe('preflight refuses, exit 3, nothing changed', () => {
       assert.ok((await userDatabases(dst!)).includes('tiny'));
     } finally {
       await dst!.query('DROP DATABASE tiny');
+    }
+  });
+
+  test("the source's postgres holds objects whose names the target's own postgres already has", async () => {
+    const d = await dirs();
+    await src!.query('CREATE TABLE app_settings (k text); CREATE SCHEMA tools; CREATE FUNCTION tools.f(int) RETURNS int LANGUAGE sql AS $$ select $1 $$');
+    await dst!.query('CREATE TABLE app_settings (x int); CREATE SCHEMA tools; INSERT INTO app_settings VALUES (42)');
+    try {
+      await expectPreflightFailure(d, () => runEnv(argsOf(d)), [
+        /restored into the target's own postgres/,
+        /relation public\.app_settings/,
+        /schema tools/,
+        /--exclude-db postgres/,
+      ]);
+      // The target's own objects were left as they were.
+      assert.deepEqual(await dst!.query('select x from app_settings'), [{ x: 42 }]);
+    } finally {
+      await src!.query('DROP TABLE app_settings; DROP SCHEMA tools CASCADE');
+      await dst!.query('DROP TABLE app_settings; DROP SCHEMA tools');
     }
   });
 

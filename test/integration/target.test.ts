@@ -4,7 +4,7 @@
  * --state-dir; SIGHUP stops a run cleanly; two runs never work on one target at once; a rerun right
  * after kill -9 takes the run lock over and removes the killed run's passfile; the client programs
  * never see the tool's own password variables; a database whose sessions an administrator ended is
- * reported as failed with the server's words.
+ * reported as failed with the server's words; a target restarted mid-run gets its tuning back.
  *
  * One source server (a database `big` with one table of BIG_ROWS rows, and `small`) serves every
  * test; each test has a target and state of its own.
@@ -134,6 +134,26 @@ test('SIGHUP during a restore: exit 130, no client program or session left, tuni
   await assertMigrated(dst, second);
   await assertConfAsBefore(dst, confBefore, 'after the second run', second);
   assert.deepEqual(passfileDirs(again.child.pid!), [], second.output);
+  console.log(`# done in ${since(t0)}`);
+});
+
+test("the target restarted during a restore: big fails with the server's words, exit 1; the tuning is reverted once the target is back; the same command then completes", async () => {
+  const t0 = Date.now();
+  const { dst, ws, confBefore } = await target('t2r');
+  const args = migrateArgs(src, dst, ws);
+  const run = fx.track(startCli(args, cliEnv(src, dst), 180_000));
+  await restoreLoading(run, ws, dst, 'big', 't', ['small']);
+  assert.ok(tuned(await autoConf(dst)), run.output());
+  // A fast restart: every session is ended, and the server refuses connections while it stops and starts.
+  await dst.restart();
+  const r = await run.done;
+  assert.equal(r.code, 1, r.output);
+  assert.match(r.stdout, /FAILED big: .*(terminating connection|shutting down|server closed the connection|starting up)/s, r.output);
+  await assertConfAsBefore(dst, confBefore, 'after the restart', r);
+  assert.deepEqual(await migrateSessions(dst), [], `no session of the run on the target\n${r.output}`);
+  const second = await runCli(args, cliEnv(src, dst));
+  await assertMigrated(dst, second);
+  await assertConfAsBefore(dst, confBefore, 'after the second run', second);
   console.log(`# done in ${since(t0)}`);
 });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { filterGlobals, roleStatementTarget, splitStatements } from '../../src/pipeline/globals-script.ts';
+import { filterGlobals, forNonSuperuser, roleStatementTarget, splitStatements } from '../../src/pipeline/globals-script.ts';
 
 /**
  * Modelled on `pg_dumpall --globals-only` of PostgreSQL 15.14+ (which brackets the script with
@@ -218,5 +218,34 @@ describe('filterGlobals', () => {
     ]);
     assert.equal(filterGlobals(splitStatements(FIXTURE), 'a b').dropped.length, 2);
     assert.equal(filterGlobals(splitStatements(FIXTURE), 'we"ird--name').dropped.length, 2);
+  });
+});
+
+describe('forNonSuperuser', () => {
+  it('takes SUPERUSER, REPLICATION and BYPASSRLS (and their NO forms) out of ALTER ROLE, naming what a role had', () => {
+    const { statements, notGranted } = forNonSuperuser([
+      'CREATE ROLE "Ops Team";',
+      `ALTER ROLE "Ops Team" WITH SUPERUSER INHERIT NOCREATEROLE CREATEDB LOGIN REPLICATION NOBYPASSRLS PASSWORD '${SCRAM_APP}';`,
+      'ALTER ROLE app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;',
+      "ALTER ROLE app SET search_path TO 'replication';",
+      'GRANT analyst TO app GRANTED BY postgres;',
+      'GRANT "x y" TO app WITH ADMIN OPTION GRANTED BY "Old Admin";',
+    ]);
+    assert.deepEqual(statements, [
+      'CREATE ROLE "Ops Team";',
+      `ALTER ROLE "Ops Team" WITH INHERIT NOCREATEROLE CREATEDB LOGIN PASSWORD '${SCRAM_APP}';`,
+      'ALTER ROLE app WITH INHERIT NOCREATEROLE NOCREATEDB LOGIN;',
+      "ALTER ROLE app SET search_path TO 'replication';",
+      'GRANT analyst TO app;',
+      'GRANT "x y" TO app WITH ADMIN OPTION;',
+    ]);
+    assert.deepEqual(notGranted, [
+      { role: 'Ops Team', what: 'SUPERUSER' },
+      { role: 'Ops Team', what: 'REPLICATION' },
+    ]);
+  });
+
+  it('drops an ALTER ROLE left with nothing to set', () => {
+    assert.deepEqual(forNonSuperuser(['ALTER ROLE r WITH SUPERUSER;']), { statements: [], notGranted: [{ role: 'r', what: 'SUPERUSER' }] });
   });
 });
