@@ -161,7 +161,8 @@ export const DEFAULTS = {
 function checkInt(problems: string[], name: string, value: number | undefined, min: number, max: number): void {
   if (value === undefined) return;
   if (!Number.isInteger(value) || value < min || value > max) {
-    problems.push(`--${name} must be a whole number from ${min} to ${max} (got ${String(value)})`);
+    // yargs turns a number option's text that is not a number into NaN: not a value to show.
+    problems.push(`--${name} must be a whole number from ${min} to ${max} (got ${Number.isNaN(value) ? 'something that is not a number' : String(value)})`);
   }
 }
 

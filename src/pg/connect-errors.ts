@@ -87,7 +87,8 @@ export function describeConnectError(err: unknown, server: Server, database: str
         `${where} has no database "${database}" (${message})${database === endpoint.database ? `: name an existing one with --${long}-db (or dbname in --${long})` : ''}`,
       );
     default:
-      if (/timeout/i.test(message)) {
+      // node-postgres' own connect timeout; a server error (a SQLSTATE) such as a statement timeout is not one.
+      if (/timeout/i.test(message) && !/^[0-9A-Z]{5}$/.test(e.code ?? '')) {
         return new MigrateError(
           `${where} did not answer within connect_timeout (${endpoint.spec.params.connect_timeout ?? '?'} s, from ${from(server, 'connect_timeout')}): ${hostFix}`,
         );

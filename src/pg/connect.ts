@@ -46,11 +46,18 @@ const pins = new WeakMap<Endpoint, Promise<Pin>>();
 const asked = new WeakSet<Endpoint>();
 const resolvedPins = new WeakMap<Endpoint, Pin>();
 
+/** The prompt being answered: one question at a time on the terminal (both servers may want a password at once). */
+let prompting: Promise<unknown> = Promise.resolve();
+
 async function askPassword(server: Server): Promise<boolean> {
   const e = server.endpoint;
-  if (asked.has(e) || prompt === undefined) return false;
+  const ask = prompt?.ask;
+  if (asked.has(e) || ask === undefined) return false;
   asked.add(e);
-  const answer = await prompt.ask(`Password for user ${e.user} on the ${server.side} server ${e.host === '' ? 'local socket' : e.host}:${String(e.port)}: `);
+  const question = `Password for user ${e.user} on the ${server.side} server ${e.host === '' ? 'local socket' : e.host}:${String(e.port)}: `;
+  const turn = prompting.then(() => ask(question));
+  prompting = turn.catch(() => undefined);
+  const answer = await turn;
   if (answer === undefined) return false;
   e.spec = withPassword(e.spec, answer);
   return true;
@@ -61,7 +68,7 @@ async function establish(server: Server): Promise<Pin> {
   if (prompt?.always === true && e.spec.password === undefined) await askPassword(server);
   for (;;) {
     try {
-      const c = await connectSpec(e.spec, e.database, server.appName);
+      const c = await connectSpec(firstSessionSpec(server), e.database, server.appName);
       const version = await c.client
         .query<{ v: string }>("select current_setting('server_version_num') as v")
         .finally(() => c.client.end().catch(() => undefined));
@@ -98,14 +105,16 @@ export async function authenticateEarly(servers: Server[]): Promise<void> {
 
 /**
  * Settings every session of the tool starts with, those the server's version knows: a database or
- * role of the servers may set a statement, lock, idle-in-transaction or transaction timeout (that
- * would end a long count, an index build or the snapshot's idle exporter) or
+ * role of the servers may set a statement, lock, idle-in-transaction, idle-session or transaction
+ * timeout (that would end a long count, an index build, the snapshot's idle exporter or the idle
+ * control connection) or
  * default_transaction_read_only (an archive database: its restore must write).
  */
 export function sessionOptions(versionNum: number): string {
   const settings = ['statement_timeout=0', 'default_transaction_read_only=off'];
   if (versionNum >= 90300) settings.push('lock_timeout=0');
   if (versionNum >= 90600) settings.push('idle_in_transaction_session_timeout=0');
+  if (versionNum >= 140000) settings.push('idle_session_timeout=0');
   if (versionNum >= 170000) settings.push('transaction_timeout=0');
   return settings.map((s) => `-c ${s}`).join(' ');
 }
@@ -114,6 +123,17 @@ export function sessionOptions(versionNum: number): string {
 function withSessionOptions(server: Server, own: string | undefined): string {
   const ours = sessionOptions(resolvedPins.get(server.endpoint)?.versionNum ?? 0);
   return own === undefined || own.trim() === '' ? ours : `${ours} ${own}`;
+}
+
+/**
+ * The spec of an endpoint's first session: the server's version is not known yet, so it starts with
+ * the session settings every version knows (a statement_timeout of the role or database would
+ * otherwise cancel the version query itself).
+ */
+function firstSessionSpec(server: Server): ConnectionSpec {
+  const spec = server.endpoint.spec;
+  const params = { ...spec.params, options: withSessionOptions(server, spec.params.options) };
+  return Object.defineProperty({ side: spec.side, params, origins: spec.origins }, 'password', { value: spec.password, enumerable: false }) as ConnectionSpec;
 }
 
 const sameTarget = (a: HostTarget, b: HostTarget): boolean => a.host === b.host && a.hostaddr === b.hostaddr && a.port === b.port;

@@ -188,12 +188,15 @@ export function toClientConfig(spec: ConnectionSpec, database: string, applicati
   return first ?? fail('no host to connect to');
 }
 
+/** The server asked for a password and there is none to send (libpq's "fe_sendauth: no password supplied"). */
+class NoPasswordError extends Error {}
+
 /** A password callback for node-postgres, called only when the server asks for a password. */
 function passfileLookup(file: string, host: string, port: number, database: string, user: string): () => Promise<string> {
   return () => {
     const found = readPassfilePassword(file, host, String(port), database, user);
     return found.password === undefined
-      ? Promise.reject(new Error(`no password supplied for user "${user}": none was given, and ${found.why}`))
+      ? Promise.reject(new NoPasswordError(`no password supplied for user "${user}": none was given, and ${found.why}`))
       : Promise.resolve(found.password);
   };
 }
@@ -241,7 +244,7 @@ export interface Connected {
 
 /**
  * Connects as libpq does: host after host; on each, the sslmode's attempts (the fallback only when
- * the server was reached); then target_session_attrs is checked, and prefer-standby takes any server
+ * the server was reached; none, and no next host, when a password is wanted and there is none); then target_session_attrs is checked, and prefer-standby takes any server
  * when no standby answered. One failure is rethrown as it is; several become one error listing each,
  * with the `code` and `cause` of the most telling one (a server's SQLSTATE first).
  */
@@ -260,6 +263,9 @@ export async function connectSpec(spec: ConnectionSpec, database: string, applic
           await client.connect();
         } catch (error) {
           await client.end().catch(() => undefined);
+          // libpq gives up at once when it has no password to send: no sslmode fallback, no next host.
+          // (A fallback would hide the cause: e.g. prefer on a hostssl-only server, refused by pg_hba.conf without TLS.)
+          if (error instanceof NoPasswordError) throw error;
           // A server without TLS answering sslmode=prefer is negotiation, as in libpq: not a failure to report.
           const negotiation = i + 1 < attempts.length && config.ssl !== false && /does not support SSL/i.test((error as Error).message);
           if (!negotiation) tried.push({ where, error });

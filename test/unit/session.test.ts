@@ -9,5 +9,7 @@ describe('sessionOptions', () => {
     assert.match(sessionOptions(100000), /idle_in_transaction_session_timeout=0/);
     assert.doesNotMatch(sessionOptions(160000), /transaction_timeout=0 |-c transaction_timeout/);
     assert.match(sessionOptions(170000), /-c transaction_timeout=0/);
+    assert.doesNotMatch(sessionOptions(130000), /idle_session_timeout/);
+    assert.match(sessionOptions(140000), /-c idle_session_timeout=0/);
   });
 });
