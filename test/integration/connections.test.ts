@@ -67,8 +67,8 @@ async function migrates(
   const run = ['--state-dir', dirs.stateDir, '--dump-root', dirs.dumpRoot, '--pg-bin-dir', rec.binDir, '--report', report];
   const r = await runCli([...args, ...run, '--include-db', db], { env: runEnv });
   assert.equal(r.exitCode, 0, describeRun(r));
-  assert.match(r.stdout, new RegExp(`\\[${db}\\] (dumping|streaming)`), describeRun(r));
-  for (const done of DBS.filter((d) => d !== db)) assert.doesNotMatch(r.stdout, new RegExp(`\\[${done}\\] (dumping|streaming)`), describeRun(r));
+  assert.match(r.stderr, new RegExp(`\\[${db}\\] (dumping|streaming)`), describeRun(r));
+  for (const done of DBS.filter((d) => d !== db)) assert.doesNotMatch(r.stderr, new RegExp(`\\[${done}\\] (dumping|streaming)`), describeRun(r));
   assert.ok((await userDatabases(dst)).includes(db), `${db} on the target`);
   await assertSameData(src, dst, db);
   assert.ok(existsSync(report));
@@ -157,7 +157,7 @@ test('every database done: a rerun spelled as conninfo strings copies nothing an
   const conninfo = (c: Cluster): string => `host=localhost hostaddr=127.0.0.1 port=${String(c.port)} sslmode=require`;
   const r = await runCli(files(['--from', conninfo(src), '--to', conninfo(dst)]), { env: env() });
   assert.equal(r.exitCode, 0, describeRun(r));
-  assert.doesNotMatch(r.stdout, /\] (dumping|streaming|restoring)/, describeRun(r));
+  assert.doesNotMatch(r.stderr, /\] (dumping|streaming|restoring)/, describeRun(r));
   assert.match(r.stdout, /6 of 6 databases verified/, describeRun(r));
 });
 
