@@ -52,6 +52,8 @@ export interface DbResult {
   /** Tables whose rows were copied in parallel page ranges (--split-table-size). */
   splitTables?: SplitCopyResult[];
   rows?: number;
+  /** How the regular phase was verified: row counts (exact, or estimates with --fast-verify) or content checksums; what else was compared. */
+  verify?: { mode: 'count' | 'fast' | 'checksum'; checksummedTables?: number; sequences?: number; largeObjects?: number };
   warnings: string[];
 }
 

@@ -12,6 +12,7 @@ import * as planCommand from './commands/plan.ts';
 import * as statusCommand from './commands/status.ts';
 import * as cleanupCommand from './commands/cleanup.ts';
 import * as cutoverCommand from './commands/cutover.ts';
+import * as verifyCommand from './commands/verify.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -54,6 +55,7 @@ export async function main(args: string[]): Promise<number> {
       .command(statusCommand)
       .command(cleanupCommand)
       .command(cutoverCommand)
+      .command(verifyCommand)
       .strict()
       .version(pkg.version)
       .help()

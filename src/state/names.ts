@@ -99,7 +99,11 @@ export type DatabaseDoc =
   /** Its publication, slot and subscription (online mode). */
   | 'online.json'
   /** The units of the unreplicated tables' copy at cutover (online mode). */
-  | 'cutover_loads.json';
+  | 'cutover_loads.json'
+  /** The source's table checksums of the regular phase, taken in the snapshot its data was read in (--verify checksum). */
+  | 'src_checksums.json'
+  /** The source's sequence values and large objects, read when its data was (see pipeline/objects.ts). */
+  | 'src_objects.json';
 
 /** What a database directory holds that `forget` keeps: the proof of ownership, and the record of a redo. */
 export const KEPT_BY_FORGET: readonly string[] = ['restore_started', 'redo.json'];
