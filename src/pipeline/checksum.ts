@@ -42,13 +42,14 @@ const half = (from: number): string => `coalesce(sum(('x' || substr(h, ${String(
 
 /**
  * The query of one table or one page range of it: its row count and the two sums. `rel` is the
- * qualified, quoted name; `only` leaves out inheritance children (which are tables of their own).
+ * qualified, quoted name; `only` leaves out inheritance children (which are tables of their own). The
+ * row is `(alias.*)`: a bare alias would mean a column of that name if the table has one.
  */
 export function checksumSql(rel: string, opts: { only: boolean; range?: PageRange | null }): string {
   const where = opts.range ? ` where ${rangePredicate(opts.range)}` : '';
   return (
     `select count(*)::text as n, ${half(1)} as a, ${half(17)} as b` +
-    ` from (select md5(convert_to(t::text, 'UTF8')) as h from ${opts.only ? 'only ' : ''}${rel} t${where}) s`
+    ` from (select md5(convert_to((pgm_row.*)::text, 'UTF8')) as h from ${opts.only ? 'only ' : ''}${rel} pgm_row${where}) s`
   );
 }
 
