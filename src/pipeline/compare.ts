@@ -61,13 +61,14 @@ export const WRITES_NOTE = 'a source (or target) that is written to during the c
 
 async function serverInfo(server: Server): Promise<ServerInfo> {
   return withClient(server, server.endpoint.database, async (c) => {
-    const row = oneRow(await c.query<{ v: string; num: string }>("select current_setting('server_version') as v, current_setting('server_version_num') as num"));
+    const row = oneRow(
+      await c.query<{ v: string; num: string }>("select current_setting('server_version') as v, current_setting('server_version_num') as num"),
+    );
     return { host: server.endpoint.host, port: server.endpoint.port, version: row.v.split(' ')[0] ?? row.v, major: Math.floor(Number(row.num) / 10000) };
   });
 }
 
-const selected = (o: MigrateOptions, name: string): boolean =>
-  (o.includeDb.length === 0 || matchesAny(name, o.includeDb)) && !matchesAny(name, o.excludeDb);
+const selected = (o: MigrateOptions, name: string): boolean => (o.includeDb.length === 0 || matchesAny(name, o.includeDb)) && !matchesAny(name, o.excludeDb);
 
 /** Compares one database present on both sides. */
 async function compareDatabase(source: Server, target: Server, db: string, queue: PQueue, checksum: boolean, signal: AbortSignal): Promise<DatabaseComparison> {

@@ -201,5 +201,10 @@ async function compareObjectsOf(ctx: Context, job: DatabaseJob, cmp: { errors: s
   const inPlace = job.plan.inPlace === true;
   cmp.errors.push(...r.errors.filter((e) => !(inPlace && e.startsWith('large objects'))));
   cmp.warnings.push(...r.warnings, ...r.errors.filter((e) => inPlace && e.startsWith('large objects')));
-  job.result.verify = { mode: job.result.verify?.mode ?? 'count', ...job.result.verify, sequences: Object.keys(src.sequences).length, largeObjects: src.largeObjects.count };
+  job.result.verify = {
+    mode: job.result.verify?.mode ?? 'count',
+    ...job.result.verify,
+    sequences: Object.keys(src.sequences).length,
+    largeObjects: src.largeObjects.count,
+  };
 }

@@ -10,9 +10,21 @@ export function renderComparison(r: ServerComparison): string {
     ...r.notes.map((n) => `note: ${n}`),
   ];
   if (r.databases.length > 0) {
-    const table = new Table({ head: ['Database', 'Tables', 'Checksummed', 'Rows', 'Sequences', 'Large objects', 'Differences', 'Time'], style: { head: [], border: [], compact: true } });
+    const table = new Table({
+      head: ['Database', 'Tables', 'Checksummed', 'Rows', 'Sequences', 'Large objects', 'Differences', 'Time'],
+      style: { head: [], border: [], compact: true },
+    });
     for (const d of r.databases) {
-      table.push([d.name, formatCount(d.tables), formatCount(d.checksummed), formatCount(d.rows), formatCount(d.sequences), formatCount(d.largeObjects), formatCount(d.differences.length), formatSeconds(d.seconds)]);
+      table.push([
+        d.name,
+        formatCount(d.tables),
+        formatCount(d.checksummed),
+        formatCount(d.rows),
+        formatCount(d.sequences),
+        formatCount(d.largeObjects),
+        formatCount(d.differences.length),
+        formatSeconds(d.seconds),
+      ]);
     }
     lines.push(table.toString());
   }
