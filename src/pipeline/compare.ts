@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
-import { authenticate, oneRow, withClient, type Server } from '../pg/connect.ts';
+import { authenticate, oneRow, terminateSessions, withClient, type Server } from '../pg/connect.ts';
 import { listDatabases, type DatabaseRow } from '../pg/catalog.ts';
 import { matchesAny } from '../patterns.ts';
 import { AbortError, ExitCode, errorMessage, isAborted } from '../errors.ts';
@@ -97,6 +97,26 @@ export async function compareServers(options: MigrateOptions, opts: { checksum: 
   const appName = `pg-migrate/verify-${randomBytes(4).toString('hex')}`;
   const source: Server = { side: 'source', endpoint: options.from, appName };
   const target: Server = { side: 'target', endpoint: options.to, appName };
+  // Interrupted: the comparison's queries are cancelled on both servers at once.
+  const cancel = (): void => {
+    void Promise.all([terminateSessions(source), terminateSessions(target)]);
+  };
+  opts.signal.addEventListener('abort', cancel, { once: true });
+  try {
+    return await compareWith(options, source, target, opts.checksum, opts.signal, startedAt);
+  } finally {
+    opts.signal.removeEventListener('abort', cancel);
+  }
+}
+
+async function compareWith(
+  options: MigrateOptions,
+  source: Server,
+  target: Server,
+  checksum: boolean,
+  signal: AbortSignal,
+  startedAt: Date,
+): Promise<ServerComparison> {
   await authenticate(source);
   await authenticate(target);
   const [si, ti] = [await serverInfo(source), await serverInfo(target)];
@@ -105,7 +125,7 @@ export async function compareServers(options: MigrateOptions, opts: { checksum: 
   const result: ServerComparison = {
     source: si,
     target: ti,
-    mode: opts.checksum ? 'checksum' : 'count',
+    mode: checksum ? 'checksum' : 'count',
     startedAt: startedAt.toISOString(),
     seconds: 0,
     databases: [],
@@ -114,7 +134,7 @@ export async function compareServers(options: MigrateOptions, opts: { checksum: 
     notes: [WRITES_NOTE],
     exitCode: ExitCode.ok,
   };
-  if (opts.checksum && !floatsComparable(si.major, ti.major)) {
+  if (checksum && !floatsComparable(si.major, ti.major)) {
     result.notes.push(
       `PostgreSQL ${String(Math.min(si.major, ti.major))} prints floats (real, double precision) with other digits than 12 and later: tables holding them differ in their checksums even when equal`,
     );
@@ -139,11 +159,11 @@ export async function compareServers(options: MigrateOptions, opts: { checksum: 
   await Promise.all(
     both.map((db) =>
       dbQueue.add(async () => {
-        if (isAborted(opts.signal)) throw new AbortError();
+        if (isAborted(signal)) throw new AbortError();
         try {
-          result.databases.push(await compareDatabase(source, target, db, queue, opts.checksum, opts.signal));
+          result.databases.push(await compareDatabase(source, target, db, queue, checksum, signal));
         } catch (err) {
-          if (isAborted(opts.signal)) throw new AbortError();
+          if (isAborted(signal)) throw new AbortError();
           result.differences.push({ database: db, difference: `could not be compared: ${errorMessage(err)}` });
         }
       }),
