@@ -45,8 +45,9 @@ const half = (from: number): string => `coalesce(sum(('x' || substr(h, ${String(
  * qualified, quoted name; `only` leaves out inheritance children (which are tables of their own). The
  * row is `(alias.*)`: a bare alias would mean a column of that name if the table has one.
  */
-export function checksumSql(rel: string, opts: { only: boolean; range?: PageRange | null }): string {
-  const where = opts.range ? ` where ${rangePredicate(opts.range)}` : '';
+export function checksumSql(rel: string, opts: { only: boolean; range?: PageRange | null; where?: string }): string {
+  const conditions = [...(opts.range ? [rangePredicate(opts.range)] : []), ...(opts.where === undefined ? [] : [`(${opts.where})`])];
+  const where = conditions.length > 0 ? ` where ${conditions.join(' and ')}` : '';
   return (
     `select count(*)::text as n, ${half(1)} as a, ${half(17)} as b` +
     ` from (select md5(convert_to((pgm_row.*)::text, 'UTF8')) as h from ${opts.only ? 'only ' : ''}${rel} pgm_row${where}) s`
@@ -85,10 +86,19 @@ export const formatChecksum = (c: Checksum): string => `${String(c.rows)}:${c.a.
 /** The rows of a kept checksum. */
 export const checksumRows = (text: string): number => Number(text.split(':')[0]);
 
-/** Runs one checksum query on a session (settings pinned first, in the same transaction if one is open). */
-export async function runChecksum(c: pg.ClientBase, rel: string, only: boolean, range: PageRange | null): Promise<Checksum> {
+/**
+ * Runs one checksum query on a session (settings pinned first, in the same transaction if one is
+ * open); `filter`: only the rows this condition (with its parameters) selects.
+ */
+export async function runChecksum(
+  c: pg.ClientBase,
+  rel: string,
+  only: boolean,
+  range: PageRange | null,
+  filter?: { where: string; params: unknown[] },
+): Promise<Checksum> {
   await c.query(settingsSql());
-  const row = oneRow(await c.query<{ n: string; a: string; b: string }>(checksumSql(rel, { only, range })));
+  const row = oneRow(await c.query<{ n: string; a: string; b: string }>(checksumSql(rel, { only, range, where: filter?.where }), filter?.params));
   return { rows: Number(row.n), a: BigInt(row.a), b: BigInt(row.b) };
 }
 

@@ -19,7 +19,11 @@ export interface CountRequest {
   select?: (key: string) => boolean;
   /** Use reltuples instead of count(*) for tables not in `exact` whose estimate is known. */
   fast?: { exact: Set<string> };
-  /** Hash the content of every table and materialized view too (partitioned tables are counted: their rows are their partitions'). */
+  /**
+   * Hash the content of every ordinary table (partitions included) too. Partitioned tables are counted
+   * (their rows are their partitions'), and so are materialized views: the target refreshes them from
+   * its own data, so a source's stale one would differ in content where pg_dump copied it right.
+   */
   checksum?: boolean;
   signal?: AbortSignal;
 }
@@ -51,7 +55,7 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
       if (req.select) tables = tables.filter((t) => req.select?.(tableKey(t.schema, t.name)));
       if (req.checksum) {
         const major = Math.floor(Number((await first.query<{ v: string }>("select current_setting('server_version_num') as v")).rows[0]?.v) / 10000);
-        const hashed = tables.filter((t) => t.kind !== 'p').map((t) => tableKey(t.schema, t.name));
+        const hashed = tables.filter((t) => t.kind === 'r').map((t) => tableKey(t.schema, t.name));
         layout = { major, ...(await relationPages(first, hashed)) };
       }
     } finally {
@@ -86,7 +90,7 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
       exactTables.map(async (t) => {
         const key = tableKey(t.schema, t.name);
         const rel = qualify(t.schema, t.name);
-        if (layout && t.kind !== 'p') {
+        if (layout && t.kind === 'r') {
           const ranges = checksumRanges(layout.pages.get(key) ?? 0, layout.blockSize, layout.major, req.verifyQueue.concurrency);
           const parts: Checksum[] = await Promise.all(ranges.map((range) => onQueue((c) => runChecksum(c, rel, true, range))));
           const sum = addChecksums(parts);

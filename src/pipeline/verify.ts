@@ -2,10 +2,11 @@
  * Verification of a database, one for both of its phases: the regular phase (every table but the
  * deferred ones, which must still be empty) and the deferred phase (the deferred tables and the
  * materialized views refreshed after their load). The source is counted in the snapshot its data was
- * read in; the target once its data is in. With --verify checksum the regular phase hashes every
- * table's content on both sides too (the deferred phase counts: its target rows are told apart from the
- * applications' by the load's transactions). The regular phase also compares sequences' values and large
- * objects, the source's read with its data (not online: replication carries neither, cutover copies them).
+ * read in; the target once its data is in. With --verify checksum each phase hashes every ordinary
+ * table's content on both sides too (in the deferred phase, on the target, the rows the load
+ * committed: told apart from the applications' by the load's transactions). The regular phase also
+ * compares sequences' values and large objects, the source's read with its data (not online:
+ * replication carries neither, cutover copies them).
  */
 import { MigrateError } from '../errors.ts';
 import { countsVariant, Marker, type VerifyPhase } from '../state/names.ts';
@@ -50,8 +51,12 @@ function scope(job: DatabaseJob, phase: VerifyPhase): Scope {
   };
 }
 
-/** Whether a phase hashes the tables' content (the regular phase under --verify checksum). */
-const checksummed = (ctx: Context, phase: VerifyPhase): boolean => ctx.options.verify === 'checksum' && phase === 'regular';
+/** Whether the tables' content is hashed (--verify checksum). */
+const checksummed = (ctx: Context): boolean => ctx.options.verify === 'checksum';
+
+/** Where the source's checksums of a phase are kept. */
+const checksumsDoc = (phase: VerifyPhase): 'src_checksums.json' | 'src_checksums.delayed.json' =>
+  phase === 'regular' ? 'src_checksums.json' : 'src_checksums.delayed.json';
 
 /** Whether a phase compares sequences and large objects (the regular phase, not online). */
 const withObjects = (ctx: Context, phase: VerifyPhase): boolean => phase === 'regular' && !ctx.options.online;
@@ -75,12 +80,12 @@ export async function countSource(ctx: Context, job: DatabaseJob, phase: VerifyP
     snapshot,
     select: (k) => (s.select?.(k) ?? true) && !s.emptyOnSource.has(k),
     fast: ctx.options.fastVerify ? { exact: s.exact } : undefined,
-    checksum: checksummed(ctx, phase),
+    checksum: checksummed(ctx),
     signal: ctx.signal,
   });
   for (const k of s.emptyOnSource) counts[k] = 0;
   if (objects) await job.state.setDoc('src_objects.json', await objects);
-  if (checksummed(ctx, phase)) await job.state.setDoc('src_checksums.json', checksums);
+  if (checksummed(ctx)) await job.state.setDoc(checksumsDoc(phase), checksums);
   await job.state.setEstimated(variant, estimated);
   await job.state.setCounts('src', variant, sortKeys(counts));
   job.result.verifySeconds = (job.result.verifySeconds ?? 0) + secondsSince(t0);
@@ -90,7 +95,7 @@ export async function countSource(ctx: Context, job: DatabaseJob, phase: VerifyP
 export async function ensureSourceCounts(ctx: Context, job: DatabaseJob, phase: VerifyPhase): Promise<void> {
   const missing =
     (await job.state.counts('src', countsVariant(ctx.options.fastVerify, phase))) === undefined ||
-    (checksummed(ctx, phase) && (await job.state.doc('src_checksums.json')) === undefined) ||
+    (checksummed(ctx) && (await job.state.doc(checksumsDoc(phase))) === undefined) ||
     (withObjects(ctx, phase) && (await job.state.doc('src_objects.json')) === undefined);
   if (missing) await countSource(ctx, job, phase, undefined);
 }
@@ -102,14 +107,14 @@ export async function clearCounts(job: DatabaseJob, kind: 'src' | 'dst', phase: 
     kind,
     phases.flatMap((p) => [countsVariant(false, p), countsVariant(true, p)]),
   );
-  if (kind === 'src' && phase !== 'deferred') {
-    await job.state.removeDoc('src_checksums.json');
-    await job.state.removeDoc('src_objects.json');
+  if (kind === 'src') {
+    for (const p of phases) await job.state.removeDoc(checksumsDoc(p));
+    if (phases.includes('regular')) await job.state.removeDoc('src_objects.json');
   }
 }
 
 /** What the target holds for a phase, counted some other way than count(*) of every selected table. */
-export type TargetCounter = () => Promise<{ counts: TableCounts; estimated: string[]; aggregates: Set<string> }>;
+export type TargetCounter = () => Promise<{ counts: TableCounts; estimated: string[]; aggregates: Set<string>; checksums?: Record<string, string> }>;
 
 /**
  * Counts the target for a phase (unless an earlier run did; with `countTarget` when given) and
@@ -131,7 +136,7 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
   ctx.emit({ type: 'phase', db, phase: phase === 'regular' ? 'counting target' : 'deferred verifying' });
   const t0 = performance.now();
   const s = scope(job, phase);
-  const checksum = checksummed(ctx, phase);
+  const checksum = checksummed(ctx);
   let dst = checksum ? undefined : await job.state.counts('dst', variant);
   let estimatedDst: string[] = [];
   let aggregates: Set<string> | undefined;
@@ -151,7 +156,7 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
           signal: ctx.signal,
         });
     dst = r.counts;
-    dstChecksums = (r as { checksums?: Record<string, string> }).checksums ?? {};
+    dstChecksums = r.checksums ?? {};
     estimatedDst = r.estimated;
     aggregates = r.aggregates;
     await job.state.setCounts('dst', variant, dst);
@@ -159,7 +164,7 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
   if (phase === 'regular') ctx.emit({ type: 'phase', db, phase: 'verifying' });
   const estimated = new Set([...(await job.state.estimated(variant)).filter((k) => !s.exact.has(k)), ...estimatedDst]);
   const cmp = compareCounts(src, dst, estimated, aggregates ?? (await aggregateKeys(ctx.target, db)));
-  const srcChecksums = checksum ? ((await job.state.doc<Record<string, string>>('src_checksums.json')) ?? {}) : {};
+  const srcChecksums = checksum ? ((await job.state.doc<Record<string, string>>(checksumsDoc(phase))) ?? {}) : {};
   cmp.errors.push(...compareChecksums(srcChecksums, dstChecksums));
   if (phase === 'regular') {
     job.result.verify = {

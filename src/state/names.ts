@@ -102,6 +102,8 @@ export type DatabaseDoc =
   | 'cutover_loads.json'
   /** The source's table checksums of the regular phase, taken in the snapshot its data was read in (--verify checksum). */
   | 'src_checksums.json'
+  /** The same of the deferred phase (the deferred tables, in the snapshot their load read). */
+  | 'src_checksums.delayed.json'
   /** The source's sequence values and large objects, read when its data was (see pipeline/objects.ts). */
   | 'src_objects.json';
 
