@@ -13,15 +13,11 @@ import { pageRanges, rangePredicate, type PageRange } from '../transfer/ranges.t
 import { oneRow } from '../pg/connect.ts';
 
 /**
- * Settings that make equal values print equal text on every version from 9.x to 18:
- * - extra_float_digits 3: from 12 on any positive value prints the shortest exact form; before 12, 3
- *   prints 17 significant digits (exact too). Equal floats print alike between two servers on the same
- *   side of 12; across 12 (an 11 or older server against a 12 or newer) they do not, see floatsComparable.
- * - DateStyle, IntervalStyle, TimeZone: timestamps, dates and intervals in one spelling and zone.
- * - bytea_output hex; lc_monetary C (money prints by locale).
+ * Settings that make equal values print equal text on every version from 9.x to 18: timestamps,
+ * dates and intervals in one spelling and zone, bytea in hex, money without a locale. Floats: see
+ * checksumOptions.
  */
 export const CHECKSUM_SETTINGS: readonly (readonly [string, string])[] = [
-  ['extra_float_digits', '3'],
   ['DateStyle', 'ISO, YMD'],
   ['IntervalStyle', 'postgres'],
   ['TimeZone', 'UTC'],
@@ -29,13 +25,27 @@ export const CHECKSUM_SETTINGS: readonly (readonly [string, string])[] = [
   ['lc_monetary', 'C'],
 ];
 
-/** One statement that pins CHECKSUM_SETTINGS for the session (or the transaction it is sent in). */
-export function settingsSql(): string {
-  return `select ${CHECKSUM_SETTINGS.map(([k, v]) => `set_config('${k}', '${v}', false)`).join(', ')}`;
+/** How a pair of servers hashes: the extra_float_digits both sides use. */
+export interface ChecksumOptions {
+  floatDigits: number;
 }
 
-/** Whether float columns can be compared as text between two server versions (see CHECKSUM_SETTINGS). */
+/** Whether the two versions print floats alike with extra_float_digits 3 (both before 12, or both 12 and later). */
 export const floatsComparable = (majorA: number, majorB: number): boolean => majorA >= 12 === majorB >= 12;
+
+/**
+ * extra_float_digits 3 where both servers print floats alike with it: from 12 on any positive value
+ * prints the shortest exact form, before 12 3 prints 17 significant digits (exact too). Across 12 (an
+ * 11 or older server against a 12 or newer) the two differ for equal values; 0 makes both round to 15
+ * (real: 6) significant digits the same way, so floats are then compared to that precision.
+ */
+export const checksumOptions = (majorA: number, majorB: number): ChecksumOptions => ({ floatDigits: floatsComparable(majorA, majorB) ? 3 : 0 });
+
+/** One statement that pins the settings for the session (or the transaction it is sent in). */
+export function settingsSql(o: ChecksumOptions): string {
+  const all: (readonly [string, string])[] = [['extra_float_digits', String(o.floatDigits)], ...CHECKSUM_SETTINGS];
+  return `select ${all.map(([k, v]) => `set_config('${k}', '${v}', false)`).join(', ')}`;
+}
 
 /** A 64-bit half of a row's md5 as a signed bigint, summed as numeric (no overflow). */
 const half = (from: number): string => `coalesce(sum(('x' || substr(h, ${String(from)}, 16))::bit(64)::bigint::numeric), 0)::text`;
@@ -95,9 +105,10 @@ export async function runChecksum(
   rel: string,
   only: boolean,
   range: PageRange | null,
+  opts: ChecksumOptions,
   filter?: { where: string; params: unknown[] },
 ): Promise<Checksum> {
-  await c.query(settingsSql());
+  await c.query(settingsSql(opts));
   const row = oneRow(await c.query<{ n: string; a: string; b: string }>(checksumSql(rel, { only, range, where: filter?.where }), filter?.params));
   return { rows: Number(row.n), a: BigInt(row.a), b: BigInt(row.b) };
 }

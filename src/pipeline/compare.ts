@@ -13,7 +13,7 @@ import { listDatabases, type DatabaseRow } from '../pg/catalog.ts';
 import { matchesAny } from '../patterns.ts';
 import { AbortError, ExitCode, errorMessage, isAborted } from '../errors.ts';
 import { compareCounts, countTables } from './counts.ts';
-import { compareChecksums, floatsComparable } from './checksum.ts';
+import { checksumOptions, compareChecksums, floatsComparable, type ChecksumOptions } from './checksum.ts';
 import { compareObjects, readObjects } from './objects.ts';
 
 export interface ServerInfo {
@@ -71,7 +71,14 @@ async function serverInfo(server: Server): Promise<ServerInfo> {
 const selected = (o: MigrateOptions, name: string): boolean => (o.includeDb.length === 0 || matchesAny(name, o.includeDb)) && !matchesAny(name, o.excludeDb);
 
 /** Compares one database present on both sides. */
-async function compareDatabase(source: Server, target: Server, db: string, queue: PQueue, checksum: boolean, signal: AbortSignal): Promise<DatabaseComparison> {
+async function compareDatabase(
+  source: Server,
+  target: Server,
+  db: string,
+  queue: PQueue,
+  checksum: ChecksumOptions | undefined,
+  signal: AbortSignal,
+): Promise<DatabaseComparison> {
   const t0 = performance.now();
   const req = { database: db, verifyQueue: queue, checksum, signal };
   const object = (server: Server) => queue.add(() => withClient(server, db, readObjects), { signal });
@@ -136,7 +143,7 @@ async function compareWith(
   };
   if (checksum && !floatsComparable(si.major, ti.major)) {
     result.notes.push(
-      `PostgreSQL ${String(Math.min(si.major, ti.major))} prints floats (real, double precision) with other digits than 12 and later: tables holding them differ in their checksums even when equal`,
+      `PostgreSQL ${String(Math.min(si.major, ti.major))} prints floats (real, double precision) with other digits than 12 and later: they are hashed rounded to 15 significant digits (real: 6) on both sides`,
     );
   }
   const dstByName = new Map(dstDbs.map((d) => [d.name, d]));
@@ -161,7 +168,7 @@ async function compareWith(
       dbQueue.add(async () => {
         if (isAborted(signal)) throw new AbortError();
         try {
-          result.databases.push(await compareDatabase(source, target, db, queue, checksum, signal));
+          result.databases.push(await compareDatabase(source, target, db, queue, checksum ? checksumOptions(si.major, ti.major) : undefined, signal));
         } catch (err) {
           if (isAborted(signal)) throw new AbortError();
           result.differences.push({ database: db, difference: `could not be compared: ${errorMessage(err)}` });

@@ -6,7 +6,7 @@ import { inSnapshot } from '../pg/snapshot.ts';
 import { qualify, tableKey } from '../pg/sql.ts';
 import type { TableCounts } from '../state/store.ts';
 import { AbortError } from '../errors.ts';
-import { addChecksums, checksumRanges, formatChecksum, relationPages, runChecksum, type Checksum } from './checksum.ts';
+import { addChecksums, checksumRanges, formatChecksum, relationPages, runChecksum, type Checksum, type ChecksumOptions } from './checksum.ts';
 
 export interface CountRequest {
   server: Server;
@@ -24,7 +24,7 @@ export interface CountRequest {
    * (their rows are their partitions'), and so are materialized views: the target refreshes them from
    * its own data, so a source's stale one would differ in content where pg_dump copied it right.
    */
-  checksum?: boolean;
+  checksum?: ChecksumOptions;
   signal?: AbortSignal;
 }
 
@@ -90,9 +90,10 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
       exactTables.map(async (t) => {
         const key = tableKey(t.schema, t.name);
         const rel = qualify(t.schema, t.name);
-        if (layout && t.kind === 'r') {
+        const checksum = req.checksum;
+        if (layout && checksum && t.kind === 'r') {
           const ranges = checksumRanges(layout.pages.get(key) ?? 0, layout.blockSize, layout.major, req.verifyQueue.concurrency);
-          const parts: Checksum[] = await Promise.all(ranges.map((range) => onQueue((c) => runChecksum(c, rel, true, range))));
+          const parts: Checksum[] = await Promise.all(ranges.map((range) => onQueue((c) => runChecksum(c, rel, true, range, checksum))));
           const sum = addChecksums(parts);
           counts[key] = sum.rows;
           checksums[key] = formatChecksum(sum);

@@ -20,7 +20,7 @@ import { copyUnits, pageRanges, rangeCount, SPLIT_MIN_SOURCE_MAJOR, toSplitTable
 import type { DeferredPlan } from './deferred-plan.ts';
 import { BOOKKEEPING_SESSION } from './deferred-indexes.ts';
 import { dbName, type Context, type DatabaseJob } from './context.ts';
-import { formatChecksum, runChecksum } from './checksum.ts';
+import { checksumOptions, formatChecksum, runChecksum } from './checksum.ts';
 
 /** One load unit as the state records it. */
 interface LoadUnit extends RelationName {
@@ -193,7 +193,7 @@ export async function loadedCounts(
       if (ctx.options.verify === 'checksum') {
         // The rows hashed are the rows counted (a difference of content is then never hidden by one of count).
         const where = { where: 'xmin = any($1::xid[])', params: [xmins.get(key) ?? []] };
-        const sum = await runChecksum(c, qualify(t.schema, t.name), true, null, where);
+        const sum = await runChecksum(c, qualify(t.schema, t.name), true, null, checksumOptions(ctx.sourceMajor, ctx.targetMajor), where);
         if (sum.rows !== counts[key]) throw new MigrateError(`${db}: ${key} changed while it was verified; run again`);
         checksums[key] = formatChecksum(sum);
       }

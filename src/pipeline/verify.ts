@@ -16,7 +16,7 @@ import type { TableCounts } from '../state/store.ts';
 import { tableKey } from '../pg/sql.ts';
 import { withClient } from '../pg/connect.ts';
 import { inSnapshot } from '../pg/snapshot.ts';
-import { compareChecksums } from './checksum.ts';
+import { checksumOptions, compareChecksums, type ChecksumOptions } from './checksum.ts';
 import { compareObjects, readObjects, type DatabaseObjects } from './objects.ts';
 
 interface Scope {
@@ -51,8 +51,9 @@ function scope(job: DatabaseJob, phase: VerifyPhase): Scope {
   };
 }
 
-/** Whether the tables' content is hashed (--verify checksum). */
-const checksummed = (ctx: Context): boolean => ctx.options.verify === 'checksum';
+/** How the tables' content is hashed, when it is (--verify checksum). */
+const checksummed = (ctx: Context): ChecksumOptions | undefined =>
+  ctx.options.verify === 'checksum' ? checksumOptions(ctx.sourceMajor, ctx.targetMajor) : undefined;
 
 /** Where the source's checksums of a phase are kept. */
 const checksumsDoc = (phase: VerifyPhase): 'src_checksums.json' | 'src_checksums.delayed.json' =>
@@ -85,7 +86,7 @@ export async function countSource(ctx: Context, job: DatabaseJob, phase: VerifyP
   });
   for (const k of s.emptyOnSource) counts[k] = 0;
   if (objects) await job.state.setDoc('src_objects.json', await objects);
-  if (checksummed(ctx)) await job.state.setDoc(checksumsDoc(phase), checksums);
+  if (checksummed(ctx) !== undefined) await job.state.setDoc(checksumsDoc(phase), checksums);
   await job.state.setEstimated(variant, estimated);
   await job.state.setCounts('src', variant, sortKeys(counts));
   job.result.verifySeconds = (job.result.verifySeconds ?? 0) + secondsSince(t0);
@@ -95,7 +96,7 @@ export async function countSource(ctx: Context, job: DatabaseJob, phase: VerifyP
 export async function ensureSourceCounts(ctx: Context, job: DatabaseJob, phase: VerifyPhase): Promise<void> {
   const missing =
     (await job.state.counts('src', countsVariant(ctx.options.fastVerify, phase))) === undefined ||
-    (checksummed(ctx) && (await job.state.doc(checksumsDoc(phase))) === undefined) ||
+    (checksummed(ctx) !== undefined && (await job.state.doc(checksumsDoc(phase))) === undefined) ||
     (withObjects(ctx, phase) && (await job.state.doc('src_objects.json')) === undefined);
   if (missing) await countSource(ctx, job, phase, undefined);
 }

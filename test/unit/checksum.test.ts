@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import {
   addChecksums,
   CHECKSUM_RANGE_BYTES,
+  checksumOptions,
   checksumRanges,
   checksumSql,
   compareChecksums,
@@ -30,16 +31,20 @@ describe('checksumSql', () => {
 
 describe('settingsSql', () => {
   it('pins every setting that steers the text of floats, dates, intervals, bytea and money', () => {
-    const sql = settingsSql();
+    const sql = settingsSql({ floatDigits: 3 });
     for (const k of ['extra_float_digits', 'DateStyle', 'IntervalStyle', 'TimeZone', 'bytea_output', 'lc_monetary'])
       assert.match(sql, new RegExp(`set_config\\('${k}', '[^']+', false\\)`));
     assert.match(sql, /'TimeZone', 'UTC'/);
     assert.match(sql, /'DateStyle', 'ISO, YMD'/);
   });
-  it('floats compare as text only between servers on the same side of 12', () => {
+  it('floats exact (extra_float_digits 3) between servers on the same side of 12, rounded alike (0) across it', () => {
     assert.ok(floatsComparable(12, 18));
     assert.ok(floatsComparable(10, 11));
     assert.ok(!floatsComparable(11, 12));
+    assert.deepEqual(checksumOptions(12, 18), { floatDigits: 3 });
+    assert.deepEqual(checksumOptions(10, 11), { floatDigits: 3 });
+    assert.deepEqual(checksumOptions(10, 18), { floatDigits: 0 });
+    assert.match(settingsSql(checksumOptions(18, 10)), /set_config\('extra_float_digits', '0', false\)/);
   });
 });
 
