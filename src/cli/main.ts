@@ -20,7 +20,7 @@ const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta
 const REPEATABLE = new Set(['includeDb', 'excludeDb', 'delayTableData', 'redoDb', 'fenceRoles', '_']);
 
 const EXIT_CODES =
-  'Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted.';
+  'Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted. verify: 0 equal, 1 differences, 3 a server cannot be reached.';
 
 /** Parses the arguments and runs the command they name; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
