@@ -14,10 +14,12 @@ import { oneRow } from '../pg/connect.ts';
 
 /**
  * Settings that make equal values print equal text on every version from 9.x to 18: timestamps,
- * dates and intervals in one spelling and zone, bytea in hex, money without a locale. Floats: see
+ * dates and intervals in one spelling and zone, bytea in hex, money without a locale, reg* values
+ * always schema-qualified (an empty search_path; pg_catalog is searched anyway). Floats: see
  * checksumOptions.
  */
 export const CHECKSUM_SETTINGS: readonly (readonly [string, string])[] = [
+  ['search_path', ''],
   ['DateStyle', 'ISO, YMD'],
   ['IntervalStyle', 'postgres'],
   ['TimeZone', 'UTC'],

@@ -108,7 +108,7 @@ test('verify --checksum after migrate --verify checksum: equal, then a changed v
     await client.connect();
     try {
       const whole = await runChecksum(client, '"public"."orders"', true, null, { floatDigits: 3 });
-      const pages = Number((await client.query<{ p: string }>("select (pg_relation_size('orders') / 8192)::text as p")).rows[0]!.p);
+      const pages = Number((await client.query<{ p: string }>("select (pg_relation_size('public.orders') / 8192)::text as p")).rows[0]!.p);
       const parts = [];
       for (const range of pageRanges(pages, 3)) parts.push(await runChecksum(client, '"public"."orders"', true, range, { floatDigits: 3 }));
       assert.equal(parts.length, 3);
