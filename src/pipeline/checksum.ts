@@ -127,13 +127,18 @@ export async function relationPages(c: pg.ClientBase, rels: string[]): Promise<{
 
 /**
  * Differences of content between two sides' checksums: only for tables whose row counts agree (a
- * count that differs is reported by the count comparison).
+ * count that differs, or a table missing, is reported by the count comparison). A table the target
+ * has (`dstCounts`) but did not hash is named too: nothing is called equal that was not compared.
  */
-export function compareChecksums(src: Record<string, string>, dst: Record<string, string>): string[] {
+export function compareChecksums(src: Record<string, string>, dst: Record<string, string>, dstCounts: Record<string, number>): string[] {
   const out: string[] = [];
   for (const [key, s] of Object.entries(src)) {
     const d = dst[key];
-    if (d === undefined || d === s || checksumRows(d) !== checksumRows(s)) continue;
+    if (d === undefined) {
+      if (key in dstCounts) out.push(`table ${key}: hashed on the source but not on the target (its content was not compared)`);
+      continue;
+    }
+    if (d === s || checksumRows(d) !== checksumRows(s)) continue;
     out.push(`table ${key}: same row count (${String(checksumRows(s))}) but different content (checksums differ)`);
   }
   return out;

@@ -93,7 +93,7 @@ async function compareDatabase(
     largeObjects: oa.largeObjects.count,
     rows: cmp.rows,
     // Here a table or sequence only on the target is a difference too.
-    differences: [...cmp.errors, ...cmp.warnings, ...compareChecksums(a.checksums, b.checksums), ...objects.errors, ...objects.warnings],
+    differences: [...cmp.errors, ...cmp.warnings, ...compareChecksums(a.checksums, b.checksums, b.counts), ...objects.errors, ...objects.warnings],
     seconds: Math.round(performance.now() - t0) / 1000,
   };
 }

@@ -166,7 +166,7 @@ export async function verifyPhase(ctx: Context, job: DatabaseJob, phase: VerifyP
   const estimated = new Set([...(await job.state.estimated(variant)).filter((k) => !s.exact.has(k)), ...estimatedDst]);
   const cmp = compareCounts(src, dst, estimated, aggregates ?? (await aggregateKeys(ctx.target, db)));
   const srcChecksums = checksum ? ((await job.state.doc<Record<string, string>>(checksumsDoc(phase))) ?? {}) : {};
-  cmp.errors.push(...compareChecksums(srcChecksums, dstChecksums));
+  cmp.errors.push(...compareChecksums(srcChecksums, dstChecksums, dst));
   if (phase === 'regular') {
     job.result.verify = {
       mode: checksum ? 'checksum' : ctx.options.fastVerify ? 'fast' : 'count',

@@ -78,7 +78,14 @@ describe('addChecksums / compareChecksums', () => {
   it('names a table whose rows are as many but whose content differs; a count difference is left to the counts', () => {
     const src = { '"p"."a"': '3:1:2', '"p"."b"': '3:1:2', '"p"."c"': '3:1:2', '"p"."d"': '1:1:1' };
     const dst = { '"p"."a"': '3:1:2', '"p"."b"': '3:1:3', '"p"."c"': '4:1:2' };
-    assert.deepEqual(compareChecksums(src, dst), ['table "p"."b": same row count (3) but different content (checksums differ)']);
+    assert.deepEqual(compareChecksums(src, dst, { '"p"."a"': 3, '"p"."b"': 3, '"p"."c"': 4 }), [
+      'table "p"."b": same row count (3) but different content (checksums differ)',
+    ]);
+    // A table counted on the target but not hashed there is not called equal.
+    assert.deepEqual(compareChecksums(src, dst, { '"p"."d"': 1 }), [
+      'table "p"."b": same row count (3) but different content (checksums differ)',
+      'table "p"."d": hashed on the source but not on the target (its content was not compared)',
+    ]);
   });
 });
 
