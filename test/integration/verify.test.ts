@@ -45,7 +45,7 @@ const verifyArgs = (src: Cluster, dst: Cluster, extra: string[] = []): string[] 
   ...extra,
 ];
 
-test('verify --checksum after migrate --verify checksum: equal, then a changed value, a sequence and a large object are named', async () => {
+test('verify --checksum after migrate --verify checksum: equal, then a changed value, a sequence and a large object are named; migrate fails a database whose content differs', async () => {
   const [src, dst] = await Promise.all([startCluster({ name: 'vfy-src' }), startCluster({ name: 'vfy-dst' })]);
   clusters.push(src, dst);
   await seedSample(src);
@@ -136,6 +136,24 @@ test('verify --checksum after migrate --verify checksum: equal, then a changed v
   assert.equal(lo.code, 1, lo.output);
   assert.match(lo.stdout, /shop: large objects: the same number \(1\) but different content/, lo.output);
   assert.doesNotMatch(lo.stdout, /order_id_seq|orders/, lo.output);
+
+  // migrate --verify checksum fails a database whose content differs with equal counts: a generated
+  // column through a function wrongly declared IMMUTABLE that reads a setting is recomputed on the
+  // target (application_name: the restore's). Counting alone calls it verified.
+  await src.query('create database gen');
+  await src.query(
+    `create function app() returns text immutable language sql as $$ select current_setting('application_name') $$;
+     create table g (id int primary key, a text generated always as (app()) stored);
+     insert into g (id) select generate_series(1, 10)`,
+    [],
+    'gen',
+  );
+  const genWs = await workspace('vfy-gen');
+  const failed = await runCli(migrateArgs(src, dst, genWs, ['--include-db', 'gen', '--no-migrate-globals', '--verify', 'checksum']), env);
+  assert.equal(failed.code, 1, failed.output);
+  assert.match(failed.stdout, /table "public"."g": same row count \(10\) but different content/, failed.output);
+  const countedOnly = await runCli(migrateArgs(src, dst, genWs, ['--include-db', 'gen', '--no-migrate-globals']), env);
+  assert.equal(countedOnly.code, 0, countedOnly.output);
 
   // A database missing on the target, and an unreachable server: exit 3.
   await src.query('create database only_src');
