@@ -12,9 +12,9 @@ import { authenticate, oneRow, terminateSessions, withClient, type Server } from
 import { listDatabases, type DatabaseRow } from '../pg/catalog.ts';
 import { matchesAny } from '../patterns.ts';
 import { AbortError, ExitCode, errorMessage, isAborted } from '../errors.ts';
-import { compareCounts, countTables } from './counts.ts';
+import { compareCounts, countTables, type CountResult } from './counts.ts';
 import { checksumOptions, compareChecksums, floatsComparable, type ChecksumOptions } from './checksum.ts';
-import { compareObjects, readObjects } from './objects.ts';
+import { compareObjects, readObjects, type DatabaseObjects } from './objects.ts';
 
 export interface ServerInfo {
   host: string;
@@ -82,7 +82,10 @@ async function compareDatabase(
   const t0 = performance.now();
   const req = { database: db, verifyQueue: queue, checksum, signal };
   const object = (server: Server) => queue.add(() => withClient(server, db, readObjects), { signal });
-  const [a, b, oa, ob] = await Promise.all([countTables({ ...req, server: source }), countTables({ ...req, server: target }), object(source), object(target)]);
+  // Every read is awaited (none left running unobserved); the first failure is the one reported.
+  const settled = await Promise.allSettled([countTables({ ...req, server: source }), countTables({ ...req, server: target }), object(source), object(target)]);
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
+  const [a, b, oa, ob] = settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [CountResult, CountResult, DatabaseObjects, DatabaseObjects];
   const cmp = compareCounts(a.counts, b.counts, new Set(), a.aggregates);
   const objects = compareObjects(oa, ob);
   return {
