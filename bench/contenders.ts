@@ -1,5 +1,5 @@
 /**
- * The contenders: pg-migrate (defaults, and with --delay-table-data analytics.events), and what
+ * The contenders: pg-migrate (defaults, with --verify checksum, with --delay-table-data analytics.events, ...), and what
  * users already have: `pg_dumpall | psql`, a hand-written pg_dump -Fd -j / pg_restore -j loop,
  * and pgcopydb (one database per run).
  */
@@ -167,6 +167,15 @@ export const CONTENDERS: Contender[] = [
     shapes: ['standard'],
     describe: () => 'pg-migrate as above plus --split-table-size off (every table through pg_dump | pg_restore; post-data still with -j)',
     argv: (ctx) => pgMigrateArgs(ctx, ['--split-table-size', 'off']),
+    reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
+  },
+  {
+    // Beside `pg-migrate` (row counts): the wall and CPU time a content checksum of every table adds
+    // (Σverify in its report line is the verification's own share).
+    name: 'pg-migrate-checksum',
+    shapes: ['standard'],
+    describe: () => "pg-migrate as above plus --verify checksum (every table's content hashed on both servers instead of counted)",
+    argv: (ctx) => pgMigrateArgs(ctx, ['--verify', 'checksum']),
     reportFile: (ctx) => path.join(ctx.dir, 'report.json'),
   },
   {

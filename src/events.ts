@@ -54,6 +54,8 @@ export interface DbResult {
   rows?: number;
   /** What was compared per table (from the counts kept in the state), for the JSON report. */
   tables?: TableCheck[];
+  /** How the regular phase was verified: row counts (exact, or estimates with --fast-verify) or content checksums; what else was compared. */
+  verify?: { mode: 'count' | 'fast' | 'checksum'; checksummedTables?: number; sequences?: number; largeObjects?: number };
   warnings: string[];
 }
 

@@ -66,6 +66,8 @@ export interface MigrateOptions {
   replicaIdentityFull: boolean;
   /** @default false */
   fastVerify: boolean;
+  /** How each table is verified: row counts, or counts and a content checksum computed by both servers. @default "count" */
+  verify: VerifyMode;
   /** Tables at least this big are copied in parallel page ranges on the stream path; null: never. @default 256 MiB */
   splitTableBytes: number | null;
   /** Remove a database's dump once it verified. @default false */
@@ -75,6 +77,8 @@ export interface MigrateOptions {
 }
 
 export type DataPathKind = 'auto' | 'files' | 'stream';
+export type VerifyMode = 'count' | 'checksum';
+export const VERIFY_MODES: readonly VerifyMode[] = ['count', 'checksum'];
 export const DATA_PATHS: readonly DataPathKind[] = ['auto', 'files', 'stream'];
 
 const SIZE_UNITS: Record<string, number> = { B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 };
@@ -137,6 +141,7 @@ export interface RawOptions {
   onlineSource?: string;
   replicaIdentityFull?: boolean;
   fastVerify?: boolean;
+  verify?: string;
   splitTableSize?: string;
   removeDumps?: boolean;
   report?: string;
@@ -155,6 +160,7 @@ export const DEFAULTS = {
   fresh: false,
   removeDumps: false,
   dataPath: 'auto' as DataPathKind,
+  verify: 'count' as VerifyMode,
   splitTableSize: '256MB',
 } as const;
 
@@ -231,6 +237,10 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   if (raw.dataPath !== undefined && !DATA_PATHS.includes(raw.dataPath as DataPathKind)) {
     problems.push(`--data-path must be one of ${DATA_PATHS.join(', ')} (got ${JSON.stringify(raw.dataPath)})`);
   }
+  if (raw.verify !== undefined && !VERIFY_MODES.includes(raw.verify as VerifyMode)) {
+    problems.push(`--verify must be one of ${VERIFY_MODES.join(', ')} (got ${JSON.stringify(raw.verify)})`);
+  }
+  if (raw.verify === 'checksum' && raw.fastVerify === true) problems.push('--fast-verify (estimated counts) and --verify checksum exclude each other');
   if (raw.onlineSource !== undefined) {
     try {
       parseConninfo(raw.onlineSource);
@@ -300,6 +310,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     onlineSource: raw.onlineSource,
     replicaIdentityFull: raw.replicaIdentityFull ?? DEFAULTS.replicaIdentityFull,
     fastVerify: raw.fastVerify ?? DEFAULTS.fastVerify,
+    verify: (raw.verify as VerifyMode | undefined) ?? DEFAULTS.verify,
     splitTableBytes,
     removeDumps: raw.removeDumps ?? DEFAULTS.removeDumps,
     report: raw.report === undefined ? undefined : path.resolve(raw.report),

@@ -1,6 +1,6 @@
 /** The command-line options (yargs), grouped as --help shows them; defaults come from options.ts. */
 import type { Argv } from 'yargs';
-import { DATA_PATHS, DEFAULTS } from '../options.ts';
+import { DATA_PATHS, DEFAULTS, VERIFY_MODES } from '../options.ts';
 import { CONNECTION_DEFAULTS } from '../pg/endpoint.ts';
 import { PROGRESS_MODES } from './renderer.ts';
 
@@ -67,6 +67,7 @@ export function migrateOptions<T>(y: Argv<T>) {
         'overwrite-existing-roles',
         'disable-dst-optimizations',
         'fast-verify',
+        'verify',
       ],
       'What to migrate:',
     )
@@ -99,6 +100,12 @@ export function migrateOptions<T>(y: Argv<T>) {
       type: 'boolean',
       default: DEFAULTS.fastVerify,
       describe: 'compare pg_class.reltuples instead of count(*) (deferred and never-analyzed tables are still counted)',
+    })
+    .option('verify', {
+      choices: VERIFY_MODES,
+      default: DEFAULTS.verify,
+      describe:
+        "count: each table's rows counted on both servers; checksum: also its content, an order-independent hash of its rows computed by both servers (the source in the snapshot it was copied from). Sequences and large objects are compared either way",
     })
     .group(['online', 'online-source', 'replica-identity-full'], 'Online (copy while the source keeps working, then pg-migrate cutover):')
     .option('online', {

@@ -12,12 +12,13 @@ import * as statusCommand from './commands/status.ts';
 import * as cleanupCommand from './commands/cleanup.ts';
 import * as cutoverCommand from './commands/cutover.ts';
 import { TOOL_VERSION } from './version.ts';
+import * as verifyCommand from './commands/verify.ts';
 
 /** The options that may be given more than once (camel case, as yargs names them). */
 const REPEATABLE = new Set(['includeDb', 'excludeDb', 'delayTableData', 'redoDb', 'fenceRoles', '_']);
 
 const EXIT_CODES =
-  'Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted.';
+  'Exit codes: 0 all verified, 1 some database or the globals failed, 2 invalid options, 3 preflight failed (nothing changed), 4 state of another server pair, 5 unexpected error, 130 interrupted. verify: 0 equal, 1 differences, 3 a server cannot be reached.';
 
 /** Parses the arguments and runs the command they name; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -52,6 +53,7 @@ export async function main(args: string[]): Promise<number> {
       .command(statusCommand)
       .command(cleanupCommand)
       .command(cutoverCommand)
+      .command(verifyCommand)
       .strict()
       .version(TOOL_VERSION)
       .help()

@@ -1,10 +1,12 @@
 import type PQueue from 'p-queue';
+import type pg from 'pg';
 import { createPool, withClient, type Server } from '../pg/connect.ts';
 import { listTables, type TableRef } from '../pg/catalog.ts';
 import { inSnapshot } from '../pg/snapshot.ts';
 import { qualify, tableKey } from '../pg/sql.ts';
 import type { TableCounts } from '../state/store.ts';
 import { AbortError } from '../errors.ts';
+import { addChecksums, checksumRanges, formatChecksum, relationPages, runChecksum, type Checksum, type ChecksumOptions } from './checksum.ts';
 
 export interface CountRequest {
   server: Server;
@@ -17,6 +19,12 @@ export interface CountRequest {
   select?: (key: string) => boolean;
   /** Use reltuples instead of count(*) for tables not in `exact` whose estimate is known. */
   fast?: { exact: Set<string> };
+  /**
+   * Hash the content of every ordinary table (partitions included) too. Partitioned tables are counted
+   * (their rows are their partitions'), and so are materialized views: the target refreshes them from
+   * its own data, so a source's stale one would differ in content where pg_dump copied it right.
+   */
+  checksum?: ChecksumOptions;
   signal?: AbortSignal;
 }
 
@@ -26,6 +34,8 @@ export interface CountResult {
   aggregates: Set<string>;
   /** Keys counted from pg_class.reltuples rather than count(*). */
   estimated: string[];
+  /** With `checksum`: each hashed table's checksum (see checksum.ts), keyed as the counts. */
+  checksums: Record<string, string>;
 }
 
 /** An estimate is trusted only for a table that has been analyzed and looks non-empty. */
@@ -39,14 +49,20 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
   try {
     const first = await pool.connect();
     let tables: TableRef[];
+    let layout: { major: number; pages: Map<string, number>; blockSize: number } | undefined;
     try {
       tables = await inSnapshot(first, req.snapshot, () => listTables(first));
+      if (req.select) tables = tables.filter((t) => req.select?.(tableKey(t.schema, t.name)));
+      if (req.checksum) {
+        const major = Math.floor(Number((await first.query<{ v: string }>("select current_setting('server_version_num') as v")).rows[0]?.v) / 10000);
+        const hashed = tables.filter((t) => t.kind === 'r').map((t) => tableKey(t.schema, t.name));
+        layout = { major, ...(await relationPages(first, hashed)) };
+      }
     } finally {
       first.release();
     }
-    const select = req.select;
-    if (select) tables = tables.filter((t) => select(tableKey(t.schema, t.name)));
     const counts: TableCounts = {};
+    const checksums: Record<string, string> = {};
     const estimated: string[] = [];
     const exactTables: TableRef[] = [];
     for (const t of tables) {
@@ -56,27 +72,40 @@ export async function countTables(req: CountRequest): Promise<CountResult> {
         estimated.push(key);
       } else exactTables.push(t);
     }
+    /** Runs one query of the count on a session of the pool, in the snapshot when given, under the shared cap. */
+    const onQueue = <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> =>
+      req.verifyQueue.add(
+        async () => {
+          if (req.signal?.aborted) throw new AbortError();
+          const c = await pool.connect();
+          try {
+            return await inSnapshot(c, req.snapshot, () => fn(c));
+          } finally {
+            c.release();
+          }
+        },
+        { signal: req.signal },
+      );
     await Promise.all(
-      exactTables.map((t) =>
-        req.verifyQueue.add(
-          async () => {
-            if (req.signal?.aborted) throw new AbortError();
-            const c = await pool.connect();
-            try {
-              const only = t.kind === 'p' ? '' : 'only ';
-              const sql = `select count(*)::text as n from ${only}${qualify(t.schema, t.name)}`;
-              const n = await inSnapshot(c, req.snapshot, async () => (await c.query<{ n: string }>(sql)).rows[0]?.n);
-              counts[tableKey(t.schema, t.name)] = Number(n);
-            } finally {
-              c.release();
-            }
-          },
-          { signal: req.signal },
-        ),
-      ),
+      exactTables.map(async (t) => {
+        const key = tableKey(t.schema, t.name);
+        const rel = qualify(t.schema, t.name);
+        const checksum = req.checksum;
+        if (layout && checksum && t.kind === 'r') {
+          const ranges = checksumRanges(layout.pages.get(key) ?? 0, layout.blockSize, layout.major, req.verifyQueue.concurrency);
+          const parts: Checksum[] = await Promise.all(ranges.map((range) => onQueue((c) => runChecksum(c, rel, true, range, checksum))));
+          const sum = addChecksums(parts);
+          counts[key] = sum.rows;
+          checksums[key] = formatChecksum(sum);
+          return;
+        }
+        const only = t.kind === 'p' ? '' : 'only ';
+        const n = await onQueue(async (c) => (await c.query<{ n: string }>(`select count(*)::text as n from ${only}${rel}`)).rows[0]?.n);
+        counts[key] = Number(n);
+      }),
     );
     const aggregates = new Set(tables.filter((t) => t.kind !== 'r').map((t) => tableKey(t.schema, t.name)));
-    return { counts: sortKeys(counts), estimated, aggregates };
+    return { counts: sortKeys(counts), estimated, aggregates, checksums };
   } finally {
     await pool.end().catch(() => undefined);
   }

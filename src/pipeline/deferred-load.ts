@@ -4,7 +4,7 @@
  * transaction writes to the state directory before it copies a row. A rerun after an interruption
  * asks the target which of them committed and removes exactly their rows (xmin = that id) before the
  * load is done again: rows that applications wrote into the tables meanwhile are never touched. The
- * deferred verify counts the rows the load committed the same way.
+ * deferred verify counts (and with --verify checksum hashes) the rows the load committed the same way.
  */
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -20,6 +20,7 @@ import { copyUnits, pageRanges, rangeCount, SPLIT_MIN_SOURCE_MAJOR, toSplitTable
 import type { DeferredPlan } from './deferred-plan.ts';
 import { BOOKKEEPING_SESSION } from './deferred-indexes.ts';
 import { dbName, type Context, type DatabaseJob } from './context.ts';
+import { checksumOptions, formatChecksum, runChecksum } from './checksum.ts';
 
 /** One load unit as the state records it. */
 interface LoadUnit extends RelationName {
@@ -163,7 +164,7 @@ export async function loadedCounts(
   ctx: Context,
   job: DatabaseJob,
   plan: DeferredPlan,
-): Promise<{ counts: TableCounts; estimated: string[]; aggregates: Set<string> }> {
+): Promise<{ counts: TableCounts; estimated: string[]; aggregates: Set<string>; checksums: Record<string, string> }> {
   const db = dbName(job);
   const record = await job.state.doc<LoadRecord>('delayed_loads.json');
   if (record === undefined)
@@ -177,6 +178,7 @@ export async function loadedCounts(
   }
   const regular = (await job.state.counts('dst', ctx.options.fastVerify ? 'fast' : '')) ?? {};
   const counts: TableCounts = {};
+  const checksums: Record<string, string> = {};
   let applicationRows = 0;
   await withClient(ctx.target, db, async (c: pg.Client) => {
     for (const t of plan.tables.filter((t) => t.kind === 'r')) {
@@ -188,6 +190,13 @@ export async function loadedCounts(
       const row = r.rows[0];
       counts[key] = Number(row?.loaded ?? 0);
       applicationRows += Number(row?.total ?? 0) - counts[key];
+      if (ctx.options.verify === 'checksum') {
+        // The rows hashed are the rows counted (a difference of content is then never hidden by one of count).
+        const where = { where: 'xmin = any($1::xid[])', params: [xmins.get(key) ?? []] };
+        const sum = await runChecksum(c, qualify(t.schema, t.name), true, null, checksumOptions(ctx.sourceMajor, ctx.targetMajor), where);
+        if (sum.rows !== counts[key]) throw new MigrateError(`${db}: ${key} changed while it was verified; run again`);
+        checksums[key] = formatChecksum(sum);
+      }
     }
     for (const mv of plan.dependentMatviews) {
       counts[tableKey(mv.schema, mv.name)] = Number(
@@ -218,5 +227,5 @@ export async function loadedCounts(
       message: `${db}: the deferred tables also hold ${String(applicationRows)} rows written by applications since the regular phase; they are left out of the comparison`,
     });
   }
-  return { counts, estimated, aggregates: new Set([...parents, ...plan.matviewKeys]) };
+  return { counts, estimated, aggregates: new Set([...parents, ...plan.matviewKeys]), checksums };
 }

@@ -99,7 +99,13 @@ export type DatabaseDoc =
   /** Its publication, slot and subscription (online mode). */
   | 'online.json'
   /** The units of the unreplicated tables' copy at cutover (online mode). */
-  | 'cutover_loads.json';
+  | 'cutover_loads.json'
+  /** The source's table checksums of the regular phase, taken in the snapshot its data was read in (--verify checksum). */
+  | 'src_checksums.json'
+  /** The same of the deferred phase (the deferred tables, in the snapshot their load read). */
+  | 'src_checksums.delayed.json'
+  /** The source's sequence values and large objects, read when its data was (see pipeline/objects.ts). */
+  | 'src_objects.json';
 
 /** Files a database's state keeps when it is forgotten: what proves the target copy is ours, the redo record, and the replication objects to drop before a new copy (online.json). */
 export const KEPT_BY_FORGET: readonly string[] = ['restore_started', 'redo.json', 'online.json'];

@@ -35,6 +35,7 @@ describe('resolveOptions', () => {
     assert.equal(o.disableDstOptimizations, false);
     assert.equal(o.fresh, false);
     assert.equal(o.fastVerify, false);
+    assert.equal(o.verify, 'count');
     assert.equal(o.splitTableBytes, 256 * 1024 * 1024);
     assert.equal(o.removeDumps, false);
     assert.deepEqual(o.includeDb, []);
@@ -50,6 +51,15 @@ describe('resolveOptions', () => {
     assert.equal(o.maxParallel, undefined);
     assert.equal(o.dumpParallel, undefined);
     assert.equal(o.restoreParallel, undefined);
+  });
+
+  it('--verify: count or checksum, and checksum not with --fast-verify', () => {
+    assert.equal(resolveOptions({ toHost: 't', verify: 'checksum' }, ENV).verify, 'checksum');
+    assert.throws(() => resolveOptions({ toHost: 't', verify: 'hash' }, ENV), /--verify must be one of count, checksum/);
+    assert.throws(
+      () => resolveOptions({ toHost: 't', verify: 'checksum', fastVerify: true }, ENV),
+      /--fast-verify .* and --verify checksum exclude each other/,
+    );
   });
 
   it('takes the state dir default from the env argument, not from process.env', () => {
