@@ -22,6 +22,7 @@ import { encodeName } from '../state/names.ts';
 import { ExitCode, MigrateError, errorMessage } from '../errors.ts';
 import type { EventSink } from '../events.ts';
 import { compareCounts, countTables } from './counts.ts';
+import { checksumOptions, compareChecksums } from './checksum.ts';
 import { type Context, type DatabaseJob } from './context.ts';
 import { copyLargeObjects, copySequences, fence, fenceRecord, unfence, waitForCatchUp, type FenceRecord } from './cutover-steps.ts';
 import { loadUnits, undoInterruptedLoad, type LoadSpec } from './deferred-load.ts';
@@ -40,7 +41,7 @@ export interface CutoverOptions {
 }
 
 export interface CutoverSummary {
-  databases: { name: string; sequences: number; tablesCopied: number; largeObjects: number; rows?: number }[];
+  databases: { name: string; sequences: number; tablesCopied: number; largeObjects: number; rows?: number; checksummed?: number }[];
   /** Seconds during which the source took no writes (from the end of the grace period, when the sessions still open were ended, to the end). */
   writeStopSeconds?: number;
   /** What a dry run would do, or what was done (one line each). */
@@ -147,7 +148,9 @@ export async function runCutover(
     summary.lines.push(`stopped writes on the source (${String(ended)} sessions ended after ${String(co.graceSeconds)} s)`);
 
     // 2. The source is quiet now: count it while the subscriptions catch up.
-    const sourceCounts = new Map(dbs.map(([db]) => [db, countTables({ server: source, database: db, verifyQueue: ctx.verifyQueue })]));
+    // With --verify checksum both sides' content is hashed too (no writes on either side now).
+    const checksum = options.verify === 'checksum' ? checksumOptions(sf.major, tf.major) : undefined;
+    const sourceCounts = new Map(dbs.map(([db]) => [db, countTables({ server: source, database: db, verifyQueue: ctx.verifyQueue, checksum })]));
     for (const p of sourceCounts.values()) p.catch(() => undefined); // awaited below; a failure surfaces there
     await waitForCatchUp(
       source,
@@ -233,10 +236,19 @@ async function finishDatabase(
   }
   if (load.tables.length > 0) await loadUnits(ctx, job, load, undefined, path.join(options.dumpRoot, `${encodeName(db)}.cutover.ranges`));
   const los = await copyLargeObjects(source, target, db);
-  const [a, b] = await Promise.all([sourceCounts, countTables({ server: target, database: db, verifyQueue: ctx.verifyQueue })]);
+  const checksum = options.verify === 'checksum' ? checksumOptions(ctx.sourceMajor, ctx.targetMajor) : undefined;
+  const [a, b] = await Promise.all([sourceCounts, countTables({ server: target, database: db, verifyQueue: ctx.verifyQueue, checksum })]);
   const cmp = compareCounts(a.counts, b.counts, new Set(), a.aggregates);
-  if (!cmp.ok) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${cmp.errors.slice(0, 10).join('; ')}`, ExitCode.failed);
-  return { name: db, sequences: seqs, tablesCopied: load.tables.length, largeObjects: los, rows: cmp.rows };
+  const errors = [...cmp.errors, ...(checksum ? compareChecksums(a.checksums, b.checksums, b.counts) : [])];
+  if (errors.length > 0) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${errors.slice(0, 10).join('; ')}`, ExitCode.failed);
+  return {
+    name: db,
+    sequences: seqs,
+    tablesCopied: load.tables.length,
+    largeObjects: los,
+    rows: cmp.rows,
+    ...(checksum ? { checksummed: Object.keys(b.checksums).length } : {}),
+  };
 }
 
 /**

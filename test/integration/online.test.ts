@@ -64,6 +64,7 @@ async function migrateWithWriters(
   dbs: string[],
   bulkRows: number,
   t: { diagnostic: (m: string) => void },
+  cutoverFlags: string[] = [],
 ): Promise<{ cutover: CliResult; results: WriterResult[] }> {
   const writers = dbs.map((db) => writer(src, db, { bulkRows }));
   await until('the writers to commit', () => writers.every((w) => w.commits >= 5));
@@ -77,7 +78,7 @@ async function migrateWithWriters(
   for (const w of writers) await targetCatchesUp(dst, w);
   const tCut = Date.now();
   const monitor = replicationMonitor(src);
-  const cutover = await runCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '1']), cliEnv(src, dst));
+  const cutover = await runCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '1', ...cutoverFlags]), cliEnv(src, dst));
   const tEnd = Date.now();
   const samples = await monitor.stop();
   assert.equal(cutover.code, 0, cutover.output);
@@ -113,7 +114,10 @@ test('writers in two databases throughout an online migration: after cutover the
     await src.query(`create database ${db}`);
     await createWriterTables(src, db, { bulkRows });
   }
-  const { cutover } = await migrateWithWriters(src, dst, ws, ['app1', 'app2'], bulkRows, t);
+  // The cutover compares content too (--verify checksum): equal across 12 → 18 once caught up.
+  const { cutover } = await migrateWithWriters(src, dst, ws, ['app1', 'app2'], bulkRows, t, ['--verify', 'checksum']);
+  for (const db of ['app1', 'app2'])
+    assert.match(cutover.stdout, new RegExp(`${db}: .* rows compared, [1-9]\\d* tables' content compared by checksum`), cutover.output);
   const stop = reportedWriteStop(cutover);
   t.diagnostic(`cutover reported: writes were stopped for ${String(stop)} s`);
   assert.ok(stop < 5, `writes were stopped for ${String(stop)} s:\n${cutover.output}`);
@@ -335,7 +339,7 @@ test('preflight on a source with wal_level = replica: exit 3 naming wal_level an
   assert.deepEqual((await dst.query('select datname from pg_database where datname = $1', ['shop'])).length, 0, 'nothing created on the target');
 });
 
-test('PostgreSQL 12 → 18: writers throughout an online migration; after cutover the target equals the source', async (t) => {
+test('PostgreSQL 12 → 18: writers throughout an online migration; after cutover (with --verify checksum) the target equals the source', async (t) => {
   const { src, dst, ws } = await setUp('onl-xv', { source: '12', target: '18' });
   assert.equal(src.major, 12);
   assert.equal(dst.major, 18);

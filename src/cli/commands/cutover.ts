@@ -1,7 +1,7 @@
 /** `pg-migrate cutover`: the end of an online migration (see pipeline/cutover.ts); --dry-run shows what it would do. */
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { runCutover } from '../../pipeline/cutover.ts';
-import { DEFAULTS, resolveOptions, type RawOptions } from '../../options.ts';
+import { DEFAULTS, resolveOptions, VERIFY_MODES, type RawOptions } from '../../options.ts';
 import { ExitCode, MigrateError } from '../../errors.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
 import { createReporter, useColor, type ProgressMode } from '../renderer.ts';
@@ -25,6 +25,12 @@ export const builder = <T>(y: Argv<T>) =>
       type: 'string',
       array: true,
       describe: "end only these roles' sessions on the source [default: every session but the tool's own]",
+    })
+    .option('verify', {
+      choices: VERIFY_MODES,
+      default: DEFAULTS.verify,
+      describe:
+        "count: every table's rows compared with writes stopped; checksum: also its content, hashed by both servers (adds a read of every table to the write stop)",
     })
     .option('dry-run', { type: 'boolean', default: false, describe: 'show what the cutover would do; change nothing' });
 
@@ -63,7 +69,7 @@ export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
   for (const line of summary.lines) process.stdout.write(`${line}\n`);
   for (const d of summary.databases) {
     process.stdout.write(
-      `${d.name}: ${String(d.sequences)} sequences set, ${String(d.tablesCopied)} tables copied, ${String(d.largeObjects)} large objects written, ${String(d.rows ?? 0)} rows compared\n`,
+      `${d.name}: ${String(d.sequences)} sequences set, ${String(d.tablesCopied)} tables copied, ${String(d.largeObjects)} large objects written, ${String(d.rows ?? 0)} rows compared${d.checksummed !== undefined ? `, ${String(d.checksummed)} tables' content compared by checksum` : ''}\n`,
     );
   }
   if (summary.error !== undefined) process.stderr.write(`pg-migrate: ${summary.error}\n`);
