@@ -36,6 +36,8 @@ export interface MigrateOptions {
   stateDir: string;
   /** @default true */
   migrateGlobals: boolean;
+  /** Keep each object's source owner; false: pg_restore --no-owner, everything owned by the target user. @default true */
+  owner: boolean;
   /** @default false */
   disableDstOptimizations: boolean;
   includeDb: string[];
@@ -126,6 +128,7 @@ export interface RawOptions {
   dumpRoot?: string;
   stateDir?: string;
   migrateGlobals?: boolean;
+  owner?: boolean;
   disableDstOptimizations?: boolean;
   includeDb?: string[];
   excludeDb?: string[];
@@ -151,6 +154,7 @@ export const DEFAULTS = {
   verifyConcurrency: 16,
   dumpRoot: 'pg_dumps',
   migrateGlobals: true,
+  owner: true,
   disableDstOptimizations: false,
   fastVerify: false,
   delayDropKeys: false,
@@ -295,6 +299,7 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
     dumpRoot: path.resolve(raw.dumpRoot ?? DEFAULTS.dumpRoot),
     stateDir: path.resolve(raw.stateDir ?? home),
     migrateGlobals: raw.migrateGlobals ?? DEFAULTS.migrateGlobals,
+    owner: raw.owner ?? DEFAULTS.owner,
     disableDstOptimizations: raw.disableDstOptimizations ?? DEFAULTS.disableDstOptimizations,
     includeDb: raw.includeDb ?? [],
     excludeDb: raw.excludeDb ?? [],

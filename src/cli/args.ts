@@ -64,6 +64,7 @@ export function migrateOptions<T>(y: Argv<T>) {
         'delay-table-data',
         'delay-drop-keys',
         'migrate-globals',
+        'owner',
         'overwrite-existing-roles',
         'disable-dst-optimizations',
         'fast-verify',
@@ -85,6 +86,12 @@ export function migrateOptions<T>(y: Argv<T>) {
         "also drop the deferred tables' PRIMARY KEY/UNIQUE constraints and foreign keys during their load (faster): nobody may write to those tables until the run ends",
     })
     .option('migrate-globals', { type: 'boolean', default: DEFAULTS.migrateGlobals, describe: 'copy roles and tablespaces (pg_dumpall --globals-only)' })
+    .option('owner', {
+      type: 'boolean',
+      default: DEFAULTS.owner,
+      describe:
+        "give each restored object its source owner; --no-owner gives them all to the target user (pg_restore --no-owner), e.g. for a target user that is not a superuser and may not make the source's owners (postgres) owners",
+    })
     .option('overwrite-existing-roles', {
       type: 'boolean',
       default: DEFAULTS.overwriteExistingRoles,

@@ -50,6 +50,12 @@ export interface DatabaseJob {
 /** pg_restore's --disable-triggers where the target user may use it (a superuser); without, the data goes in before triggers and foreign keys exist. */
 export const disableTriggers = (ctx: Pick<Context, 'targetSuperuser'>): string[] => (ctx.targetSuperuser ? ['--disable-triggers'] : []);
 
+/** What every restoring pg_restore gets: --disable-triggers where allowed, --no-owner when asked for. */
+export const restoreFlags = (ctx: Pick<Context, 'targetSuperuser' | 'options'>): string[] => [
+  ...disableTriggers(ctx),
+  ...(ctx.options.owner ? [] : ['--no-owner']),
+];
+
 /** The name of a job's database. */
 export const dbName = (job: DatabaseJob): string => job.plan.name;
 

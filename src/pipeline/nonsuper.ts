@@ -162,6 +162,10 @@ export async function nonSuperuserChecks(
       );
     }
   }
+  if (!options.owner) {
+    warnings.push(`--no-owner: every object restored is owned by the target user "${user}", not by its owner on the source`);
+    return out;
+  }
   const owners = new Map([...perDb].map(([db, f]) => [db, f.owners]));
   const willCreate = new Set(facts.target.createrole ? toCreate : []);
   const plan = ownershipPlan(owners, user, targetRoles, willCreate, await membershipRights(dst, facts.target.major));

@@ -81,13 +81,13 @@ export function ownershipPlan(
         );
     } else if (existing.superuser) {
       plan.problems.push(
-        `role ${role} ${where} on the source and is a superuser on the target, which "${targetUser}" (not a superuser) may not make an owner: on the source, give those objects to another role (REASSIGN OWNED BY ${role} TO <role> in each of those databases), or pass --to-user with a superuser`,
+        `role ${role} ${where} on the source and is a superuser on the target, which "${targetUser}" (not a superuser) may not make an owner: on the source, give those objects to another role (REASSIGN OWNED BY ${role} TO <role> in each of those databases), pass --no-owner to make the target user their owner, or pass --to-user with a superuser`,
       );
     } else if (can.get(role)?.member === true) continue;
     else if (can.get(role)?.grantable === true) plan.grant.push(role);
     else
       plan.problems.push(
-        `role ${role} ${where} on the source; the target user "${targetUser}" is not a member of it and may not grant it to itself: GRANT ${role} TO ${targetUser} on the target (as its admin), or pass --to-user with a superuser`,
+        `role ${role} ${where} on the source; the target user "${targetUser}" is not a member of it and may not grant it to itself: GRANT ${role} TO ${targetUser} on the target (as its admin), pass --no-owner to make the target user the owner, or pass --to-user with a superuser`,
       );
   }
   return plan;

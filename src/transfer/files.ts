@@ -5,7 +5,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { clientArgs } from '../pg/connect.ts';
-import { disableTriggers, type Context } from '../pipeline/context.ts';
+import { restoreFlags, type Context } from '../pipeline/context.ts';
 import { excludeDataArgs, type DataPath, type TransferIo } from './data-path.ts';
 
 export function fileDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'dumpDatabase' | 'restoreDatabase'> {
@@ -22,7 +22,7 @@ export function fileDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'dump
     },
     async restoreDatabase(db, opts) {
       const dir = io.location(db.name, 'regular');
-      const args = ['-j', String(db.restoreJobs), ...disableTriggers(ctx), '--create'];
+      const args = ['-j', String(db.restoreJobs), ...restoreFlags(ctx), '--create'];
       args.push(...(await io.restoreListSkipping(dir, opts?.skipConstraints)));
       args.push(...clientArgs(ctx.target, ctx.target.endpoint.database), dir);
       await io.run(tools.pgRestore.path, args);

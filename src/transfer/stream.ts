@@ -11,7 +11,7 @@ import { inSnapshot } from '../pg/snapshot.ts';
 import type { RelationName } from '../pg/sql.ts';
 import { hasForeignKey, POST_DATA_PASSES, postDataPasses, type PostDataPass } from '../pg/toc.ts';
 import type { SplitCopyResult } from '../events.ts';
-import { disableTriggers, together, type Context } from '../pipeline/context.ts';
+import { restoreFlags, together, type Context } from '../pipeline/context.ts';
 import { copyTablesInRanges, splitCandidates, type SplitTable } from './ranges.ts';
 import { excludeDataArgs, exactPattern, type DataPath, type TransferIo } from './data-path.ts';
 
@@ -30,14 +30,14 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
       const deferred = new Set(excludeData.map(exactPattern));
       const dbArg = `--dbname=${clientConninfo(ctx.source, db.name)}`;
       const intoDb = `--dbname=${clientConninfo(ctx.target, db.name)}`;
-      const restoreArgs = [...disableTriggers(ctx), '--create', `--dbname=${clientConninfo(ctx.target, ctx.target.endpoint.database)}`];
+      const restoreArgs = [...restoreFlags(ctx), '--create', `--dbname=${clientConninfo(ctx.target, ctx.target.endpoint.database)}`];
       const stem = io.location(db.name, 'regular');
       const fifo = `${stem}.fifo`;
       const postJobs = db.restoreJobs;
       const rangeJobs = Math.min(db.dumpJobs, postJobs);
       if (db.inPlace === true) {
         // Into the target's own database of that name, all or nothing: one transaction, no --create.
-        await io.pipe(fifo, [...snap, dbArg], ['--single-transaction', ...disableTriggers(ctx), intoDb]);
+        await io.pipe(fifo, [...snap, dbArg], ['--single-transaction', ...restoreFlags(ctx), intoDb]);
         return [];
       }
       const split = (await rangeCandidates(db.name, snapshot, rangeJobs)).filter((t) => !deferred.has(exactPattern(t)));
@@ -61,7 +61,7 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
         await io.pipe(fifo, ['--create', '--section=pre-data', ...snap, dbArg], restoreArgs);
         const dataArgs = ['--section=data', ...excludeDataArgs([...excludeData, ...split]), ...snap, dbArg];
         await together(
-          () => io.pipe(`${fifo}.data`, dataArgs, [...disableTriggers(ctx), intoDb]),
+          () => io.pipe(`${fifo}.data`, dataArgs, [...restoreFlags(ctx), intoDb]),
           async () => {
             copied = await copyTablesInRanges(ctx, db.name, snapshot ?? '', split, rangeJobs, `${stem}.ranges`);
           },
@@ -77,7 +77,7 @@ export function streamDataPath(ctx: Context, io: TransferIo): Pick<DataPath, 'st
         const list = passes[pass];
         if (list === undefined) continue;
         await writeFile(listFile(pass), list);
-        await io.run(tools.pgRestore.path, ['-j', String(postJobs), '-w', `--use-list=${listFile(pass)}`, intoDb, postFile]);
+        await io.run(tools.pgRestore.path, ['-j', String(postJobs), '-w', ...restoreFlags(ctx), `--use-list=${listFile(pass)}`, intoDb, postFile]);
       }
       for (const file of [postFile, ...POST_DATA_PASSES.map(listFile)]) await rm(file, { force: true });
       return copied;

@@ -232,3 +232,31 @@ test('after a kill -9, the membership the run granted the target user is revoked
   assert.match(third.stdout, /1 of 1 databases verified/, third.output);
   assert.equal(await memberOfApp(), false);
 });
+
+test("objects owned by the source's superuser: refused with what to do; --no-owner gives them to the target user", async () => {
+  const { src, dst, ws } = await setUp('nonsuper-noowner');
+  await Promise.all([seedTarget(dst), src.query(`create role reader login password '${READER_PASS}'`)]);
+  await src.query('grant pg_read_all_data to reader');
+  await src.query('create database legacy');
+  await src.query('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g', [], 'legacy');
+  await src.query('create view v as select count(*) from t', [], 'legacy');
+
+  const refused = await runCli(migrateArgs(src, dst, ws, [...users]), env);
+  assert.equal(refused.code, 3, refused.output);
+  assert.match(refused.output, /role postgres owns objects in legacy on the source and is a superuser on the target/, refused.output);
+  assert.match(refused.output, /--no-owner/, refused.output);
+  assert.deepEqual(await userDatabases(dst), []);
+
+  const r = await runCli(migrateArgs(src, dst, ws, [...users, '--no-owner']), env);
+  assert.equal(r.code, 0, r.output);
+  assert.match(r.output, /--no-owner: every object restored is owned by the target user "migrator"/, r.output);
+  await assertSameData(src, dst, 'legacy');
+  const [owners] = await dst.query<{ db: string; t: string; v: string }>(
+    `select (select pg_get_userbyid(datdba) from pg_database where datname = 'legacy') as db,
+            (select pg_get_userbyid(relowner) from pg_class where relname = 't') as t,
+            (select pg_get_userbyid(relowner) from pg_class where relname = 'v') as v`,
+    [],
+    'legacy',
+  );
+  assert.deepEqual(owners, { db: 'migrator', t: 'migrator', v: 'migrator' });
+});

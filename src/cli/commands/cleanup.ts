@@ -1,9 +1,10 @@
 /** `pg-migrate cleanup`: removes what killed runs left (a tuning on the target, locks, passfiles, client programs, sessions), and on request the dumps and the state. */
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { cleanup } from '../../pipeline/cleanup.ts';
-import { resolveOptions, type RawOptions } from '../../options.ts';
+import { type RawOptions } from '../../options.ts';
 import { ExitCode, MigrateError } from '../../errors.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
+import { commandOptions } from './common.ts';
 import { DEFAULTS } from '../../options.ts';
 
 export const command = 'cleanup';
@@ -18,13 +19,8 @@ export const builder = <T>(y: Argv<T>) =>
 type CleanupArgs = ArgumentsCamelCase<RawOptions & { removeDumps: boolean; removeState: boolean }>;
 
 export async function runCleanupCommand(argv: CleanupArgs): Promise<number> {
-  let options;
-  try {
-    options = resolveOptions(argv, process.env, { targetRequired: false });
-  } catch (err) {
-    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
-    return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
-  }
+  const options = commandOptions(argv, { targetRequired: false });
+  if (typeof options === 'number') return options;
   const appName = `pg-migrate/cleanup-${String(process.pid)}`;
   try {
     const report = await cleanup({

@@ -1,11 +1,10 @@
 /** `pg-migrate cutover`: the end of an online migration (see pipeline/cutover.ts); --dry-run shows what it would do. */
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { runCutover } from '../../pipeline/cutover.ts';
-import { DEFAULTS, resolveOptions, VERIFY_MODES, type RawOptions } from '../../options.ts';
-import { ExitCode, MigrateError } from '../../errors.ts';
+import { DEFAULTS, VERIFY_MODES, type RawOptions } from '../../options.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
 import { createReporter, useColor, type ProgressMode } from '../renderer.ts';
-import { authenticateEarly } from '../../pg/connect.ts';
+import { commandOptions, authenticateBoth } from './common.ts';
 
 export const command = 'cutover';
 export const describe =
@@ -39,17 +38,9 @@ type CutoverArgs = ArgumentsCamelCase<
 >;
 
 export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
-  let options;
-  try {
-    options = resolveOptions(argv);
-  } catch (err) {
-    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
-    return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
-  }
-  await authenticateEarly([
-    { side: 'target', endpoint: options.to, appName: 'pg-migrate' },
-    { side: 'source', endpoint: options.from, appName: 'pg-migrate' },
-  ]);
+  const options = commandOptions(argv);
+  if (typeof options === 'number') return options;
+  await authenticateBoth(options);
   const reporter = createReporter(process.stderr, argv.progress, useColor(process.stderr, argv.color));
   const summary = await runCutover(
     options,

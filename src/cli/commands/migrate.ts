@@ -2,10 +2,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
-import { migrate, resolveOptions, type RawOptions } from '../../index.ts';
-import { ExitCode, MigrateError } from '../../errors.ts';
+import { migrate, type RawOptions } from '../../index.ts';
+import { ExitCode } from '../../errors.ts';
 import { ChildRegistry } from '../../proc/run.ts';
-import { authenticateEarly } from '../../pg/connect.ts';
 import { renderSummary } from '../../ui/summary.ts';
 import { buildReport } from '../../ui/report.ts';
 import type { Reporter } from '../../ui/progress.ts';
@@ -13,6 +12,7 @@ import { migrateOptions } from '../args.ts';
 import { createReporter, teeReporter, useColor, type ProgressMode } from '../renderer.ts';
 import { openLogFile } from '../log-file.ts';
 import { withSignals } from '../signals.ts';
+import { commandOptions, authenticateBoth } from './common.ts';
 import { TOOL_VERSION } from '../version.ts';
 
 export const command = ['migrate', '$0'];
@@ -24,13 +24,8 @@ type MigrateArgs = ArgumentsCamelCase<RawOptions & { progress: ProgressMode; col
 
 /** Runs the migration as the command line asks; returns the exit code. */
 export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
-  let options;
-  try {
-    options = resolveOptions(argv);
-  } catch (err) {
-    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
-    return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
-  }
+  const options = commandOptions(argv);
+  if (typeof options === 'number') return options;
   const children = new ChildRegistry();
   let log: Reporter | undefined;
   if (argv.logFile !== undefined) {
@@ -42,10 +37,7 @@ export async function runMigrateCommand(argv: MigrateArgs): Promise<number> {
       return ExitCode.usage;
     }
   }
-  await authenticateEarly([
-    { side: 'target', endpoint: options.to, appName: 'pg-migrate' },
-    { side: 'source', endpoint: options.from, appName: 'pg-migrate' },
-  ]);
+  await authenticateBoth(options);
   // Progress on stderr; stdout holds only the summary or the JSON report.
   const display = createReporter(process.stderr, argv.progress, useColor(process.stderr, argv.color));
   const reporter = log ? teeReporter(display, log) : display;

@@ -1,9 +1,10 @@
 /** `pg-migrate plan`: everything preflight checks and what the run would do; changes nothing. Exit 0 when the run could start, 3 when not. */
 import os from 'node:os';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
-import { inspectMigration, resolveOptions, type RawOptions } from '../../index.ts';
-import { ExitCode, MigrateError } from '../../errors.ts';
+import { inspectMigration, type RawOptions } from '../../index.ts';
+import { ExitCode } from '../../errors.ts';
 import { renderPlan } from '../../ui/plan.ts';
+import { commandOptions } from './common.ts';
 import { migrateOptions } from '../args.ts';
 
 export const command = 'plan';
@@ -13,13 +14,8 @@ export const builder = <T>(y: Argv<T>) => migrateOptions(y).option('json', { typ
 type PlanArgs = ArgumentsCamelCase<RawOptions & { json: boolean }>;
 
 export async function runPlanCommand(argv: PlanArgs): Promise<number> {
-  let options;
-  try {
-    options = resolveOptions(argv);
-  } catch (err) {
-    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
-    return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
-  }
+  const options = commandOptions(argv);
+  if (typeof options === 'number') return options;
   const r = await inspectMigration(options, { cores: os.availableParallelism() });
   const canStart = r.problems.length === 0;
   if (argv.json) process.stdout.write(`${JSON.stringify({ canStart, ...r }, null, 2)}\n`);

@@ -4,7 +4,7 @@
  * server cannot be reached.
  */
 import type { ArgumentsCamelCase, Argv } from 'yargs';
-import { resolveOptions, type RawOptions } from '../../options.ts';
+import { type RawOptions } from '../../options.ts';
 import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage } from '../../errors.ts';
 import { ChildRegistry } from '../../proc/run.ts';
 import { authenticateEarly } from '../../pg/connect.ts';
@@ -12,6 +12,7 @@ import { compareServers } from '../../pipeline/compare.ts';
 import { renderComparison } from '../../ui/verify.ts';
 import { DEFAULTS } from '../../options.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
+import { commandOptions } from './common.ts';
 import { withSignals } from '../signals.ts';
 
 export const command = 'verify';
@@ -32,13 +33,8 @@ export const builder = <T>(y: Argv<T>) =>
 type VerifyArgs = ArgumentsCamelCase<RawOptions & { checksum: boolean; json: boolean }>;
 
 export async function runVerifyCommand(argv: VerifyArgs): Promise<number> {
-  let options;
-  try {
-    options = resolveOptions(argv);
-  } catch (err) {
-    process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
-    return err instanceof MigrateError ? err.exitCode : ExitCode.usage;
-  }
+  const options = commandOptions(argv);
+  if (typeof options === 'number') return options;
   await authenticateEarly([
     { side: 'source', endpoint: options.from, appName: 'pg-migrate' },
     { side: 'target', endpoint: options.to, appName: 'pg-migrate' },
