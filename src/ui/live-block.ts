@@ -63,6 +63,16 @@ export interface LiveBlock {
   close(): Promise<void>;
 }
 
+/** The terminal's size, or 80×24 when it tells none (0 under script(1) or a pseudo-terminal never sized). */
+export const termSize = (out: NodeJS.WriteStream): { columns: number; rows: number } => ({ columns: out.columns || 80, rows: out.rows || 24 });
+
+/** `out` as listr2 and log-update see it: its size never 0 (they would wrap every line to nothing). */
+function sized(out: NodeJS.WriteStream): NodeJS.WriteStream {
+  return new Proxy(out, {
+    get: (target, prop, receiver): unknown => (prop === 'columns' || prop === 'rows' ? termSize(target)[prop] : Reflect.get(target, prop, receiver)),
+  });
+}
+
 /** Starts the block on `out` with its first state (lines that already fit `out.columns - LISTR_MARGIN`). */
 export function startLiveBlock(out: NodeJS.WriteStream, color: boolean, title: string, lines: string[]): LiveBlock {
   // listr2 takes a second stream (for its stderr levels, which the default renderer does not use).
@@ -73,7 +83,7 @@ export function startLiveBlock(out: NodeJS.WriteStream, color: boolean, title: s
   });
   const logger = new ListrLogger<ListrDefaultRendererLogLevels>({
     useIcons: true,
-    processOutput: new ProcessOutput(out, sink as unknown as NodeJS.WriteStream),
+    processOutput: new ProcessOutput(sized(out), sink as unknown as NodeJS.WriteStream),
   });
   const paint = painter(color);
   const iconColor = Object.fromEntries(

@@ -2,7 +2,7 @@ import type { MigrateEvent } from '../events.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 import { ProgressModel } from './progress-model.ts';
 import { liveLines, plainProgressLines } from './progress-lines.ts';
-import { LISTR_MARGIN, painter, startLiveBlock, type LiveBlock } from './live-block.ts';
+import { LISTR_MARGIN, painter, startLiveBlock, termSize, type LiveBlock } from './live-block.ts';
 
 export interface Reporter {
   onEvent(event: MigrateEvent): void;
@@ -79,12 +79,10 @@ export function ttyReporter(out: NodeJS.WriteStream, color: boolean): Reporter {
   const paint = painter(color);
   let block: LiveBlock | undefined;
   let tick: NodeJS.Timeout | undefined;
-  const lines = (): string[] =>
-    liveLines(
-      { inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(performance.now()) },
-      (out.columns || 80) - LISTR_MARGIN,
-      out.rows || 24,
-    );
+  const lines = (): string[] => {
+    const { columns, rows } = termSize(out);
+    return liveLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(performance.now()) }, columns - LISTR_MARGIN, rows);
+  };
   const refresh = (): void => {
     if (!block) return;
     const l = lines();
