@@ -4,7 +4,7 @@
  */
 import { Writable } from 'node:stream';
 import { styleText } from 'node:util';
-import { DefaultRenderer, Listr, ListrDefaultRendererLogLevels, ListrLogger, ProcessOutput, type ListrTaskWrapper } from 'listr2';
+import { DefaultRenderer, Listr, ListrDefaultRendererLogLevels, ListrLogger, ProcessOutput, Spinner, type ListrTaskWrapper } from 'listr2';
 
 /** Columns listr2 takes from a line: its icon or the indentation of the output, and its own margin. */
 export const LISTR_MARGIN = 5;
@@ -49,6 +49,25 @@ class BlockRenderer extends DefaultRenderer {
     updater.persist(text);
     this.update();
     return true;
+  }
+}
+
+/** listr2's spinner, whose timer does not keep the process alive (as the block's own timer does not). */
+class UnrefSpinner extends Spinner {
+  private timer: NodeJS.Timeout | undefined;
+  override start(cb?: () => void, interval = 100): void {
+    this.timer = setInterval(() => {
+      this.spin();
+      cb?.();
+    }, interval);
+    this.timer.unref();
+  }
+  override stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+  override isRunning(): boolean {
+    return this.timer !== undefined;
   }
 }
 
@@ -119,6 +138,7 @@ export function startLiveBlock(out: NodeJS.WriteStream, color: boolean, title: s
       rendererOptions: {
         logger,
         formatOutput: 'truncate',
+        spinner: new UnrefSpinner(),
         // The output is the whole block in one piece: its lines aligned under the title's text.
         icon: { [ListrDefaultRendererLogLevels.OUTPUT]: ' ' },
         color: iconColor,
