@@ -79,18 +79,17 @@ export function ttyReporter(out: NodeJS.WriteStream, color: boolean): Reporter {
   const paint = painter(color);
   let block: LiveBlock | undefined;
   let tick: NodeJS.Timeout | undefined;
-  const lines = (): string[] => {
+  /** The block: the totals, then the failures (red) and the databases in flight. */
+  const blockNow = (): { totals: string; rest: string[] } => {
     const { columns, rows } = termSize(out);
-    return liveLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(performance.now()) }, columns - LISTR_MARGIN, rows);
+    const lines = liveLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(performance.now()) }, columns - LISTR_MARGIN, rows);
+    const totals = lines.pop() ?? '';
+    return { totals, rest: lines.map((l) => (l.startsWith('✖') ? paint('red', l) : l)) };
   };
   const refresh = (): void => {
     if (!block) return;
-    const l = lines();
-    const totals = l.pop() ?? '';
-    block.set(
-      totals,
-      l.map((x) => (x.startsWith('✖') ? paint('red', x) : x)),
-    );
+    const { totals, rest } = blockNow();
+    block.set(totals, rest);
   };
   const lasting = (text: string[]): void => {
     if (block) block.above(text);
@@ -102,8 +101,8 @@ export function ttyReporter(out: NodeJS.WriteStream, color: boolean): Reporter {
       const text = eventText(e, true);
       lasting(e.type === 'warning' ? text.map((l) => paint('yellow', l)) : text);
       if (e.type === 'plan' && !block) {
-        const l = lines();
-        block = startLiveBlock(out, color, l.pop() ?? '', l);
+        const { totals, rest } = blockNow();
+        block = startLiveBlock(out, color, totals, rest);
         tick = setInterval(refresh, 1000);
         tick.unref();
       } else if (e.type === 'phase') refresh();
