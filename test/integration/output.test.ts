@@ -136,5 +136,4 @@ test('--log-file, stdout against stderr, --json, NO_COLOR and --no-color', async
     assert.match(out, /1\/1 done, 0 in flight, 0 queued, 0 failed/, out);
     assert.ok(!sgr.test(out), `${how}: a colour sequence in the live display:\n${JSON.stringify(out)}`);
   }
-  if (process.env.PGM_DUMP_TTY) await fs.writeFile(process.env.PGM_DUMP_TTY, liveColoured);
 });
