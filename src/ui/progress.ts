@@ -2,6 +2,7 @@ import type { MigrateEvent } from '../events.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 import { ProgressModel } from './progress-model.ts';
 import { liveLines, plainProgressLines } from './progress-lines.ts';
+import { LISTR_MARGIN, painter, startLiveBlock, termSize, type LiveBlock } from './live-block.ts';
 
 export interface Reporter {
   onEvent(event: MigrateEvent): void;
@@ -68,49 +69,48 @@ export function plainReporter(out: Out, progressEveryMs = PLAIN_PROGRESS_EVERY_M
   };
 }
 
-const ESC = '\u001b[';
-
 /**
- * The live display on a terminal: lasting lines (stages, warnings) scroll above a block redrawn every
- * second at the bottom: the failures, the databases in flight, and one line of totals. The block keeps
- * to the terminal's width and height, so the totals never scroll away.
+ * The live display on a terminal, drawn by listr2: lasting lines (stages, warnings) scroll above a block
+ * redrawn every second at the bottom: the line of totals, then the failures and the databases in flight.
+ * The block keeps to the terminal's width and height, so the totals never scroll away.
  */
 export function ttyReporter(out: NodeJS.WriteStream, color: boolean): Reporter {
-  const t0 = performance.now();
-  const model = new ProgressModel(t0);
-  let drawn = 0;
+  const model = new ProgressModel(performance.now());
+  const paint = painter(color);
+  let block: LiveBlock | undefined;
   let tick: NodeJS.Timeout | undefined;
-  const paint = (lasting: string[]): void => {
-    let s = drawn > 0 ? `${ESC}${String(drawn)}A\r${ESC}J` : '';
-    for (const l of lasting) s += `${l}\n`;
-    const lines = model.planned
-      ? liveLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(performance.now()) }, out.columns || 80, out.rows || 24)
-      : [];
-    const last = lines.length - 1;
-    lines.forEach((l, i) => {
-      const styled = !color ? l : i === last ? `${ESC}1m${l}${ESC}22m` : l.startsWith('✖') ? `${ESC}31m${l}${ESC}39m` : l;
-      s += `${styled}\n`;
-    });
-    drawn = lines.length;
-    out.write(s);
+  /** The block: the totals, then the failures (red) and the databases in flight. */
+  const blockNow = (): { totals: string; rest: string[] } => {
+    const { columns, rows } = termSize(out);
+    const lines = liveLines({ inFlight: model.inFlight(), failed: model.failed(), totals: model.totals(performance.now()) }, columns - LISTR_MARGIN, rows);
+    const totals = lines.pop() ?? '';
+    return { totals, rest: lines.map((l) => (l.startsWith('✖') ? paint('red', l) : l)) };
+  };
+  const refresh = (): void => {
+    if (!block) return;
+    const { totals, rest } = blockNow();
+    block.set(totals, rest);
+  };
+  const lasting = (text: string[]): void => {
+    if (block) block.above(text);
+    else if (text.length > 0) out.write(`${text.join('\n')}\n`);
   };
   return {
     onEvent(e) {
       model.onEvent(e, performance.now());
-      const lasting = eventText(e, true);
-      if (e.type === 'plan' && !tick) {
-        tick = setInterval(() => {
-          paint([]);
-        }, 1000);
+      const text = eventText(e, true);
+      lasting(e.type === 'warning' ? text.map((l) => paint('yellow', l)) : text);
+      if (e.type === 'plan' && !block) {
+        const { totals, rest } = blockNow();
+        block = startLiveBlock(out, color, totals, rest);
+        tick = setInterval(refresh, 1000);
         tick.unref();
-      }
-      if (lasting.length > 0) paint(color && e.type === 'warning' ? lasting.map((l) => `${ESC}33m${l}${ESC}39m`) : lasting);
-      else if (e.type === 'phase') paint([]);
+      } else if (e.type === 'phase') refresh();
     },
-    close() {
+    async close() {
       if (tick) clearInterval(tick);
-      if (model.planned) paint([]);
-      return Promise.resolve();
+      refresh();
+      await block?.close();
     },
   };
 }

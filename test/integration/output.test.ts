@@ -118,4 +118,22 @@ test('--log-file, stdout against stderr, --json, NO_COLOR and --no-color', async
     assert.match(out, /1 of 1 databases verified/, out);
     assert.ok(!out.includes(ESC), `${how}: an escape sequence in:\n${JSON.stringify(out)}`);
   }
+
+  // 4. The live display (listr2) on a terminal: the final block stays; colour (SGR sequences) by default,
+  // none with --no-color or NO_COLOR (only the cursor movements that redraw the block).
+  const sgr = new RegExp(`${ESC}\\[[0-9;]*m`);
+  const live = [...args, '--progress', 'tty'];
+  const liveColoured = await onTerminal(live, cliEnv(src, dst));
+  assert.match(liveColoured, /1\/1 done, 0 in flight, 0 queued, 0 failed/, liveColoured);
+  assert.match(liveColoured, /preflight: start/);
+  assert.ok(sgr.test(liveColoured), `colour expected in the live display:\n${JSON.stringify(liveColoured)}`);
+  for (const [how, extra, env] of [
+    ['NO_COLOR', [], { NO_COLOR: '1' }],
+    ['--no-color', ['--no-color'], {}],
+  ] as const) {
+    const out = await onTerminal([...live, ...extra], { ...cliEnv(src, dst), ...env });
+    assert.match(out, /1 of 1 databases verified/, out);
+    assert.match(out, /1\/1 done, 0 in flight, 0 queued, 0 failed/, out);
+    assert.ok(!sgr.test(out), `${how}: a colour sequence in the live display:\n${JSON.stringify(out)}`);
+  }
 });
