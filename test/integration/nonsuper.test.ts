@@ -84,15 +84,15 @@ for (const dataPath of ['stream', 'files'] as const) {
 
     const r = await runCli(migrateArgs(src, dst, ws, [...users, ...pathArgs]), env);
     assert.equal(r.code, 0, r.output);
-    assert.match(r.stdout, /1 of 1 databases verified; globals: done/, r.output);
+    assert.match(r.output, /1 of 1 databases verified; globals: done/, r.output);
     assert.deepEqual(await userDatabases(dst), ['shop']);
     await assertSameData(src, dst, 'shop');
-    if (dataPath === 'stream') assert.match(r.stdout, /"public"\."orders" in ranges/, r.output);
+    if (dataPath === 'stream') assert.match(r.output, /"public"\."orders" in ranges/, r.output);
 
     // Roles: created, without passwords (listed), without the attributes only a superuser gives (named).
-    assert.match(r.stdout, /login roles created without a password \(the source user may not read passwords\): app, ops, reader;/, r.output);
-    assert.match(r.stdout, /role ops: not granted REPLICATION/, r.output);
-    assert.match(r.stdout, /role ops: not granted BYPASSRLS/, r.output);
+    assert.match(r.output, /login roles created without a password \(the source user may not read passwords\): app, ops, reader;/, r.output);
+    assert.match(r.output, /role ops: not granted REPLICATION/, r.output);
+    assert.match(r.output, /role ops: not granted BYPASSRLS/, r.output);
     const ops = await roleOn(dst, 'ops');
     assert.deepEqual(ops, { login: true, replication: false, bypassrls: false, password: false, memberOf: ['analyst'] });
     assert.equal((await roleOn(dst, 'app'))?.password, false);
@@ -114,7 +114,7 @@ for (const dataPath of ['stream', 'files'] as const) {
     );
     assert.deepEqual(props, { limit: 50, settings: ['work_mem=8MB'], comment: 'the shop' });
     assert.deepEqual((await roleOn(dst, 'migrator'))?.memberOf, ['provider_admin'], 'the memberships granted for the run are revoked');
-    assert.match(r.stdout, /revoked the target user's memberships granted for the run: app/, r.output);
+    assert.match(r.output, /revoked the target user's memberships granted for the run: app/, r.output);
     // Triggers and foreign keys are there and work.
     await assert.rejects(dst.query('insert into orders values (999999, 123456, 1)', [], 'shop'), /foreign key/);
     const [touched] = await dst.query<{ total: string }>('insert into orders values (999999, 1, null) returning total', [], 'shop');
@@ -184,10 +184,10 @@ test('PostgreSQL 18 target (CREATEROLE users administer the roles they create): 
     const confBefore = await autoConf(dst);
     const r = await runCli(migrateArgs(src, dst, ws, users), env);
     assert.equal(r.code, 0, r.output);
-    assert.match(r.stdout, /1 of 1 databases verified; globals: done/, r.output);
+    assert.match(r.output, /1 of 1 databases verified; globals: done/, r.output);
     await assertSameData(src, dst, 'shop');
     // 16+: a CREATEROLE user may grant only roles it has ADMIN on (those it created): pg_read_all_data is named, not granted.
-    assert.match(r.stdout, /role reader: not granted GRANT pg_read_all_data TO reader/, r.output);
+    assert.match(r.output, /role reader: not granted GRANT pg_read_all_data TO reader/, r.output);
     assert.deepEqual((await roleOn(dst, 'ops'))?.memberOf, ['analyst']);
     const [owner] = await dst.query<{ o: string }>("select pg_get_userbyid(relowner) as o from pg_class where relname = 'orders'", [], 'shop');
     assert.equal(owner?.o, 'app');
@@ -228,7 +228,7 @@ test('after a kill -9, the membership the run granted the target user is revoked
   await killRun(second, ws, [src, dst]);
   const third = await runCli(args, env);
   assert.equal(third.code, 0, third.output);
-  assert.match(third.stdout, /revoked the memberships an interrupted earlier run had granted the target user: app/, third.output);
+  assert.match(third.output, /revoked the memberships an interrupted earlier run had granted the target user: app/, third.output);
   assert.match(third.stdout, /1 of 1 databases verified/, third.output);
   assert.equal(await memberOfApp(), false);
 });

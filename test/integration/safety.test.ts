@@ -223,7 +223,7 @@ async function toLegacyLayout(stateDir: string): Promise<void> {
     for (const name of await fs.readdir(dir)) {
       const from = path.join(dir, name);
       // Written by the new layout only.
-      if (name === 'delayed_loads.json' || name === 'loads' || name === 'redo.json') continue;
+      if (name === 'delayed_loads.json' || name === 'loads' || name === 'redo.json' || name === 'src_objects.json') continue;
       if (name === 'restore_started') {
         // The first layout recorded no oid.
         const rest = readJson<Record<string, unknown>>(from);
