@@ -101,3 +101,19 @@ export function describeConnectError(err: unknown, server: Server, database: str
       return new MigrateError(`cannot connect to ${where} (database "${database}"): ${message}`);
   }
 }
+
+/**
+ * A failure that says the server is away for a while rather than refusing us: it is shutting down,
+ * starting up or in recovery after a crash, refused or dropped the connection (a restart), or ended our
+ * session. Worth trying again; a wrong password or a missing database is not.
+ */
+export function serverAway(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown; serverAway?: unknown };
+  if (e.serverAway === true) return true;
+  const codes = ['57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOENT'];
+  if (typeof e.code === 'string' && codes.includes(e.code)) return true;
+  return (
+    typeof e.message === 'string' &&
+    /Connection terminated|the database system is (starting up|shutting down|in recovery mode|not yet accepting)/i.test(e.message)
+  );
+}

@@ -9,7 +9,7 @@ import type { Endpoint } from './endpoint.ts';
 import { withPassword } from './endpoint.ts';
 import { toLibpqConninfo, type ConnectionSpec, type HostTarget } from './conninfo.ts';
 import { connectSpec, toClientConfigs } from './conninfo-node.ts';
-import { describeConnectError, needsPassword } from './connect-errors.ts';
+import { describeConnectError, needsPassword, serverAway } from './connect-errors.ts';
 import { MigrateError } from '../errors.ts';
 
 export { describeConnectError } from './connect-errors.ts';
@@ -191,46 +191,6 @@ export async function connect(server: Server, database: string): Promise<pg.Clie
     throw described;
   }
   return client;
-}
-
-/**
- * A failure that says the server is away for a while rather than refusing us: it is shutting down,
- * starting up or in recovery after a crash, refused or dropped the connection (a restart), or ended our
- * session. Worth trying again; a wrong password or a missing database is not.
- */
-export function serverAway(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown; serverAway?: unknown };
-  if (e.serverAway === true) return true;
-  const codes = ['57P01', '57P02', '57P03', '08000', '08003', '08006', '08001', '08004', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOENT'];
-  if (typeof e.code === 'string' && codes.includes(e.code)) return true;
-  return (
-    typeof e.message === 'string' &&
-    /Connection terminated|the database system is (starting up|shutting down|in recovery mode|not yet accepting)/i.test(e.message)
-  );
-}
-
-/**
- * withClient for what must happen even when the server is briefly away (restarting, recovering):
- * connection failures that say so are retried every second for up to `seconds`, `onWait` told once.
- */
-export async function withClientRetrying<T>(
-  server: Server,
-  database: string,
-  fn: (c: pg.Client) => Promise<T>,
-  opts: { seconds: number; onWait?: (why: string) => void },
-): Promise<T> {
-  const deadline = Date.now() + opts.seconds * 1000;
-  let told = false;
-  for (;;) {
-    try {
-      return await withClient(server, database, fn);
-    } catch (err) {
-      if (!serverAway(err) || Date.now() >= deadline) throw err;
-      if (!told) opts.onWait?.((err as Error).message);
-      told = true;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
 }
 
 export async function withClient<T>(server: Server, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {

@@ -6,7 +6,8 @@
  * back and the locks are released.
  */
 import type { MigrateOptions } from '../options.ts';
-import { authenticate, terminateSessions, withClient, withClientRetrying, oneRow, type Server } from '../pg/connect.ts';
+import { authenticate, terminateSessions, withClient, oneRow, type Server } from '../pg/connect.ts';
+import { withClientRetrying } from '../pg/retry.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import type { ChildRegistry } from '../proc/run.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
