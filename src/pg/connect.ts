@@ -113,6 +113,8 @@ export async function authenticateEarly(servers: Server[]): Promise<void> {
 export function sessionOptions(versionNum: number): string {
   const settings = ['statement_timeout=0', 'default_transaction_read_only=off'];
   if (versionNum >= 90300) settings.push('lock_timeout=0');
+  // As pg_dump: a table whose row-level security would hide rows from the tool's user is an error, never a partial count or checksum.
+  if (versionNum >= 90500) settings.push('row_security=off');
   if (versionNum >= 90600) settings.push('idle_in_transaction_session_timeout=0');
   if (versionNum >= 140000) settings.push('idle_session_timeout=0');
   if (versionNum >= 170000) settings.push('transaction_timeout=0');

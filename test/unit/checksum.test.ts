@@ -22,6 +22,15 @@ describe('checksumSql', () => {
     assert.match(sql, /substr\(h, 17, 16\)\)::bit\(64\)::bigint::numeric/);
     assert.doesNotMatch(sql, /where/);
   });
+  it('with both servers 11+ in a UTF8 database: hashtextextended with two seeds, summed (exact numeric sums of bigints)', () => {
+    const sql = checksumSql('"s"."t"', { only: true, fast: true });
+    assert.match(sql, /sum\(hashtextextended\(h, 0\)\)/);
+    assert.match(sql, /sum\(hashtextextended\(h, 1\)\)/);
+    assert.match(sql, /select \(pgm_row\.\*\)::text as h from only "s"\."t" pgm_row\)/);
+    assert.doesNotMatch(sql, /md5/);
+    assert.equal(checksumOptions(11, 18).fastHash, true);
+    assert.equal(checksumOptions(10, 18).fastHash, false);
+  });
   it('a page range reads only its pages; without only for a table whose children count', () => {
     const sql = checksumSql('"s"."t"', { only: false, range: { from: 10, to: 20 } });
     assert.match(sql, /from "s"\."t" pgm_row where ctid >= '\(10,0\)'::tid and ctid < '\(20,0\)'::tid\) s$/);
@@ -41,9 +50,9 @@ describe('settingsSql', () => {
     assert.ok(floatsComparable(12, 18));
     assert.ok(floatsComparable(10, 11));
     assert.ok(!floatsComparable(11, 12));
-    assert.deepEqual(checksumOptions(12, 18), { floatDigits: 3 });
-    assert.deepEqual(checksumOptions(10, 11), { floatDigits: 3 });
-    assert.deepEqual(checksumOptions(10, 18), { floatDigits: 0 });
+    assert.deepEqual(checksumOptions(12, 18), { floatDigits: 3, fastHash: true });
+    assert.deepEqual(checksumOptions(10, 11), { floatDigits: 3, fastHash: false });
+    assert.deepEqual(checksumOptions(10, 18), { floatDigits: 0, fastHash: false });
     assert.match(settingsSql(checksumOptions(18, 10)), /set_config\('extra_float_digits', '0', false\)/);
   });
 });
