@@ -3,6 +3,7 @@
  * whatever the display, appended to FILE (created 0600). Every line goes through redact() first.
  */
 import { createWriteStream } from 'node:fs';
+import { chmod } from 'node:fs/promises';
 import { once } from 'node:events';
 import type { ChildRegistry } from '../proc/run.ts';
 import { plainReporter, type Reporter } from '../ui/progress.ts';
@@ -12,6 +13,8 @@ import { redact } from '../ui/redact.ts';
 export async function openLogFile(file: string, children: ChildRegistry, secrets: () => (string | undefined)[]): Promise<Reporter> {
   const stream = createWriteStream(file, { flags: 'a', mode: 0o600 });
   await once(stream, 'open');
+  // An existing log keeps the mode it had: make it private too (it holds server messages and names).
+  await chmod(file, 0o600).catch(() => undefined);
   // Read at each line: a password asked at the prompt comes after the log is opened.
   const sink = {
     write: (chunk: string): boolean =>

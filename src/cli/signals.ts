@@ -24,6 +24,12 @@ export async function withSignals<T>(children: ChildRegistry, fn: (signal: Abort
       process.exit(ExitCode.interrupted);
     }
   };
+  // A terminal that went away (a dropped ssh session: SIGHUP) makes writes to it fail with EIO or
+  // EPIPE; such an error must not end the process before the run has stopped its children and put
+  // the target back. Output is lost then, never the clean-up.
+  const ignore = (): void => undefined;
+  process.stdout.on('error', ignore);
+  process.stderr.on('error', ignore);
   for (const s of SIGNALS) process.on(s, onSignal);
   try {
     return await fn(controller.signal);

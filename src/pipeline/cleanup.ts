@@ -107,23 +107,39 @@ export async function cleanup(o: CleanupOptions): Promise<CleanupReport> {
         try {
           const c = targetLock.session;
           const id = oneRow(await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
-          const r = await recoverTuning(c, store, { host: o.target.endpoint.host, port: o.target.endpoint.port, systemIdentifier: id });
-          if (r === 'reverted') report.done.push('reverted the tuning an interrupted run had left on the target to the values it had before');
-          else if (r === 'other-server')
-            report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
-          else report.done.push('the target carries no tuning of pg-migrate');
-          const revoked = await revokeOwnerRoles(c, store);
-          if (revoked.length > 0) report.done.push(`revoked the memberships an interrupted run had granted the target user: ${revoked.join(', ')}`);
+          try {
+            const r = await recoverTuning(c, store, { host: o.target.endpoint.host, port: o.target.endpoint.port, systemIdentifier: id });
+            if (r === 'reverted') report.done.push('reverted the tuning an interrupted run had left on the target to the values it had before');
+            else if (r === 'other-server')
+              report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
+            else report.done.push('the target carries no tuning of pg-migrate');
+          } catch (err) {
+            report.problems.push(`the target's tuning could not be reverted: ${errorMessage(err)}`);
+          }
+          // Independently of the tuning: one failing does not keep the other from being put back.
+          try {
+            const revoked = await revokeOwnerRoles(c, store);
+            if (revoked.length > 0) report.done.push(`revoked the memberships an interrupted run had granted the target user: ${revoked.join(', ')}`);
+          } catch (err) {
+            report.problems.push(errorMessage(err));
+          }
         } finally {
           await targetLock.release();
         }
       } catch (err) {
         report.problems.push(`the target could not be cleaned: ${errorMessage(err)}`);
       }
-    } else if (saved !== undefined) {
-      report.problems.push(
-        `the state says the target ${saved.target ? `${saved.target.host}:${String(saved.target.port)} ` : ''}may still be tuned by an interrupted run: run pg-migrate cleanup with the target's connection options (--to-host ...) to put its settings back`,
-      );
+    } else {
+      if (saved !== undefined) {
+        report.problems.push(
+          `the state says the target ${saved.target ? `${saved.target.host}:${String(saved.target.port)} ` : ''}may still be tuned by an interrupted run: run pg-migrate cleanup with the target's connection options (--to-host ...) to put its settings back`,
+        );
+      }
+      if (existsSync(store.membershipsPath)) {
+        report.problems.push(
+          `the state records role memberships an interrupted run granted the target user (${store.membershipsPath}): run pg-migrate cleanup with the target's connection options (--to-host ...) to revoke them`,
+        );
+      }
     }
     const names = await store.databaseNames();
     await cleanReplication(o, store, names, report);

@@ -182,6 +182,7 @@ async function compareWith(
   result.databases.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const d of result.databases) for (const difference of d.differences) result.differences.push({ database: d.name, difference });
   result.seconds = Math.round(performance.now() - t0) / 1000;
-  result.exitCode = result.differences.length === 0 ? ExitCode.ok : ExitCode.failed;
+  // A database left uncompared is not proven equal: not 0 either.
+  result.exitCode = result.differences.length === 0 && result.notCompared.length === 0 ? ExitCode.ok : ExitCode.failed;
   return result;
 }

@@ -57,17 +57,27 @@ export class RunGuard {
       }
       const c = targetLock.session;
       const identity = oneRow(await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
-      const recovered = await recoverTuning(c, store, { host: target.endpoint.host, port: target.endpoint.port, systemIdentifier: identity });
-      if (recovered === 'reverted') emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
-      if (recovered === 'other-server') {
+      // The tuning and the memberships a killed run left are put back independently: one failing
+      // (another server's record) does not keep the other from being reverted.
+      const settle = <T>(p: Promise<T>): Promise<PromiseSettledResult<T>> =>
+        p.then(
+          (value) => ({ status: 'fulfilled', value }) as const,
+          (reason: unknown) => ({ status: 'rejected', reason }) as const,
+        );
+      const recovered = await settle(recoverTuning(c, store, { host: target.endpoint.host, port: target.endpoint.port, systemIdentifier: identity }));
+      const revoked = await settle(revokeOwnerRoles(c, store));
+      if (recovered.status === 'fulfilled' && recovered.value === 'reverted')
+        emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
+      if (revoked.status === 'fulfilled' && revoked.value.length > 0)
+        emit({ type: 'info', message: `revoked the memberships an interrupted earlier run had granted the target user: ${revoked.value.join(', ')}` });
+      if (recovered.status === 'rejected') throw recovered.reason;
+      if (recovered.value === 'other-server') {
         throw new MigrateError(
           `${store.tuningPath} holds the settings to put back on another target server (an interrupted earlier run); revert them there by running pg-migrate against that target once, or remove the file if they were put back by hand`,
           ExitCode.stateMismatch,
         );
       }
-      const revoked = await revokeOwnerRoles(c, store);
-      if (revoked.length > 0)
-        emit({ type: 'info', message: `revoked the memberships an interrupted earlier run had granted the target user: ${revoked.join(', ')}` });
+      if (revoked.status === 'rejected') throw revoked.reason;
       // The source's first session (a password prompt, if any, comes now), so the children's passfile has it.
       await authenticate(source).catch((err: unknown) => {
         throw new PreflightError([errorMessage(err)]);
@@ -148,7 +158,9 @@ export class RunGuard {
     }
     if (this.grantedRoles) {
       try {
-        const revoked = await withClient(servers.target, servers.target.endpoint.database, (c) => revokeOwnerRoles(c, store));
+        const revoked = await withClientRetrying(servers.target, servers.target.endpoint.database, (c) => revokeOwnerRoles(c, store), {
+          seconds: REVERT_RETRY_SECONDS,
+        });
         if (revoked.length > 0) emit({ type: 'info', message: `revoked the target user's memberships granted for the run: ${revoked.join(', ')}` });
       } catch (err) {
         const msg = `could not revoke the memberships the target user granted itself for the run (${errorMessage(err)}); they are recorded in ${store.membershipsPath} and the next run (or pg-migrate cleanup) revokes them`;

@@ -107,7 +107,13 @@ export async function nonSuperuserChecks(
       );
     }
   }
-  if (facts.target.superuser) return out;
+  if (facts.target.superuser) {
+    if (!options.owner)
+      warnings.push(
+        `--no-owner: every object restored is owned by the target user "${target.endpoint.user}", a superuser: SECURITY DEFINER functions then run as a superuser and views read their tables as one; give the objects their owners afterwards (ALTER ... OWNER TO, REASSIGN OWNED)`,
+      );
+    return out;
+  }
   const user = (await dst.query<{ u: string }>('select current_user as u')).rows[0]?.u ?? target.endpoint.user;
   const created = dbs.filter((d) => d.inPlace !== true).map((d) => d.name);
   if (!facts.target.createdb && created.length > 0) {

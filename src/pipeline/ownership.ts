@@ -11,6 +11,7 @@ import type pg from 'pg';
 import { quoteIdent } from '../pg/sql.ts';
 import type { StateStore } from '../state/store.ts';
 import type { RoleRow } from './roles.ts';
+import { ExitCode, MigrateError } from '../errors.ts';
 
 /** Catalogs whose rows pg_dump restores with an owner, and their owner column. */
 const OWNED: [string, string][] = [
@@ -109,16 +110,35 @@ interface Memberships {
   /** The target user, and the roles it granted itself. */
   user: string;
   granted: string[];
+  /** The target server the grants were made on (pg_control_system()); absent in records of an earlier version. */
+  systemIdentifier?: string;
 }
 
-/** Grants the target user the roles it lacks among `roles`, each recorded in the state before it is granted. Returns those granted. */
+const systemIdentifier = async (c: pg.Client): Promise<string> =>
+  (await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).rows[0]?.id ?? '';
+
+/** Whether `user` holds any membership row in `role` (on 16+ one without SET still counts: it is not ours to add or remove). */
+const hasMembershipRow = async (c: pg.Client, role: string, user: string): Promise<boolean> =>
+  (
+    await c.query(
+      `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member where r.rolname = $1 and u.rolname = $2`,
+      [role, user],
+    )
+  ).rowCount !== 0;
+
+/**
+ * Grants the target user the roles it lacks among `roles`, each recorded in the state (with the
+ * target's identity) before it is granted; a membership the user already has in any form is left
+ * alone and not recorded, so the revoke removes only what the run added. Returns those granted.
+ */
 export async function grantOwnerRoles(c: pg.Client, store: StateStore, targetMajor: number, roles: string[]): Promise<string[]> {
   const rights = await membershipRights(c, targetMajor);
   const user = (await c.query<{ u: string }>('select current_user as u')).rows[0]?.u ?? '';
-  const record = (await store.readDoc<Memberships>(store.membershipsPath)) ?? { user, granted: [] };
+  const id = await systemIdentifier(c);
+  const record = (await store.readDoc<Memberships>(store.membershipsPath)) ?? { user, granted: [], systemIdentifier: id };
   const granted: string[] = [];
   for (const role of roles) {
-    if (rights.get(role)?.member === true) continue;
+    if (rights.get(role)?.member === true || (await hasMembershipRow(c, role, user))) continue;
     record.granted = [...new Set([...record.granted, role])];
     await store.writeDoc(store.membershipsPath, record);
     await c.query(`grant ${quoteIdent(role)} to ${quoteIdent(user)}`);
@@ -127,13 +147,33 @@ export async function grantOwnerRoles(c: pg.Client, store: StateStore, targetMaj
   return granted;
 }
 
-/** Revokes the memberships recorded in the state (this run's, or a killed run's). Returns the roles revoked. */
+/**
+ * Revokes the memberships recorded in the state (this run's, or a killed run's), on the server they
+ * were granted on only, and checks each is gone (a REVOKE that removes nothing only warns). The record
+ * is removed once every one is gone. Returns the roles revoked.
+ */
 export async function revokeOwnerRoles(c: pg.Client, store: StateStore): Promise<string[]> {
   const record = await store.readDoc<Memberships>(store.membershipsPath);
   if (record === undefined) return [];
+  const id = await systemIdentifier(c);
+  if (record.systemIdentifier !== undefined && record.systemIdentifier !== id) {
+    throw new MigrateError(
+      `${store.membershipsPath} records role memberships (${record.granted.join(', ')}) that an interrupted run granted "${record.user}" on another target server (system identifier ${record.systemIdentifier}); revoke them there by running pg-migrate cleanup against that target, or remove the file if they were revoked by hand`,
+      ExitCode.stateMismatch,
+    );
+  }
+  const left: string[] = [];
   for (const role of record.granted) {
     const exists = (await c.query('select 1 from pg_roles where rolname = $1', [role])).rowCount === 1;
-    if (exists) await c.query(`revoke ${quoteIdent(role)} from ${quoteIdent(record.user)}`);
+    if (!exists) continue;
+    await c.query(`revoke ${quoteIdent(role)} from ${quoteIdent(record.user)}`);
+    if (await hasMembershipRow(c, role, record.user)) left.push(role);
+  }
+  if (left.length > 0) {
+    throw new MigrateError(
+      `the memberships of "${record.user}" in ${left.join(', ')} that a run granted could not be revoked by this user (granted by another?): revoke them as the target's admin (REVOKE <role> FROM ${quoteIdent(record.user)}), then remove ${store.membershipsPath}`,
+      ExitCode.failed,
+    );
   }
   await store.removeDoc(store.membershipsPath);
   return record.granted;

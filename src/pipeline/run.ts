@@ -31,6 +31,7 @@ import { dropStaleReplication, prepareOnline } from './online-resume.ts';
 import { Marker } from '../state/names.ts';
 import { startSampler, type Sampler } from './sampler.ts';
 import { tableChecks } from './table-checks.ts';
+import { redactSecrets } from './globals-script.ts';
 import { serverInfo } from './facts.ts';
 
 export interface RunHooks {
@@ -175,7 +176,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     if (err instanceof AbortError || isAborted(signal)) summary.exitCode = ExitCode.interrupted;
     else {
       summary.exitCode = err instanceof MigrateError ? err.exitCode : ExitCode.internal;
-      summary.error = errorMessage(err);
+      summary.error = redactSecrets(errorMessage(err));
     }
   } finally {
     outer?.removeEventListener('abort', onOuterAbort);
@@ -239,7 +240,8 @@ async function migrateDatabases(ctx: Context, runStart: number, summary: RunSumm
         } else {
           // A failure is named with its step and the server's or the program's own words.
           job.result.status = 'failed';
-          job.result.reason = `${step}: ${errorMessage(err)}`;
+          // A server's or a program's words may quote a statement: never a password or its hash in a report.
+          job.result.reason = redactSecrets(`${step}: ${errorMessage(err)}`);
           await job.state.setDoc('last_error.json', { at: new Date().toISOString(), step, message: errorMessage(err) }).catch(() => undefined);
           ctx.emit({ type: 'phase', db: dbName(job), phase: 'failed', detail: job.result.reason });
         }
