@@ -117,11 +117,17 @@ interface Memberships {
 const systemIdentifier = async (c: pg.Client): Promise<string> =>
   (await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).rows[0]?.id ?? '';
 
-/** Whether `user` holds any membership row in `role` (on 16+ one without SET still counts: it is not ours to add or remove). */
+/**
+ * Whether `user` holds a membership row in `role` that the current user would add or remove: before
+ * 16 there is one row per pair whoever granted it; from 16 rows are per grantor (a CREATEROLE user
+ * holds an ADMIN row, without SET, on every role it created), so only the current user's row counts.
+ */
 const hasMembershipRow = async (c: pg.Client, role: string, user: string): Promise<boolean> =>
   (
     await c.query(
-      `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member where r.rolname = $1 and u.rolname = $2`,
+      `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
+        where r.rolname = $1 and u.rolname = $2
+          and (current_setting('server_version_num')::int < 160000 or m.grantor = (select oid from pg_roles where rolname = current_user))`,
       [role, user],
     )
   ).rowCount !== 0;
