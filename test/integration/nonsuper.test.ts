@@ -217,6 +217,22 @@ test('after a kill -9, the membership the run granted the target user is revoked
   await waitDuring(first, 'the grant of app to migrator', memberOfApp, { inconclusive: true });
   await killRun(first, ws, [src, dst]);
   assert.ok(await memberOfApp(), 'the killed run left the membership');
+  // cleanup without the target names the record; against another server it is refused there, and
+  // that server's own membership of the same names is left alone.
+  const blind = await runCli(['cleanup', '--state-dir', ws.stateDir], env);
+  assert.equal(blind.code, 1, blind.output);
+  assert.match(blind.stderr, /role memberships an interrupted run granted the target user .*--to-host/, blind.output);
+  const other = await startCluster({ name: 'nonsuper-other' });
+  try {
+    await seedTarget(other);
+    await other.query('create role app nologin; grant app to migrator');
+    const wrong = await runCli(['cleanup', '--to-host', other.host, '--to-port', String(other.port), '--to-user', 'migrator', '--state-dir', ws.stateDir], env);
+    assert.equal(wrong.code, 1, wrong.output);
+    assert.match(wrong.stderr, /on another target server \(system identifier/, wrong.output);
+    assert.deepEqual((await roleOn(other, 'migrator'))?.memberOf, ['app', 'provider_admin'], "the other server's membership is left alone");
+  } finally {
+    await other.stop();
+  }
   const c = await runCli(['cleanup', '--to-host', dst.host, '--to-port', String(dst.port), '--to-user', 'migrator', '--state-dir', ws.stateDir], env);
   assert.equal(c.code, 0, c.output);
   assert.match(c.stdout, /revoked the memberships an interrupted run had granted the target user: app/, c.output);

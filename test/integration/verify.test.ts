@@ -85,6 +85,10 @@ test('verify --checksum after migrate --verify checksum: equal, then a changed v
   assert.equal(equal.code, 0, equal.output);
   assert.match(equal.stdout, /written to during the comparison will differ/, equal.output);
   assert.match(equal.stdout, /equal: \d+ database\(s\) compared/, equal.output);
+  // A database that allows no connections cannot be compared: named, and not called equal (exit 1).
+  const withNoconn = await runCli(verifyArgs(src, dst), env);
+  assert.equal(withNoconn.code, 1, withNoconn.output);
+  assert.match(withNoconn.stdout, /noconn/, withNoconn.output);
 
   // One value changed on the target, the row count unchanged: counts see nothing, checksums do.
   const before = (await dst.query<{ note: string | null }>('select note from orders where id = 7', [], 'shop'))[0]!.note;
