@@ -7,13 +7,13 @@ import { existsSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { oneRow, type Server } from '../pg/connect.ts';
+import type { Server } from '../pg/connect.ts';
 import { encodeName } from '../state/names.ts';
 import { StateStore } from '../state/store.ts';
 import { errorMessage } from '../errors.ts';
 import { endLeftovers, holderAlive, StateLock, TargetLock } from './lock.ts';
-import { recoverTuning, type TuningBackup } from './tune.ts';
-import { revokeOwnerRoles } from './ownership.ts';
+import type { TuningBackup } from './tune.ts';
+import { revertLeftovers } from './guard.ts';
 import { dropReplication, type OnlineRecord } from './online.ts';
 import { unfence, type FenceRecord } from './cutover-steps.ts';
 
@@ -105,24 +105,15 @@ export async function cleanup(o: CleanupOptions): Promise<CleanupReport> {
       try {
         const targetLock = await TargetLock.take(o.target);
         try {
-          const c = targetLock.session;
-          const id = oneRow(await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
-          try {
-            const r = await recoverTuning(c, store, { host: o.target.endpoint.host, port: o.target.endpoint.port, systemIdentifier: id });
-            if (r === 'reverted') report.done.push('reverted the tuning an interrupted run had left on the target to the values it had before');
-            else if (r === 'other-server')
-              report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
-            else report.done.push('the target carries no tuning of pg-migrate');
-          } catch (err) {
-            report.problems.push(`the target's tuning could not be reverted: ${errorMessage(err)}`);
-          }
-          // Independently of the tuning: one failing does not keep the other from being put back.
-          try {
-            const revoked = await revokeOwnerRoles(c, store);
-            if (revoked.length > 0) report.done.push(`revoked the memberships an interrupted run had granted the target user: ${revoked.join(', ')}`);
-          } catch (err) {
-            report.problems.push(errorMessage(err));
-          }
+          const left = await revertLeftovers(targetLock.session, store, o.target);
+          if (left.tuning === 'reverted') report.done.push('reverted the tuning an interrupted run had left on the target to the values it had before');
+          else if (left.tuning === 'other-server')
+            report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
+          else if (left.tuning === 'none') report.done.push('the target carries no tuning of pg-migrate');
+          else report.problems.push(`the target's tuning could not be reverted: ${errorMessage(left.tuning.error)}`);
+          if (!Array.isArray(left.revoked)) report.problems.push(errorMessage(left.revoked.error));
+          else if (left.revoked.length > 0)
+            report.done.push(`revoked the memberships an interrupted run had granted the target user: ${left.revoked.join(', ')}`);
         } finally {
           await targetLock.release();
         }

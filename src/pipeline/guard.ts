@@ -5,6 +5,7 @@
  * anything else can fail; closing it waits for every child process to exit before the tuning is put
  * back and the locks are released.
  */
+import type pg from 'pg';
 import type { MigrateOptions } from '../options.ts';
 import { authenticate, terminateSessions, withClient, oneRow, type Server } from '../pg/connect.ts';
 import { withClientRetrying } from '../pg/retry.ts';
@@ -16,6 +17,33 @@ import type { EventSink, RunSummary } from '../events.ts';
 import { endLeftovers, startTicksOf, StateLock, TargetLock } from './lock.ts';
 import { revokeOwnerRoles } from './ownership.ts';
 import { applyTuning, FSYNC_NOTICE, recoverTuning, revertTuning, targetTuning } from './tune.ts';
+
+/** What a killed run left on the target, as put back by revertLeftovers; a part that failed holds its error. */
+export interface LeftoversReverted {
+  tuning: Awaited<ReturnType<typeof recoverTuning>> | { error: unknown };
+  revoked: string[] | { error: unknown };
+}
+
+/**
+ * Puts back what a killed run left on the target: its tuning (from the target's own record) and the
+ * role memberships it granted the target user. Each on its own: one failing (another server's record)
+ * does not keep the other from being put back. For the start of a run and for cleanup.
+ */
+export async function revertLeftovers(c: pg.Client, store: StateStore, target: Server): Promise<LeftoversReverted> {
+  const systemIdentifier = oneRow(await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
+  const out: LeftoversReverted = { tuning: 'none', revoked: [] };
+  try {
+    out.tuning = await recoverTuning(c, store, { host: target.endpoint.host, port: target.endpoint.port, systemIdentifier });
+  } catch (error) {
+    out.tuning = { error };
+  }
+  try {
+    out.revoked = await revokeOwnerRoles(c, store);
+  } catch (error) {
+    out.revoked = { error };
+  }
+  return out;
+}
 
 /** How long the end of a run waits for a target that is away (restarting, recovering) to revert the tuning. */
 const REVERT_RETRY_SECONDS = 120;
@@ -55,29 +83,18 @@ export class RunGuard {
         const line = await endLeftovers(previous, [source, target]);
         if (line) emit({ type: 'info', message: line });
       }
-      const c = targetLock.session;
-      const identity = oneRow(await c.query<{ id: string }>('select system_identifier::text as id from pg_control_system()')).id;
-      // The tuning and the memberships a killed run left are put back independently: one failing
-      // (another server's record) does not keep the other from being reverted.
-      const settle = <T>(p: Promise<T>): Promise<PromiseSettledResult<T>> =>
-        p.then(
-          (value) => ({ status: 'fulfilled', value }) as const,
-          (reason: unknown) => ({ status: 'rejected', reason }) as const,
-        );
-      const recovered = await settle(recoverTuning(c, store, { host: target.endpoint.host, port: target.endpoint.port, systemIdentifier: identity }));
-      const revoked = await settle(revokeOwnerRoles(c, store));
-      if (recovered.status === 'fulfilled' && recovered.value === 'reverted')
-        emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
-      if (revoked.status === 'fulfilled' && revoked.value.length > 0)
-        emit({ type: 'info', message: `revoked the memberships an interrupted earlier run had granted the target user: ${revoked.value.join(', ')}` });
-      if (recovered.status === 'rejected') throw recovered.reason;
-      if (recovered.value === 'other-server') {
+      const left = await revertLeftovers(targetLock.session, store, target);
+      if (left.tuning === 'reverted') emit({ type: 'info', message: 'reverted the target tuning that an interrupted earlier run had left applied' });
+      if (Array.isArray(left.revoked) && left.revoked.length > 0)
+        emit({ type: 'info', message: `revoked the memberships an interrupted earlier run had granted the target user: ${left.revoked.join(', ')}` });
+      if (typeof left.tuning === 'object') throw left.tuning.error;
+      if (left.tuning === 'other-server') {
         throw new MigrateError(
           `${store.tuningPath} holds the settings to put back on another target server (an interrupted earlier run); revert them there by running pg-migrate against that target once, or remove the file if they were put back by hand`,
           ExitCode.stateMismatch,
         );
       }
-      if (revoked.status === 'rejected') throw revoked.reason;
+      if (!Array.isArray(left.revoked)) throw left.revoked.error;
       // The source's first session (a password prompt, if any, comes now), so the children's passfile has it.
       await authenticate(source).catch((err: unknown) => {
         throw new PreflightError([errorMessage(err)]);

@@ -69,27 +69,21 @@ export async function makeWorkspace(label: string): Promise<Workspace> {
   return { dir, stateDir, dumpRoot, markers: path.join(stateDir, 'pg_migrate_state') };
 }
 
+/** Connection flags of both servers (passwords travel in the environment: see cliEnv). */
+export const serverFlags = (src: Cluster, dst: Cluster): string[] => [
+  '--from-host',
+  src.host,
+  '--from-port',
+  String(src.port),
+  '--to-host',
+  dst.host,
+  '--to-port',
+  String(dst.port),
+];
+
 /** Arguments of a migration from `src` to `dst` (passwords travel in the environment: see cliEnv). */
 export function migrateArgs(src: Cluster, dst: Cluster, ws: Workspace, extra: string[] = []): string[] {
-  return [
-    '--from-host',
-    src.host,
-    '--from-port',
-    String(src.port),
-    '--to-host',
-    dst.host,
-    '--to-port',
-    String(dst.port),
-    '--state-dir',
-    ws.stateDir,
-    '--dump-root',
-    ws.dumpRoot,
-    '--pg-bin-dir',
-    PG_BIN,
-    '--progress',
-    'plain',
-    ...extra,
-  ];
+  return [...serverFlags(src, dst), '--state-dir', ws.stateDir, '--dump-root', ws.dumpRoot, '--pg-bin-dir', PG_BIN, '--progress', 'plain', ...extra];
 }
 
 export function cliEnv(src: Cluster, dst: Cluster): Record<string, string> {

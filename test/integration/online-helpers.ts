@@ -10,7 +10,7 @@ import { afterEach } from 'node:test';
 import pg from 'pg';
 import { startCluster, type Cluster, type ServerVersion } from '../harness/cluster.ts';
 import { assertSameData } from './cli.ts';
-import { killAll, makeWorkspace, processesMentioning, sleep, type CliResult, type Workspace } from './delayed-helpers.ts';
+import { killAll, makeWorkspace, migrateArgs, processesMentioning, sleep, type CliResult, type Workspace } from './delayed-helpers.ts';
 
 export interface OnlineFixture {
   src: Cluster;
@@ -316,28 +316,9 @@ export async function readOnly(c: Cluster, db: string): Promise<boolean> {
   return r!.v === 'on';
 }
 
-/** The cutover's arguments: connection, state, dumps, client programs. */
+/** The cutover's arguments: connection, state, dumps, client programs (migrate's, after the command). */
 export function cutoverArgs(src: Cluster, dst: Cluster, ws: Workspace, extra: string[] = []): string[] {
-  return [
-    'cutover',
-    '--from-host',
-    src.host,
-    '--from-port',
-    String(src.port),
-    '--to-host',
-    dst.host,
-    '--to-port',
-    String(dst.port),
-    '--state-dir',
-    ws.stateDir,
-    '--dump-root',
-    ws.dumpRoot,
-    '--pg-bin-dir',
-    '/usr/lib/postgresql/15/bin',
-    '--progress',
-    'plain',
-    ...extra,
-  ];
+  return ['cutover', ...migrateArgs(src, dst, ws, extra)];
 }
 
 /** Waits until `fn` holds (polling), or fails naming `what`. */

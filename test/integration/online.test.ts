@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Cluster } from '../harness/cluster.ts';
-import { cliEnv, migrateArgs, runCli, startCli, type CliResult, type Workspace } from './delayed-helpers.ts';
+import { cliEnv, migrateArgs, runCli, serverFlags, startCli, type CliResult, type Workspace } from './delayed-helpers.ts';
 import { copyInto, killRun, waitDuring } from './safety-helpers.ts';
 import {
   assertLastChangeOnTarget,
@@ -27,18 +27,6 @@ import {
 } from './online-helpers.ts';
 
 const { setUp, writer } = onlineFixtures();
-
-/** Connection flags of both servers, for status and cleanup. */
-const serverFlags = (src: Cluster, dst: Cluster): string[] => [
-  '--from-host',
-  src.host,
-  '--from-port',
-  String(src.port),
-  '--to-host',
-  dst.host,
-  '--to-port',
-  String(dst.port),
-];
 
 /** Commits the writer acknowledged between two moments. */
 const commitsBetween = (w: { commitTimes: readonly number[] }, from: number, to: number): number => w.commitTimes.filter((t) => t >= from && t <= to).length;

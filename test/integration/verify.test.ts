@@ -16,7 +16,7 @@ import pg from 'pg';
 import { addChecksums, formatChecksum, runChecksum } from '../../src/pipeline/checksum.ts';
 import { pageRanges } from '../../src/transfer/ranges.ts';
 import { stopAll } from './cli.ts';
-import { cliEnv, makeWorkspace, migrateArgs, runCli, type Workspace } from './delayed-helpers.ts';
+import { cliEnv, makeWorkspace, migrateArgs, runCli, serverFlags, type Workspace } from './delayed-helpers.ts';
 
 const clusters: Cluster[] = [];
 const workspaces: Workspace[] = [];
@@ -32,18 +32,7 @@ async function workspace(label: string): Promise<Workspace> {
 }
 
 /** Connection arguments of `verify` (it takes no state or dump options). */
-const verifyArgs = (src: Cluster, dst: Cluster, extra: string[] = []): string[] => [
-  'verify',
-  '--from-host',
-  src.host,
-  '--from-port',
-  String(src.port),
-  '--to-host',
-  dst.host,
-  '--to-port',
-  String(dst.port),
-  ...extra,
-];
+const verifyArgs = (src: Cluster, dst: Cluster, extra: string[] = []): string[] => ['verify', ...serverFlags(src, dst), ...extra];
 
 test('verify --checksum after migrate --verify checksum: equal, then a changed value, a sequence and a large object are named; migrate fails a database whose content differs', async () => {
   const [src, dst] = await Promise.all([startCluster({ name: 'vfy-src' }), startCluster({ name: 'vfy-dst' })]);
