@@ -48,8 +48,15 @@ export function outputOptions<T>(y: Argv<T>) {
 }
 
 /** Every option of `migrate`. */
+/** Which databases: --include-db and --exclude-db (migrate, plan, verify). */
+export function selectionOptions<T>(y: Argv<T>) {
+  return y
+    .option('include-db', { type: 'string', array: true, describe: 'only databases matching this glob (repeatable)' })
+    .option('exclude-db', { type: 'string', array: true, describe: 'leave out databases matching this glob (repeatable)' });
+}
+
 export function migrateOptions<T>(y: Argv<T>) {
-  return connectionOptions(y)
+  return selectionOptions(connectionOptions(y))
     .group(['dump-jobs', 'restore-jobs', 'max-parallel', 'dump-parallel', 'restore-parallel', 'verify-concurrency'], 'Parallelism:')
     .option('dump-jobs', { type: 'number', describe: 'pg_dump -j per database [default: auto: min(24, cores), fitted to max_connections]' })
     .option('restore-jobs', { type: 'number', describe: 'pg_restore -j per database [default: auto: min(12, cores), fitted to max_connections]' })
@@ -72,8 +79,6 @@ export function migrateOptions<T>(y: Argv<T>) {
       ],
       'What to migrate:',
     )
-    .option('include-db', { type: 'string', array: true, describe: 'only databases matching this glob (repeatable)' })
-    .option('exclude-db', { type: 'string', array: true, describe: 'leave out databases matching this glob (repeatable)' })
     .option('delay-table-data', {
       type: 'string',
       array: true,

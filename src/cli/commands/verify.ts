@@ -11,7 +11,7 @@ import { authenticateEarly } from '../../pg/connect.ts';
 import { compareServers } from '../../pipeline/compare.ts';
 import { renderComparison } from '../../ui/verify.ts';
 import { DEFAULTS } from '../../options.ts';
-import { connectionOptions, outputOptions } from '../args.ts';
+import { connectionOptions, outputOptions, selectionOptions } from '../args.ts';
 import { commandOptions } from './common.ts';
 import { withSignals } from '../signals.ts';
 
@@ -19,9 +19,7 @@ export const command = 'verify';
 export const describe =
   'compare the source and the target without migrating and without changing anything: databases, tables (row counts; --checksum: content), sequences, large objects';
 export const builder = <T>(y: Argv<T>) =>
-  outputOptions(connectionOptions(y))
-    .option('include-db', { type: 'string', array: true, describe: 'only databases matching this glob (repeatable)' })
-    .option('exclude-db', { type: 'string', array: true, describe: 'leave out databases matching this glob (repeatable)' })
+  selectionOptions(outputOptions(connectionOptions(y)))
     .option('checksum', {
       type: 'boolean',
       default: false,
