@@ -39,13 +39,15 @@ export async function listDatabases(client: Client): Promise<DatabaseRow[]> {
   }));
 }
 
+/** SQL: the object `oid` of catalog `classid` is not a member of an extension. */
+export const notExtension = (classid: string, oid: string): string =>
+  `not exists (select 1 from pg_depend d where d.classid = '${classid}'::regclass and d.objid = ${oid} and d.deptype = 'e')`;
+
 /**
  * The objects a user made in a database that exists on every server (postgres, template1), by kind;
  * empty when it holds none. Extension members and the public schema itself do not count.
  */
 export async function userObjects(client: Client, major: number): Promise<string[]> {
-  const notExtension = (classid: string, oid: string): string =>
-    `not exists (select 1 from pg_depend d where d.classid = '${classid}'::regclass and d.objid = ${oid} and d.deptype = 'e')`;
   const r = await client.query<{ kind: string; n: string }>(
     `select 'tables, views or sequences' as kind, count(*)::text as n from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and ${USER_SCHEMA} and ${notExtension('pg_class', 'c.oid')}
@@ -307,7 +309,7 @@ export async function splitCandidateTables(client: Client, major: number, minByt
     client,
     major,
     `c.relpersistence <> 't' and ${USER_SCHEMA} and pg_relation_size(c.oid) >= $1
-     and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')`,
+     and ${notExtension('pg_class', 'c.oid')}`,
     [minBytes],
   );
 }
@@ -344,7 +346,7 @@ export async function replicationClasses(client: Client): Promise<ReplicationCla
               else false end as ok
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where c.relkind = 'r' and c.relpersistence <> 't' and ${USER_SCHEMA}
-        and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
+        and ${notExtension('pg_class', 'c.oid')}
       order by n.nspname, c.relname`,
   );
   return r.rows.map((row) => ({

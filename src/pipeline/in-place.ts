@@ -6,12 +6,10 @@
  */
 import type pg from 'pg';
 import { withClient, type Server } from '../pg/connect.ts';
-import { USER_SCHEMA } from '../pg/catalog.ts';
+import { notExtension, USER_SCHEMA } from '../pg/catalog.ts';
 
 /** The user objects a restore would CREATE, by identity (`table public.t`, `function public.f(integer)`, `schema s`). */
 async function objectNames(c: pg.Client): Promise<Set<string>> {
-  const notExtension = (classid: string, oid: string): string =>
-    `not exists (select 1 from pg_depend d where d.classid = '${classid}'::regclass and d.objid = ${oid} and d.deptype = 'e')`;
   const r = await c.query<{ o: string }>(
     `select 'relation ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) as o
        from pg_class c join pg_namespace n on n.oid = c.relnamespace

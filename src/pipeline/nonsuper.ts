@@ -12,6 +12,7 @@ import type { SourceDatabase } from './discover.ts';
 import type { DeferredPlan } from './deferred-plan.ts';
 import type { ServerFacts } from './facts.ts';
 import { databaseOwners, membershipRights, ownershipPlan } from './ownership.ts';
+import { notExtension, USER_SCHEMA } from '../pg/catalog.ts';
 import { rolePlan, roles } from './roles.ts';
 
 export interface NonSuperuserChecks {
@@ -35,9 +36,8 @@ export async function unreadableTables(c: pg.Client): Promise<{ table: string; w
             c.relrowsecurity and not (select rolbypassrls or rolsuper from pg_roles where rolname = current_user)
               and (c.relforcerowsecurity or not pg_has_role(c.relowner, 'USAGE')) as rls
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where c.relkind in ('r', 'p', 'm', 'S') and n.nspname not in ('pg_catalog', 'information_schema')
-        and n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-        and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e')
+      where c.relkind in ('r', 'p', 'm', 'S') and ${USER_SCHEMA}
+        and ${notExtension('pg_class', 'c.oid')}
       order by 1`,
   );
   return r.rows
