@@ -10,10 +10,11 @@ import { dbName, type Context, type DatabaseJob } from './context.ts';
 import { dropReplication, prepareReplication, slotSnapshot, subscribe, type OnlineRecord } from './online.ts';
 
 /**
- * Online mode, before a database's copy: true when it already replicates (nothing to do) or was
- * copied and verified before a crash (then it is subscribed now). Otherwise a copy that did not finish
- * starts over with a new slot (an earlier one is dropped first: an abandoned slot keeps WAL on the
- * source), and the copy reads that slot's snapshot.
+ * Online mode, before a database's copy: 'replicating' when it already replicates, or was copied and
+ * verified before a crash (then it is subscribed now); 'cut over' when its cutover is done (nothing to
+ * do either); 'copy' otherwise: a copy that did not finish starts over with a new slot (an earlier
+ * one is dropped first: an abandoned slot keeps WAL on the source), and the copy reads that slot's
+ * snapshot. A database verified without replication is refused (see below).
  */
 export async function prepareOnline(ctx: Context, job: DatabaseJob): Promise<'replicating' | 'cut over' | 'copy'> {
   const record = await job.state.doc<OnlineRecord>('online.json');
