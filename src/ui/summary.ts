@@ -2,6 +2,7 @@ import Table from 'cli-table3';
 import type { DbResult, RunSummary } from '../events.ts';
 import { formatBytes, formatCount, formatSeconds } from './format.ts';
 import { ExitCode } from '../errors.ts';
+import { painter } from './live-block.ts';
 
 /** Past this many databases, the verified ones beyond the room left are folded into one line. */
 export const SUMMARY_ROWS = 20;
@@ -27,7 +28,9 @@ export function summaryRows(databases: readonly DbResult[], maxRows = SUMMARY_RO
 export function renderSummary(s: RunSummary, color: boolean, maxRows = SUMMARY_ROWS): string {
   const hasDeferred = s.databases.some((d) => (d.deferredTables ?? 0) > 0);
   const head = ['Database', 'Size', 'Dump', 'Restore', 'Verify', 'Rows', ...(hasDeferred ? ['Regular', 'Total'] : []), 'Result'];
-  const table = new Table({ head, style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [], compact: true } });
+  // Painted here, not by cli-table3: its colours follow its own guess (none when CI is set, say), not --no-color/NO_COLOR.
+  const paint = painter(color);
+  const table = new Table({ head: head.map((h) => paint('cyan', h)), style: { head: [], border: [], compact: true } });
   const { rows, folded } = summaryRows(s.databases, maxRows);
   for (const d of rows) {
     table.push([
@@ -38,7 +41,7 @@ export function renderSummary(s: RunSummary, color: boolean, maxRows = SUMMARY_R
       formatSeconds(d.verifySeconds),
       formatCount(d.rows),
       ...(hasDeferred ? [formatSeconds(d.regularSeconds), formatSeconds(d.totalSeconds)] : []),
-      color && d.status === 'failed' ? `\u001b[31m${d.status}\u001b[39m` : d.status,
+      d.status === 'failed' ? paint('red', d.status) : d.status,
     ]);
   }
   const lines: string[] = [];

@@ -36,6 +36,12 @@ describe('summary', () => {
     assert.ok(!out.includes('\u001b['), 'no colour when not asked');
     assert.match(out, /FAILED db03: restoring: pg_restore exited with status 1/);
   });
+  it('is coloured when asked, whatever cli-table3 guesses of the terminal (it guesses none under CI=true)', () => {
+    const out = renderSummary(fleet(2, [1]), true);
+    const header = out.split('\n').find((l) => l.includes('Database')) ?? '';
+    assert.ok(header.includes('\u001b[36mDatabase\u001b[39m'), `a cyan header expected:\n${JSON.stringify(header)}`);
+    assert.ok(out.includes('\u001b[31mfailed\u001b[39m'), out);
+  });
   it('folds the verified databases of a fleet of 40 into one line, keeping every failure', () => {
     const s = fleet(40, [7, 30]);
     const out = renderSummary(s, false);
