@@ -38,23 +38,99 @@ export async function fenceRecord(source: Server, dbs: string[]): Promise<FenceR
   });
 }
 
+/** How long the fence waits for the sessions it ended to be gone before it gives up. */
+const ENDED_SESSIONS_TIMEOUT_MS = 30_000;
+
 /**
  * Stops writes on the source's databases: new sessions start read-only (default_transaction_read_only
  * = on for the database); after the grace period the client sessions still in them are ended (the
- * run's own and the replication connections excepted). Returns the sessions ended.
+ * run's own and the replication connections excepted), and it waits until they are gone:
+ * pg_terminate_backend only sends the signal, and a session still exiting may yet commit after the
+ * point the subscriptions are then asked to reach. Returns the sessions ended.
  */
 export async function fence(source: Server, record: FenceRecord, graceSeconds: number, roles: string[] | undefined): Promise<number> {
   return withClient(source, source.endpoint.database, async (c) => {
     for (const d of record.databases) await c.query(`alter database ${quoteIdent(d.name)} set default_transaction_read_only = on`);
     await sleep(graceSeconds * 1000);
-    const r = await c.query<{ n: string }>(
-      `select count(pg_terminate_backend(pid))::text as n from pg_stat_activity
+    // pg_terminate_backend in the select list: it runs only for the rows the WHERE clause kept.
+    const r = await c.query<{ pid: number; ended: boolean }>(
+      `select pid, pg_terminate_backend(pid) as ended from pg_stat_activity
         where datname = any($1::text[]) and pid <> pg_backend_pid() and backend_type = 'client backend'
           and coalesce(application_name, '') not like 'pg-migrate/%'
           and ($2::text[] is null or usename = any($2::text[]))`,
       [record.databases.map((d) => d.name), roles ?? null],
     );
-    return Number(r.rows[0]?.n ?? 0);
+    const pids = r.rows.filter((x) => x.ended).map((x) => x.pid);
+    const deadline = Date.now() + ENDED_SESSIONS_TIMEOUT_MS;
+    for (;;) {
+      const left = await c.query<{ pid: number }>('select pid from pg_stat_activity where pid = any($1::int[])', [pids]);
+      if (left.rowCount === 0) break;
+      if (Date.now() > deadline) {
+        throw new MigrateError(
+          `sessions ${left.rows.map((x) => String(x.pid)).join(', ')} on the source were ended but did not exit within ${String(ENDED_SESSIONS_TIMEOUT_MS / 1000)} s: look at them in pg_stat_activity, then cut over again`,
+          ExitCode.failed,
+        );
+      }
+      await sleep(20);
+    }
+    return pids.length;
+  });
+}
+
+/**
+ * Roles whose own settings turn default_transaction_read_only off (ALTER ROLE ... SET, for every
+ * database or for a fenced one): their new sessions start writable despite the fence.
+ */
+export async function rolesOutsideFence(source: Server, dbs: string[]): Promise<string[]> {
+  const rows = await withClient(
+    source,
+    source.endpoint.database,
+    async (c) =>
+      (
+        await c.query<{ role: string; config: string[] }>(
+          `select r.rolname as role, s.setconfig as config
+           from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+           left join pg_database d on d.oid = s.setdatabase
+          where s.setdatabase = 0 or d.datname = any($1::text[])`,
+          [dbs],
+        )
+      ).rows,
+  );
+  const off = (entry: string): boolean => {
+    const m = /^default_transaction_read_only=(.*)$/i.exec(entry);
+    // A boolean setting's "false" spellings (and their unique prefixes): off, false, no, 0.
+    return m !== null && /^(of|off|f|fa|fal|fals|false|n|no|0)$/i.test((m[1] ?? '').trim());
+  };
+  return [...new Set(rows.filter((r) => r.config.some(off)).map((r) => r.role))].sort();
+}
+
+/**
+ * What can still write into the fenced databases once the subscriptions caught up, and would be lost
+ * when they are dropped: client sessions that hold a transaction id (sessions the fence left open:
+ * --fence-roles, a superuser's, a role that turned the fence off) and prepared transactions, which
+ * can be committed later. Each named for the operator.
+ */
+export async function writesPastFence(source: Server, record: FenceRecord): Promise<string[]> {
+  return withClient(source, source.endpoint.database, async (c) => {
+    const dbs = record.databases.map((d) => d.name);
+    const sessions = await c.query<{ pid: number; db: string; usr: string | null; app: string | null; state: string | null }>(
+      `select pid, datname as db, usename as usr, application_name as app, state from pg_stat_activity
+        where datname = any($1::text[]) and pid <> pg_backend_pid() and backend_xid is not null
+          and coalesce(application_name, '') not like 'pg-migrate/%'
+        order by pid`,
+      [dbs],
+    );
+    const prepared = await c.query<{ gid: string; db: string; owner: string }>(
+      'select gid, database as db, owner from pg_prepared_xacts where database = any($1::text[]) order by prepared',
+      [dbs],
+    );
+    return [
+      ...sessions.rows.map(
+        (s) =>
+          `${s.db}: session ${String(s.pid)} of ${s.usr ?? '?'}${s.app ? ` (application ${s.app})` : ''} has a transaction that writes (${s.state ?? 'unknown state'})`,
+      ),
+      ...prepared.rows.map((p) => `${p.db}: prepared transaction ${p.gid} of ${p.owner} can still be committed`),
+    ];
   });
 }
 
@@ -71,17 +147,51 @@ export async function unfence(source: Server, record: FenceRecord): Promise<void
   });
 }
 
+/** A point in the source's WAL, with the transactions (txid_current_snapshot) running or assigned by then. */
+export interface WalPoint {
+  lsn: string;
+  snapshot: string;
+}
+
 /**
- * Waits until every slot confirmed the source's WAL up to its current end (the subscriptions applied
- * everything committed before the fence); fails when an apply worker is not running or after the timeout.
+ * The source's WAL end now (the write position, which the subscriptions can reach: the insert position
+ * may hold records nobody flushes), and its snapshot. With `flush`, one empty transaction that takes
+ * an id commits first (synchronous_commit = local: no wait for a synchronous standby); its commit
+ * flushes the WAL before it, so commits acknowledged before their WAL was written
+ * (synchronous_commit = off) are inside the point too.
+ */
+export async function walPoint(source: Server, flush: boolean): Promise<WalPoint> {
+  return withClient(source, source.endpoint.database, async (c) => {
+    if (flush) {
+      await c.query('begin; set local synchronous_commit = local; select txid_current()');
+      await c.query('commit');
+    }
+    return oneRow(await c.query<WalPoint>('select pg_current_wal_lsn()::text as lsn, txid_current_snapshot()::text as snapshot'));
+  });
+}
+
+/**
+ * Whether nothing can have committed on the source between two points: no transaction was running at
+ * the first (xmin = xmax, no xip) and no transaction id was handed out since (the same snapshot). Every
+ * transaction that writes (a sequence's nextval too) takes an id; one that does not changes nothing.
+ */
+export function nothingCommittedBetween(a: WalPoint, b: WalPoint): boolean {
+  const [xmin, xmax, xip] = a.snapshot.split(':');
+  return a.snapshot === b.snapshot && xmin === xmax && (xip ?? '') === '';
+}
+
+/**
+ * Waits until every slot confirmed the source's WAL up to `point` (the subscriptions applied everything
+ * committed before it); fails when an apply worker is not running or after the timeout.
  */
 export async function waitForCatchUp(
   source: Server,
   target: Server,
   subs: { db: string; slot: string; subscription: string }[],
   timeoutSeconds: number,
+  point: WalPoint,
 ): Promise<void> {
-  const lsn = await withClient(source, source.endpoint.database, async (c) => oneRow(await c.query<{ l: string }>('select pg_current_wal_lsn()::text as l')).l);
+  const lsn = point.lsn;
   const deadline = Date.now() + timeoutSeconds * 1000;
   await withClient(source, source.endpoint.database, (src) =>
     withClient(target, target.endpoint.database, async (dst) => {

@@ -24,7 +24,19 @@ import type { EventSink } from '../events.ts';
 import { compareCounts, countTables } from './counts.ts';
 import { checksumOptions, compareChecksums } from './checksum.ts';
 import { type Context, type DatabaseJob } from './context.ts';
-import { copyLargeObjects, copySequences, fence, fenceRecord, unfence, waitForCatchUp, type FenceRecord } from './cutover-steps.ts';
+import {
+  copyLargeObjects,
+  copySequences,
+  fence,
+  fenceRecord,
+  rolesOutsideFence,
+  unfence,
+  waitForCatchUp,
+  walPoint,
+  nothingCommittedBetween,
+  writesPastFence,
+  type FenceRecord,
+} from './cutover-steps.ts';
 import { loadUnits, undoInterruptedLoad, type LoadSpec } from './deferred-load.ts';
 import { StateLock, TargetLock } from './lock.ts';
 import { dropReplication, type OnlineRecord } from './online.ts';
@@ -134,6 +146,15 @@ export async function runCutover(
         `${db}: stop writes, wait for ${r.subscription} to catch up, set the sequences, copy ${String(r.notReplicated.length)} unreplicated tables${r.notReplicated.length > 0 ? ` (${r.notReplicated.map((t) => `${t.schema}.${t.name}`).join(', ')})` : ''} and the large objects, compare, drop ${r.subscription}`,
       );
     }
+    const unfenced = await rolesOutsideFence(
+      source,
+      dbs.map(([db]) => db),
+    );
+    if (unfenced.length > 0) {
+      summary.lines.push(
+        `warning: the settings of ${unfenced.join(', ')} turn default_transaction_read_only off, so their new sessions can still write after the fence: stop their applications before the cutover (or ALTER ROLE ... RESET default_transaction_read_only); the cutover refuses to finish while one of their sessions is writing`,
+      );
+    }
     if (co.dryRun) return summary;
 
     // 1. Stop writes.
@@ -152,12 +173,9 @@ export async function runCutover(
     const checksum = options.verify === 'checksum' ? checksumOptions(sf.major, tf.major) : undefined;
     const sourceCounts = new Map(dbs.map(([db]) => [db, countTables({ server: source, database: db, verifyQueue: ctx.verifyQueue, checksum })]));
     for (const p of sourceCounts.values()) p.catch(() => undefined); // awaited below; a failure surfaces there
-    await waitForCatchUp(
-      source,
-      target,
-      dbs.map(([db, r]) => ({ db, slot: r.slot, subscription: r.subscription })),
-      co.catchupTimeoutSeconds,
-    );
+    const subs = dbs.map(([db, r]) => ({ db, slot: r.slot, subscription: r.subscription }));
+    const fencedAt = await walPoint(source, true);
+    await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, fencedAt);
 
     // 3. What replication does not carry, and 4. the comparison with both sides quiet: the databases side by side.
     const queue = new PQueue({ concurrency: Math.max(1, parallelism.restoreParallel) });
@@ -172,7 +190,22 @@ export async function runCutover(
     }
     for (const f of finished) if (f.status === 'fulfilled') summary.databases.push(f.value);
 
-    // 5. Done: the subscriptions (and with them the slots) and the publications go; the source stays read-only.
+    // 5. Nothing may still write into a fenced database (a session the fence left open, a prepared
+    // transaction): it would be lost with the subscriptions. Then what was committed since the first
+    // catch-up is applied too (skipped when no transaction ran or began on the source since: on servers
+    // before 13 a quiet source's slot confirms the WAL end only at the subscriber's next status report).
+    const writing = await writesPastFence(source, fenced);
+    if (writing.length > 0) {
+      throw new MigrateError(
+        `writes into the fenced databases are still possible, and would not reach the target:\n  - ${writing.join('\n  - ')}\nend those sessions (or let their transactions finish) and COMMIT PREPARED or ROLLBACK PREPARED those transactions, then cut over again`,
+        ExitCode.failed,
+      );
+    }
+    if (!nothingCommittedBetween(fencedAt, await walPoint(source, false))) {
+      await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, await walPoint(source, true));
+    }
+
+    // 6. Done: the subscriptions (and with them the slots) and the publications go; the source stays read-only.
     const dropped = await Promise.all(dbs.map(([db, r]) => dropReplication({ source, target }, db, r)));
     for (const lines of dropped) summary.lines.push(...lines);
     for (const [db, r] of dbs) await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
