@@ -115,7 +115,7 @@ export async function writesPastFence(source: Server, record: FenceRecord): Prom
     const dbs = record.databases.map((d) => d.name);
     const sessions = await c.query<{ pid: number; db: string; usr: string | null; app: string | null; state: string | null }>(
       `select pid, datname as db, usename as usr, application_name as app, state from pg_stat_activity
-        where datname = any($1::text[]) and pid <> pg_backend_pid() and backend_xid is not null
+        where datname = any($1::text[]) and pid <> pg_backend_pid() and backend_xid is not null and backend_type <> 'autovacuum worker'
           and coalesce(application_name, '') not like 'pg-migrate/%'
         order by pid`,
       [dbs],
