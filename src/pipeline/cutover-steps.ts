@@ -14,6 +14,11 @@ import { ExitCode, MigrateError } from '../errors.ts';
 export interface FenceRecord {
   at: string;
   databases: { name: string; previous: string | null }[];
+  /**
+   * Set when the cutover, everything compared, began dropping the replication: from then on the source
+   * stays fenced (writes made now would reach no subscription) and a rerun finishes the drop.
+   */
+  droppingAt?: string;
   /** Set once the cutover completed: the source stays read-only on purpose. */
   completedAt?: string;
 }
@@ -196,17 +201,27 @@ export async function waitForCatchUp(
   await withClient(source, source.endpoint.database, (src) =>
     withClient(target, target.endpoint.database, async (dst) => {
       for (;;) {
-        const behind = await src.query<{ slot: string }>(
-          'select slot_name as slot from pg_replication_slots where slot_name = any($1::text[]) and (confirmed_flush_lsn is null or confirmed_flush_lsn < $2::pg_lsn)',
+        // A slot gone from the source carries nothing more: "caught up" would be a lie, and the writes
+        // since it went are not on the target.
+        const slots = await src.query<{ slot: string; behind: boolean }>(
+          'select slot_name as slot, (confirmed_flush_lsn is null or confirmed_flush_lsn < $2::pg_lsn) as behind from pg_replication_slots where slot_name = any($1::text[])',
           [subs.map((s) => s.slot), lsn],
         );
-        if (behind.rowCount === 0) return;
+        const gone = subs.filter((s) => !slots.rows.some((p) => p.slot === s.slot));
+        if (gone.length > 0) {
+          throw new MigrateError(
+            `the replication slots of ${gone.map((g) => `${g.db} (${g.slot})`).join(', ')} are gone from the source, so the changes committed since cannot reach the target: migrate ${gone.length === 1 ? 'that database' : 'those databases'} afresh with pg-migrate migrate --online --redo-db, then cut over`,
+            ExitCode.failed,
+          );
+        }
+        const behind = slots.rows.filter((r) => r.behind);
+        if (behind.length === 0) return;
         const workers = await dst.query<{ name: string }>(
           'select subname as name from pg_stat_subscription where pid is not null and subname = any($1::text[])',
           [subs.map((s) => s.subscription)],
         );
         const running = new Set(workers.rows.map((r) => r.name));
-        const dead = subs.filter((s) => behind.rows.some((b) => b.slot === s.slot) && !running.has(s.subscription));
+        const dead = subs.filter((s) => behind.some((b) => b.slot === s.slot) && !running.has(s.subscription));
         if (dead.length > 0 && Date.now() > deadline - timeoutSeconds * 500) {
           throw new MigrateError(
             `the subscriptions of ${dead.map((d) => d.db).join(', ')} are not applying changes (no apply worker on the target): look for errors in the target's server log`,
@@ -215,7 +230,7 @@ export async function waitForCatchUp(
         }
         if (Date.now() > deadline) {
           throw new MigrateError(
-            `the subscriptions of ${behind.rows.map((b) => subs.find((s) => s.slot === b.slot)?.db ?? b.slot).join(', ')} did not catch up with the source within ${String(timeoutSeconds)} s; raise --catchup-timeout or look at the target's server log`,
+            `the subscriptions of ${behind.map((b) => subs.find((s) => s.slot === b.slot)?.db ?? b.slot).join(', ')} did not catch up with the source within ${String(timeoutSeconds)} s; raise --catchup-timeout or look at the target's server log`,
             ExitCode.failed,
           );
         }

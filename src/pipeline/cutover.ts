@@ -96,11 +96,27 @@ export async function runCutover(
     if (unfinished.length > 0)
       throw new MigrateError(`the copy of ${unfinished.join(', ')} has not finished: run pg-migrate migrate --online again first`, ExitCode.failed);
     const dbs = [...records].filter(([, r]) => r.subscribedAt !== undefined && r.cutoverAt === undefined);
+
+    // A cutover stopped half-way (a crash) left the source fenced: open it again first, unless it had
+    // begun dropping the replication (some subscription may be gone already, so writes made now would
+    // be lost): then that drop is finished, the source staying read-only.
+    const earlier = await store.readDoc<FenceRecord>(store.fencePath);
+    if (earlier && earlier.completedAt === undefined && earlier.droppingAt !== undefined) {
+      const fencedDbs = new Set(earlier.databases.map((d) => d.name));
+      const toFinish = dbs.filter(([db]) => fencedDbs.has(db));
+      summary.lines.push(
+        `finishing the cutover interrupted while it dropped the replication (everything was compared before)${toFinish.length > 0 ? `: ${toFinish.map(([db]) => db).join(', ')}` : ''}`,
+      );
+      if (co.dryRun) return summary;
+      await dropAll(store, source, target, toFinish, summary);
+      await store.writeDoc(store.fencePath, { ...earlier, completedAt: new Date().toISOString() } satisfies FenceRecord);
+      summary.lines.push(
+        `cut over. The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
+      );
+      return summary;
+    }
     if (dbs.length === 0)
       throw new MigrateError(`no database replicates from the source in ${store.root}: run pg-migrate migrate --online first`, ExitCode.failed);
-
-    // A cutover stopped half-way (a crash) left the source fenced: open it again first.
-    const earlier = await store.readDoc<FenceRecord>(store.fencePath);
     if (earlier && earlier.completedAt === undefined) {
       await unfence(source, earlier);
       await store.removeDoc(store.fencePath);
@@ -205,13 +221,15 @@ export async function runCutover(
       await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, await walPoint(source, true));
     }
 
-    // 6. Done: the subscriptions (and with them the slots) and the publications go; the source stays read-only.
-    const dropped = await Promise.all(dbs.map(([db, r]) => dropReplication({ source, target }, db, r)));
-    for (const lines of dropped) summary.lines.push(...lines);
-    for (const [db, r] of dbs) await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
-    summary.writeStopSeconds = Math.round((performance.now() - stopped) / 100) / 10;
-    await store.writeDoc(store.fencePath, { ...fenced, completedAt: new Date().toISOString() } satisfies FenceRecord);
+    // 6. Done: the subscriptions (and with them the slots) and the publications go; the source stays
+    // read-only. Recorded first: from the first drop on, the source must not take writes again (a failed
+    // or killed drop is finished by the next cutover).
+    const dropping: FenceRecord = { ...fenced, droppingAt: new Date().toISOString() };
+    await store.writeDoc(store.fencePath, dropping);
     fenced = undefined;
+    await dropAll(store, source, target, dbs, summary);
+    summary.writeStopSeconds = Math.round((performance.now() - stopped) / 100) / 10;
+    await store.writeDoc(store.fencePath, { ...dropping, completedAt: new Date().toISOString() } satisfies FenceRecord);
     summary.lines.push(
       `cut over: writes were stopped for ${String(summary.writeStopSeconds)} s (after a grace of ${String(co.graceSeconds)} s in which new sessions were already read-only). The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
     );
@@ -237,6 +255,35 @@ export async function runCutover(
     await lock.release();
   }
   return summary;
+}
+
+/**
+ * The last step of a cutover: each database's subscription, slot and publication dropped, and the
+ * database recorded as cut over once all of it went. A drop that failed fails the cutover (the source
+ * stays read-only) so that the next cutover finishes it.
+ */
+async function dropAll(store: StateStore, source: Server, target: Server, dbs: [string, OnlineRecord][], summary: CutoverSummary): Promise<void> {
+  const dropped = await Promise.allSettled(dbs.map(([db, r]) => dropReplication({ source, target }, db, r)));
+  const failed: string[] = [];
+  for (const [i, d] of dropped.entries()) {
+    const entry = dbs[i];
+    if (!entry) continue;
+    const [db, r] = entry;
+    if (d.status === 'rejected') {
+      failed.push(`${db}: ${errorMessage(d.reason)}`);
+      continue;
+    }
+    summary.lines.push(...d.value);
+    const problems = d.value.filter((l) => l.startsWith('could not '));
+    if (problems.length > 0) failed.push(...problems);
+    else await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
+  }
+  if (failed.length > 0) {
+    throw new MigrateError(
+      `everything was compared, but the replication could not be dropped:\n  - ${failed.join('\n  - ')}\nthe source stays read-only (writes now would reach no subscription): fix that and run pg-migrate cutover again to finish`,
+      ExitCode.failed,
+    );
+  }
 }
 
 /**
