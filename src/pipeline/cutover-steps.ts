@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { oneRow, withClient, type Server } from '../pg/connect.ts';
 import { sequences } from '../pg/catalog.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
-import { ExitCode, MigrateError } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError } from '../errors.ts';
 
 /** A database's setting of default_transaction_read_only before the fence (null: not set for the database). */
 export interface FenceRecord {
@@ -53,10 +53,13 @@ const ENDED_SESSIONS_TIMEOUT_MS = 30_000;
  * pg_terminate_backend only sends the signal, and a session still exiting may yet commit after the
  * point the subscriptions are then asked to reach. Returns the sessions ended.
  */
-export async function fence(source: Server, record: FenceRecord, graceSeconds: number, roles: string[] | undefined): Promise<number> {
+export async function fence(source: Server, record: FenceRecord, graceSeconds: number, roles: string[] | undefined, signal?: AbortSignal): Promise<number> {
   return withClient(source, source.endpoint.database, async (c) => {
     for (const d of record.databases) await c.query(`alter database ${quoteIdent(d.name)} set default_transaction_read_only = on`);
-    await sleep(graceSeconds * 1000);
+    // A signal in the grace period stops the cutover (the caller opens the source again).
+    await sleep(graceSeconds * 1000, undefined, signal ? { signal } : undefined).catch(() => {
+      throw new AbortError();
+    });
     // pg_terminate_backend in the select list: it runs only for the rows the WHERE clause kept.
     const r = await c.query<{ pid: number; ended: boolean }>(
       `select pid, pg_terminate_backend(pid) as ended from pg_stat_activity
@@ -195,12 +198,14 @@ export async function waitForCatchUp(
   subs: { db: string; slot: string; subscription: string }[],
   timeoutSeconds: number,
   point: WalPoint,
+  signal?: AbortSignal,
 ): Promise<void> {
   const lsn = point.lsn;
   const deadline = Date.now() + timeoutSeconds * 1000;
   await withClient(source, source.endpoint.database, (src) =>
     withClient(target, target.endpoint.database, async (dst) => {
       for (;;) {
+        if (signal?.aborted === true) throw new AbortError();
         // A slot gone from the source carries nothing more: "caught up" would be a lie, and the writes
         // since it went are not on the target.
         const slots = await src.query<{ slot: string; behind: boolean }>(

@@ -19,7 +19,7 @@ import { ChildRegistry } from '../proc/run.ts';
 import { discoverTools } from '../proc/tools.ts';
 import { StateStore } from '../state/store.ts';
 import { encodeName } from '../state/names.ts';
-import { ExitCode, MigrateError, errorMessage } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
 import type { EventSink } from '../events.ts';
 import { compareCounts, countTables } from './counts.ts';
 import { checksumOptions, compareChecksums } from './checksum.ts';
@@ -66,7 +66,7 @@ export interface CutoverSummary {
 export async function runCutover(
   options: MigrateOptions,
   co: CutoverOptions,
-  hooks: { onEvent?: EventSink; env?: NodeJS.ProcessEnv } = {},
+  hooks: { onEvent?: EventSink; env?: NodeJS.ProcessEnv; signal?: AbortSignal; children?: ChildRegistry } = {},
 ): Promise<CutoverSummary> {
   const emit: EventSink = hooks.onEvent ?? (() => undefined);
   const env = hooks.env ?? process.env;
@@ -77,7 +77,12 @@ export async function runCutover(
   const store = new StateStore(options.stateDir);
   const { lock } = await StateLock.take(store, appName);
   let targetLock: TargetLock | undefined;
-  const children = new ChildRegistry();
+  const children = hooks.children ?? new ChildRegistry();
+  // A signal (Ctrl-C, SIGTERM, SIGHUP) stops the cutover at the next step, before the drop: the source is opened again.
+  const signal = hooks.signal ?? new AbortController().signal;
+  const stopIfAsked = (): void => {
+    if (signal.aborted) throw new AbortError('interrupted: the cutover stopped before dropping the replication');
+  };
   const control = new ControlConnections();
   let auth: ChildAuth | undefined;
   let fenced: FenceRecord | undefined;
@@ -154,7 +159,7 @@ export async function runCutover(
       children,
       control,
       verifyQueue: new PQueue({ concurrency: parallelism.verifyConcurrency }),
-      signal: new AbortController().signal,
+      signal,
       emit,
     };
     for (const [db, r] of dbs) {
@@ -174,13 +179,14 @@ export async function runCutover(
     if (co.dryRun) return summary;
 
     // 1. Stop writes.
+    stopIfAsked();
     emit({ type: 'stage', stage: 'cutover', status: 'start', message: `fencing ${String(dbs.length)} databases on the source` });
     fenced = await fenceRecord(
       source,
       dbs.map(([db]) => db),
     );
     await store.writeDoc(store.fencePath, fenced);
-    const ended = await fence(source, fenced, co.graceSeconds, co.fenceRoles);
+    const ended = await fence(source, fenced, co.graceSeconds, co.fenceRoles, signal);
     const stopped = performance.now();
     summary.lines.push(`stopped writes on the source (${String(ended)} sessions ended after ${String(co.graceSeconds)} s)`);
 
@@ -191,7 +197,7 @@ export async function runCutover(
     for (const p of sourceCounts.values()) p.catch(() => undefined); // awaited below; a failure surfaces there
     const subs = dbs.map(([db, r]) => ({ db, slot: r.slot, subscription: r.subscription }));
     const fencedAt = await walPoint(source, true);
-    await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, fencedAt);
+    await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, fencedAt, signal);
 
     // 3. What replication does not carry, and 4. the comparison with both sides quiet: the databases side by side.
     const queue = new PQueue({ concurrency: Math.max(1, parallelism.restoreParallel) });
@@ -218,12 +224,13 @@ export async function runCutover(
       );
     }
     if (!nothingCommittedBetween(fencedAt, await walPoint(source, false))) {
-      await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, await walPoint(source, true));
+      await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, await walPoint(source, true), signal);
     }
 
     // 6. Done: the subscriptions (and with them the slots) and the publications go; the source stays
     // read-only. Recorded first: from the first drop on, the source must not take writes again (a failed
     // or killed drop is finished by the next cutover).
+    stopIfAsked();
     const dropping: FenceRecord = { ...fenced, droppingAt: new Date().toISOString() };
     await store.writeDoc(store.fencePath, dropping);
     fenced = undefined;
@@ -242,7 +249,11 @@ export async function runCutover(
       // Nothing was dropped: the source takes writes again, the subscriptions go on.
       await unfence(source, fenced)
         .then(() => store.removeDoc(store.fencePath))
-        .then(() => summary.lines.push('the source takes writes again; the subscriptions go on: fix what is named above and cut over again'))
+        .then(() =>
+          summary.lines.push(
+            `the source takes writes again; the subscriptions go on: ${summary.exitCode === ExitCode.interrupted ? 'cut over again when ready' : 'fix what is named above and cut over again'}`,
+          ),
+        )
         .catch((e: unknown) => {
           summary.error = `${summary.error ?? ''}\nthe source could not be made writable again (${errorMessage(e)}): run pg-migrate cleanup, or ALTER DATABASE <name> RESET default_transaction_read_only for each database`;
         });

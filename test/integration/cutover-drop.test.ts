@@ -96,3 +96,25 @@ test('a slot gone from the source (its subscription dropped): the cutover refuse
   assert.match(c.stderr, /--redo-db/, c.output);
   assert.equal(await readOnly(src, 'shop'), false, 'the source takes writes again');
 });
+
+test('SIGTERM of the cutover during its grace period: exit 130, the source takes writes again, the subscription goes on; the next cutover goes through', async () => {
+  const { src, dst, ws } = await setUp('onl-drop-term');
+  await src.query('create database shop');
+  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
+  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
+  assert.equal(m.code, 0, m.output);
+  const subs = await subscriptions(dst);
+  const cut = startCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '30']), cliEnv(src, dst));
+  await waitDuring(cut, 'the cutover to fence the source', () => readOnly(src, 'shop'));
+  cut.child.kill('SIGTERM');
+  const r = await cut.done;
+  assert.equal(r.code, 130, r.output);
+  assert.match(r.stdout, /the source takes writes again; the subscriptions go on: cut over again when ready/, r.output);
+  assert.equal(await readOnly(src, 'shop'), false, 'the source takes writes again');
+  assert.deepEqual(await subscriptions(dst), subs, 'nothing was dropped');
+  await src.query("update items set v = 'after the signal' where id = 1", [], 'shop');
+  const again = await runCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '0']), cliEnv(src, dst));
+  assert.equal(again.code, 0, again.output);
+  assert.doesNotMatch(again.stdout, /made the source writable again/, again.output);
+  await assertSameDatabase(src, dst, 'shop', again);
+});
