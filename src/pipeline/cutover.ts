@@ -13,6 +13,7 @@ import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
 import { ControlConnections, authenticate, oneRow, withClient, type Server } from '../pg/connect.ts';
 import { schemaFingerprint } from '../pg/catalog.ts';
+import { serverAway } from '../pg/connect-errors.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import { planParallelism } from '../plan.ts';
 import { ChildRegistry } from '../proc/run.ts';
@@ -242,9 +243,13 @@ export async function runCutover(
     );
     emit({ type: 'stage', stage: 'cutover', status: 'done' });
   } catch (err) {
-    summary.exitCode = err instanceof MigrateError ? err.exitCode : ExitCode.internal;
+    // A server restarted, or a session of ours ended, under the cutover: a failure to name, not a bug of ours.
+    const away = !(err instanceof MigrateError) && (serverAway(err) || /not queryable/i.test(errorMessage(err)));
+    summary.exitCode = err instanceof MigrateError ? err.exitCode : away ? ExitCode.failed : ExitCode.internal;
     if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.failed;
-    summary.error = errorMessage(err);
+    summary.error = away
+      ? `a server went away or ended a session of the cutover (${errorMessage(err)}); once both servers take connections, cut over again`
+      : errorMessage(err);
     if (fenced) {
       // Nothing was dropped: the source takes writes again, the subscriptions go on.
       await unfence(source, fenced)

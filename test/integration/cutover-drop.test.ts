@@ -118,3 +118,21 @@ test('SIGTERM of the cutover during its grace period: exit 130, the source takes
   assert.doesNotMatch(again.stdout, /made the source writable again/, again.output);
   await assertSameDatabase(src, dst, 'shop', again);
 });
+
+test("the cutover's session on the source ended during the grace period: a named failure (exit 1, not an internal error), the source takes writes again", async () => {
+  const { src, dst, ws } = await setUp('onl-drop-away');
+  await src.query('create database shop');
+  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
+  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
+  assert.equal(m.code, 0, m.output);
+  const cut = startCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '3']), cliEnv(src, dst));
+  await waitDuring(cut, 'the cutover to fence the source', () => readOnly(src, 'shop'));
+  await src.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name like 'pg-migrate/%' and pid <> pg_backend_pid()");
+  const r = await cut.done;
+  assert.equal(r.code, 1, r.output);
+  assert.match(r.stderr, /a server went away or ended a session of the cutover .*; once both servers take connections, cut over again/, r.output);
+  assert.equal(await readOnly(src, 'shop'), false, 'the source takes writes again');
+  const again = await runCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '0']), cliEnv(src, dst));
+  assert.equal(again.code, 0, again.output);
+  await assertSameDatabase(src, dst, 'shop', again);
+});
