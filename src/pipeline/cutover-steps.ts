@@ -301,3 +301,37 @@ export async function copyLargeObjects(source: Server, target: Server, db: strin
     }),
   );
 }
+
+/**
+ * Roles are not replicated: the source's roles the target lacks (created since the copy, or left out
+ * with the globals), and, of them, those that own a large object of a migrated database (the cutover
+ * could not give it its owner), each as "db: large object N of role R".
+ */
+export async function rolesMissingOnTarget(source: Server, target: Server, dbs: string[]): Promise<{ missing: string[]; largeObjects: string[] }> {
+  const names = async (s: Server): Promise<Set<string>> =>
+    withClient(
+      s,
+      s.endpoint.database,
+      async (c) => new Set((await c.query<{ r: string }>("select rolname as r from pg_roles where rolname !~ '^pg_'")).rows.map((x) => x.r)),
+    );
+  const [have, there] = await Promise.all([names(source), names(target)]);
+  const missing = [...have].filter((r) => !there.has(r)).sort();
+  const largeObjects: string[] = [];
+  if (missing.length > 0) {
+    for (const db of dbs) {
+      const rows = await withClient(
+        source,
+        db,
+        async (c) =>
+          (
+            await c.query<{ oid: string; owner: string }>(
+              'select oid::text as oid, pg_get_userbyid(lomowner) as owner from pg_largeobject_metadata where pg_get_userbyid(lomowner) = any($1::text[]) order by oid',
+              [missing],
+            )
+          ).rows,
+      );
+      for (const r of rows) largeObjects.push(`${db}: large object ${r.oid} of role ${r.owner}`);
+    }
+  }
+  return { missing, largeObjects };
+}

@@ -30,6 +30,7 @@ import {
   copySequences,
   fence,
   fenceRecord,
+  rolesMissingOnTarget,
   rolesOutsideFence,
   unfence,
   waitForCatchUp,
@@ -175,6 +176,24 @@ export async function runCutover(
     if (unfenced.length > 0) {
       summary.lines.push(
         `warning: the settings of ${unfenced.join(', ')} turn default_transaction_read_only off, so their new sessions can still write after the fence: stop their applications before the cutover (or ALTER ROLE ... RESET default_transaction_read_only); the cutover refuses to finish while one of their sessions is writing`,
+      );
+    }
+    // Roles are not replicated: a large object's owner missing on the target refuses the cutover
+    // before the write stop; any other role the target lacks is named.
+    const roles = await rolesMissingOnTarget(
+      source,
+      target,
+      dbs.map(([db]) => db),
+    );
+    if (roles.largeObjects.length > 0) {
+      throw new MigrateError(
+        `large objects of the source are owned by roles the target does not have (roles are not replicated):\n  - ${roles.largeObjects.join('\n  - ')}\ncreate those roles on the target, then cut over`,
+        ExitCode.failed,
+      );
+    }
+    if (roles.missing.length > 0) {
+      summary.lines.push(
+        `warning: the roles ${roles.missing.join(', ')} exist on the source but not on the target (roles are not replicated: one created since the copy must be created on the target too)`,
       );
     }
     if (co.dryRun) return summary;

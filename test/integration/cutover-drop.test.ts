@@ -136,3 +136,25 @@ test("the cutover's session on the source ended during the grace period: a named
   assert.equal(again.code, 0, again.output);
   await assertSameDatabase(src, dst, 'shop', again);
 });
+
+test('roles are not replicated: a large object of a role created since the copy refuses the cutover before the write stop, naming it; another new role is named in a warning', async () => {
+  const { src, dst, ws } = await setUp('onl-drop-roles');
+  await src.query('create database shop');
+  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
+  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
+  assert.equal(m.code, 0, m.output);
+  await src.query('create role lo_owner; create role late_app login');
+  const [lo] = await src.query<{ oid: string }>("select lo_from_bytea(0, 'late')::text as oid", [], 'shop');
+  await src.query(`alter large object ${lo!.oid} owner to lo_owner`, [], 'shop');
+  const refused = await runCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '0']), cliEnv(src, dst));
+  assert.equal(refused.code, 1, refused.output);
+  assert.match(refused.stderr, new RegExp(`shop: large object ${lo!.oid} of role lo_owner`), refused.output);
+  assert.doesNotMatch(refused.stdout, /stopped writes/, 'refused before the write stop');
+  assert.equal(await readOnly(src, 'shop'), false);
+  await dst.query('create role lo_owner');
+  const c = await runCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '0']), cliEnv(src, dst));
+  assert.equal(c.code, 0, c.output);
+  assert.match(c.stdout, /warning: the roles late_app exist on the source but not on the target/, c.output);
+  const [owner] = await dst.query<{ r: string }>(`select pg_get_userbyid(lomowner) as r from pg_largeobject_metadata where oid = ${lo!.oid}`, [], 'shop');
+  assert.equal(owner?.r, 'lo_owner');
+});
