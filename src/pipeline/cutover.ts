@@ -263,8 +263,8 @@ export async function runCutover(
     emit({ type: 'stage', stage: 'cutover', status: 'done' });
   } catch (err) {
     // A server restarted, or a session of ours ended, under the cutover: a failure to name, not a bug of ours.
-    const away = !(err instanceof MigrateError) && (serverAway(err) || /not queryable/i.test(errorMessage(err)));
-    summary.exitCode = err instanceof MigrateError ? err.exitCode : away ? ExitCode.failed : ExitCode.internal;
+    const away = (!(err instanceof MigrateError) || err.exitCode === ExitCode.internal) && (serverAway(err) || /not queryable/i.test(errorMessage(err)));
+    summary.exitCode = away ? ExitCode.failed : err instanceof MigrateError ? err.exitCode : ExitCode.internal;
     if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.failed;
     summary.error = away
       ? `a server went away or ended a session of the cutover (${errorMessage(err)}); once both servers take connections, cut over again`
