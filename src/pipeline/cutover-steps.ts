@@ -8,12 +8,17 @@ import type pg from 'pg';
 import { oneRow, withClient, type Server } from '../pg/connect.ts';
 import { sequences } from '../pg/catalog.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
-import { ExitCode, MigrateError } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError } from '../errors.ts';
 
 /** A database's setting of default_transaction_read_only before the fence (null: not set for the database). */
 export interface FenceRecord {
   at: string;
   databases: { name: string; previous: string | null }[];
+  /**
+   * Set when the cutover, everything compared, began dropping the replication: from then on the source
+   * stays fenced (writes made now would reach no subscription) and a rerun finishes the drop.
+   */
+  droppingAt?: string;
   /** Set once the cutover completed: the source stays read-only on purpose. */
   completedAt?: string;
 }
@@ -48,10 +53,13 @@ const ENDED_SESSIONS_TIMEOUT_MS = 30_000;
  * pg_terminate_backend only sends the signal, and a session still exiting may yet commit after the
  * point the subscriptions are then asked to reach. Returns the sessions ended.
  */
-export async function fence(source: Server, record: FenceRecord, graceSeconds: number, roles: string[] | undefined): Promise<number> {
+export async function fence(source: Server, record: FenceRecord, graceSeconds: number, roles: string[] | undefined, signal?: AbortSignal): Promise<number> {
   return withClient(source, source.endpoint.database, async (c) => {
     for (const d of record.databases) await c.query(`alter database ${quoteIdent(d.name)} set default_transaction_read_only = on`);
-    await sleep(graceSeconds * 1000);
+    // A signal in the grace period stops the cutover (the caller opens the source again).
+    await sleep(graceSeconds * 1000, undefined, signal ? { signal } : undefined).catch(() => {
+      throw new AbortError();
+    });
     // pg_terminate_backend in the select list: it runs only for the rows the WHERE clause kept.
     const r = await c.query<{ pid: number; ended: boolean }>(
       `select pid, pg_terminate_backend(pid) as ended from pg_stat_activity
@@ -190,23 +198,35 @@ export async function waitForCatchUp(
   subs: { db: string; slot: string; subscription: string }[],
   timeoutSeconds: number,
   point: WalPoint,
+  signal?: AbortSignal,
 ): Promise<void> {
   const lsn = point.lsn;
   const deadline = Date.now() + timeoutSeconds * 1000;
   await withClient(source, source.endpoint.database, (src) =>
     withClient(target, target.endpoint.database, async (dst) => {
       for (;;) {
-        const behind = await src.query<{ slot: string }>(
-          'select slot_name as slot from pg_replication_slots where slot_name = any($1::text[]) and (confirmed_flush_lsn is null or confirmed_flush_lsn < $2::pg_lsn)',
+        if (signal?.aborted === true) throw new AbortError();
+        // A slot gone from the source carries nothing more: "caught up" would be a lie, and the writes
+        // since it went are not on the target.
+        const slots = await src.query<{ slot: string; behind: boolean }>(
+          'select slot_name as slot, (confirmed_flush_lsn is null or confirmed_flush_lsn < $2::pg_lsn) as behind from pg_replication_slots where slot_name = any($1::text[])',
           [subs.map((s) => s.slot), lsn],
         );
-        if (behind.rowCount === 0) return;
+        const gone = subs.filter((s) => !slots.rows.some((p) => p.slot === s.slot));
+        if (gone.length > 0) {
+          throw new MigrateError(
+            `the replication slots of ${gone.map((g) => `${g.db} (${g.slot})`).join(', ')} are gone from the source, so the changes committed since cannot reach the target: migrate ${gone.length === 1 ? 'that database' : 'those databases'} afresh with pg-migrate migrate --online --redo-db, then cut over`,
+            ExitCode.failed,
+          );
+        }
+        const behind = slots.rows.filter((r) => r.behind);
+        if (behind.length === 0) return;
         const workers = await dst.query<{ name: string }>(
           'select subname as name from pg_stat_subscription where pid is not null and subname = any($1::text[])',
           [subs.map((s) => s.subscription)],
         );
         const running = new Set(workers.rows.map((r) => r.name));
-        const dead = subs.filter((s) => behind.rows.some((b) => b.slot === s.slot) && !running.has(s.subscription));
+        const dead = subs.filter((s) => behind.some((b) => b.slot === s.slot) && !running.has(s.subscription));
         if (dead.length > 0 && Date.now() > deadline - timeoutSeconds * 500) {
           throw new MigrateError(
             `the subscriptions of ${dead.map((d) => d.db).join(', ')} are not applying changes (no apply worker on the target): look for errors in the target's server log`,
@@ -215,7 +235,7 @@ export async function waitForCatchUp(
         }
         if (Date.now() > deadline) {
           throw new MigrateError(
-            `the subscriptions of ${behind.rows.map((b) => subs.find((s) => s.slot === b.slot)?.db ?? b.slot).join(', ')} did not catch up with the source within ${String(timeoutSeconds)} s; raise --catchup-timeout or look at the target's server log`,
+            `the subscriptions of ${behind.map((b) => subs.find((s) => s.slot === b.slot)?.db ?? b.slot).join(', ')} did not catch up with the source within ${String(timeoutSeconds)} s; raise --catchup-timeout or look at the target's server log`,
             ExitCode.failed,
           );
         }
@@ -280,4 +300,38 @@ export async function copyLargeObjects(source: Server, target: Server, db: strin
       return changed;
     }),
   );
+}
+
+/**
+ * Roles are not replicated: the source's roles the target lacks (created since the copy, or left out
+ * with the globals), and, of them, those that own a large object of a migrated database (the cutover
+ * could not give it its owner), each as "db: large object N of role R".
+ */
+export async function rolesMissingOnTarget(source: Server, target: Server, dbs: string[]): Promise<{ missing: string[]; largeObjects: string[] }> {
+  const names = async (s: Server): Promise<Set<string>> =>
+    withClient(
+      s,
+      s.endpoint.database,
+      async (c) => new Set((await c.query<{ r: string }>("select rolname as r from pg_roles where rolname !~ '^pg_'")).rows.map((x) => x.r)),
+    );
+  const [have, there] = await Promise.all([names(source), names(target)]);
+  const missing = [...have].filter((r) => !there.has(r)).sort();
+  const largeObjects: string[] = [];
+  if (missing.length > 0) {
+    for (const db of dbs) {
+      const rows = await withClient(
+        source,
+        db,
+        async (c) =>
+          (
+            await c.query<{ oid: string; owner: string }>(
+              'select oid::text as oid, pg_get_userbyid(lomowner) as owner from pg_largeobject_metadata where pg_get_userbyid(lomowner) = any($1::text[]) order by oid',
+              [missing],
+            )
+          ).rows,
+      );
+      for (const r of rows) largeObjects.push(`${db}: large object ${r.oid} of role ${r.owner}`);
+    }
+  }
+  return { missing, largeObjects };
 }

@@ -13,13 +13,14 @@ import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
 import { ControlConnections, authenticate, oneRow, withClient, type Server } from '../pg/connect.ts';
 import { schemaFingerprint } from '../pg/catalog.ts';
+import { serverAway } from '../pg/connect-errors.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import { planParallelism } from '../plan.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { discoverTools } from '../proc/tools.ts';
 import { StateStore } from '../state/store.ts';
 import { encodeName } from '../state/names.ts';
-import { ExitCode, MigrateError, errorMessage } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
 import type { EventSink } from '../events.ts';
 import { compareCounts, countTables } from './counts.ts';
 import { checksumOptions, compareChecksums } from './checksum.ts';
@@ -29,6 +30,7 @@ import {
   copySequences,
   fence,
   fenceRecord,
+  rolesMissingOnTarget,
   rolesOutsideFence,
   unfence,
   waitForCatchUp,
@@ -66,7 +68,7 @@ export interface CutoverSummary {
 export async function runCutover(
   options: MigrateOptions,
   co: CutoverOptions,
-  hooks: { onEvent?: EventSink; env?: NodeJS.ProcessEnv } = {},
+  hooks: { onEvent?: EventSink; env?: NodeJS.ProcessEnv; signal?: AbortSignal; children?: ChildRegistry } = {},
 ): Promise<CutoverSummary> {
   const emit: EventSink = hooks.onEvent ?? (() => undefined);
   const env = hooks.env ?? process.env;
@@ -77,7 +79,12 @@ export async function runCutover(
   const store = new StateStore(options.stateDir);
   const { lock } = await StateLock.take(store, appName);
   let targetLock: TargetLock | undefined;
-  const children = new ChildRegistry();
+  const children = hooks.children ?? new ChildRegistry();
+  // A signal (Ctrl-C, SIGTERM, SIGHUP) stops the cutover at the next step, before the drop: the source is opened again.
+  const signal = hooks.signal ?? new AbortController().signal;
+  const stopIfAsked = (): void => {
+    if (signal.aborted) throw new AbortError('interrupted: the cutover stopped before dropping the replication');
+  };
   const control = new ControlConnections();
   let auth: ChildAuth | undefined;
   let fenced: FenceRecord | undefined;
@@ -96,11 +103,27 @@ export async function runCutover(
     if (unfinished.length > 0)
       throw new MigrateError(`the copy of ${unfinished.join(', ')} has not finished: run pg-migrate migrate --online again first`, ExitCode.failed);
     const dbs = [...records].filter(([, r]) => r.subscribedAt !== undefined && r.cutoverAt === undefined);
+
+    // A cutover stopped half-way (a crash) left the source fenced: open it again first, unless it had
+    // begun dropping the replication (some subscription may be gone already, so writes made now would
+    // be lost): then that drop is finished, the source staying read-only.
+    const earlier = await store.readDoc<FenceRecord>(store.fencePath);
+    if (earlier && earlier.completedAt === undefined && earlier.droppingAt !== undefined) {
+      const fencedDbs = new Set(earlier.databases.map((d) => d.name));
+      const toFinish = dbs.filter(([db]) => fencedDbs.has(db));
+      summary.lines.push(
+        `finishing the cutover interrupted while it dropped the replication (everything was compared before)${toFinish.length > 0 ? `: ${toFinish.map(([db]) => db).join(', ')}` : ''}`,
+      );
+      if (co.dryRun) return summary;
+      await dropAll(store, source, target, toFinish, summary);
+      await store.writeDoc(store.fencePath, { ...earlier, completedAt: new Date().toISOString() } satisfies FenceRecord);
+      summary.lines.push(
+        `cut over. The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
+      );
+      return summary;
+    }
     if (dbs.length === 0)
       throw new MigrateError(`no database replicates from the source in ${store.root}: run pg-migrate migrate --online first`, ExitCode.failed);
-
-    // A cutover stopped half-way (a crash) left the source fenced: open it again first.
-    const earlier = await store.readDoc<FenceRecord>(store.fencePath);
     if (earlier && earlier.completedAt === undefined) {
       await unfence(source, earlier);
       await store.removeDoc(store.fencePath);
@@ -138,7 +161,7 @@ export async function runCutover(
       children,
       control,
       verifyQueue: new PQueue({ concurrency: parallelism.verifyConcurrency }),
-      signal: new AbortController().signal,
+      signal,
       emit,
     };
     for (const [db, r] of dbs) {
@@ -155,16 +178,35 @@ export async function runCutover(
         `warning: the settings of ${unfenced.join(', ')} turn default_transaction_read_only off, so their new sessions can still write after the fence: stop their applications before the cutover (or ALTER ROLE ... RESET default_transaction_read_only); the cutover refuses to finish while one of their sessions is writing`,
       );
     }
+    // Roles are not replicated: a large object's owner missing on the target refuses the cutover
+    // before the write stop; any other role the target lacks is named.
+    const roles = await rolesMissingOnTarget(
+      source,
+      target,
+      dbs.map(([db]) => db),
+    );
+    if (roles.largeObjects.length > 0) {
+      throw new MigrateError(
+        `large objects of the source are owned by roles the target does not have (roles are not replicated):\n  - ${roles.largeObjects.join('\n  - ')}\ncreate those roles on the target, then cut over`,
+        ExitCode.failed,
+      );
+    }
+    if (roles.missing.length > 0) {
+      summary.lines.push(
+        `warning: the roles ${roles.missing.join(', ')} exist on the source but not on the target (roles are not replicated: one created since the copy must be created on the target too)`,
+      );
+    }
     if (co.dryRun) return summary;
 
     // 1. Stop writes.
+    stopIfAsked();
     emit({ type: 'stage', stage: 'cutover', status: 'start', message: `fencing ${String(dbs.length)} databases on the source` });
     fenced = await fenceRecord(
       source,
       dbs.map(([db]) => db),
     );
     await store.writeDoc(store.fencePath, fenced);
-    const ended = await fence(source, fenced, co.graceSeconds, co.fenceRoles);
+    const ended = await fence(source, fenced, co.graceSeconds, co.fenceRoles, signal);
     const stopped = performance.now();
     summary.lines.push(`stopped writes on the source (${String(ended)} sessions ended after ${String(co.graceSeconds)} s)`);
 
@@ -175,7 +217,7 @@ export async function runCutover(
     for (const p of sourceCounts.values()) p.catch(() => undefined); // awaited below; a failure surfaces there
     const subs = dbs.map(([db, r]) => ({ db, slot: r.slot, subscription: r.subscription }));
     const fencedAt = await walPoint(source, true);
-    await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, fencedAt);
+    await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, fencedAt, signal);
 
     // 3. What replication does not carry, and 4. the comparison with both sides quiet: the databases side by side.
     const queue = new PQueue({ concurrency: Math.max(1, parallelism.restoreParallel) });
@@ -202,29 +244,40 @@ export async function runCutover(
       );
     }
     if (!nothingCommittedBetween(fencedAt, await walPoint(source, false))) {
-      await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, await walPoint(source, true));
+      await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, await walPoint(source, true), signal);
     }
 
-    // 6. Done: the subscriptions (and with them the slots) and the publications go; the source stays read-only.
-    const dropped = await Promise.all(dbs.map(([db, r]) => dropReplication({ source, target }, db, r)));
-    for (const lines of dropped) summary.lines.push(...lines);
-    for (const [db, r] of dbs) await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
-    summary.writeStopSeconds = Math.round((performance.now() - stopped) / 100) / 10;
-    await store.writeDoc(store.fencePath, { ...fenced, completedAt: new Date().toISOString() } satisfies FenceRecord);
+    // 6. Done: the subscriptions (and with them the slots) and the publications go; the source stays
+    // read-only. Recorded first: from the first drop on, the source must not take writes again (a failed
+    // or killed drop is finished by the next cutover).
+    stopIfAsked();
+    const dropping: FenceRecord = { ...fenced, droppingAt: new Date().toISOString() };
+    await store.writeDoc(store.fencePath, dropping);
     fenced = undefined;
+    await dropAll(store, source, target, dbs, summary);
+    summary.writeStopSeconds = Math.round((performance.now() - stopped) / 100) / 10;
+    await store.writeDoc(store.fencePath, { ...dropping, completedAt: new Date().toISOString() } satisfies FenceRecord);
     summary.lines.push(
       `cut over: writes were stopped for ${String(summary.writeStopSeconds)} s (after a grace of ${String(co.graceSeconds)} s in which new sessions were already read-only). The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
     );
     emit({ type: 'stage', stage: 'cutover', status: 'done' });
   } catch (err) {
-    summary.exitCode = err instanceof MigrateError ? err.exitCode : ExitCode.internal;
+    // A server restarted, or a session of ours ended, under the cutover: a failure to name, not a bug of ours.
+    const away = (!(err instanceof MigrateError) || err.exitCode === ExitCode.internal) && (serverAway(err) || /not queryable/i.test(errorMessage(err)));
+    summary.exitCode = away ? ExitCode.failed : err instanceof MigrateError ? err.exitCode : ExitCode.internal;
     if (summary.exitCode === ExitCode.ok) summary.exitCode = ExitCode.failed;
-    summary.error = errorMessage(err);
+    summary.error = away
+      ? `a server went away or ended a session of the cutover (${errorMessage(err)}); once both servers take connections, cut over again`
+      : errorMessage(err);
     if (fenced) {
       // Nothing was dropped: the source takes writes again, the subscriptions go on.
       await unfence(source, fenced)
         .then(() => store.removeDoc(store.fencePath))
-        .then(() => summary.lines.push('the source takes writes again; the subscriptions go on: fix what is named above and cut over again'))
+        .then(() =>
+          summary.lines.push(
+            `the source takes writes again; the subscriptions go on: ${summary.exitCode === ExitCode.interrupted ? 'cut over again when ready' : 'fix what is named above and cut over again'}`,
+          ),
+        )
         .catch((e: unknown) => {
           summary.error = `${summary.error ?? ''}\nthe source could not be made writable again (${errorMessage(e)}): run pg-migrate cleanup, or ALTER DATABASE <name> RESET default_transaction_read_only for each database`;
         });
@@ -237,6 +290,35 @@ export async function runCutover(
     await lock.release();
   }
   return summary;
+}
+
+/**
+ * The last step of a cutover: each database's subscription, slot and publication dropped, and the
+ * database recorded as cut over once all of it went. A drop that failed fails the cutover (the source
+ * stays read-only) so that the next cutover finishes it.
+ */
+async function dropAll(store: StateStore, source: Server, target: Server, dbs: [string, OnlineRecord][], summary: CutoverSummary): Promise<void> {
+  const dropped = await Promise.allSettled(dbs.map(([db, r]) => dropReplication({ source, target }, db, r)));
+  const failed: string[] = [];
+  for (const [i, d] of dropped.entries()) {
+    const entry = dbs[i];
+    if (!entry) continue;
+    const [db, r] = entry;
+    if (d.status === 'rejected') {
+      failed.push(`${db}: ${errorMessage(d.reason)}`);
+      continue;
+    }
+    summary.lines.push(...d.value);
+    const problems = d.value.filter((l) => l.startsWith('could not '));
+    if (problems.length > 0) failed.push(...problems);
+    else await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
+  }
+  if (failed.length > 0) {
+    throw new MigrateError(
+      `everything was compared, but the replication could not be dropped:\n  - ${failed.join('\n  - ')}\nthe source stays read-only (writes now would reach no subscription): fix that and run pg-migrate cutover again to finish`,
+      ExitCode.failed,
+    );
+  }
 }
 
 /**

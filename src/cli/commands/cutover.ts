@@ -1,6 +1,8 @@
 /** `pg-migrate cutover`: the end of an online migration (see pipeline/cutover.ts); --dry-run shows what it would do. */
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { runCutover } from '../../pipeline/cutover.ts';
+import { ChildRegistry } from '../../proc/run.ts';
+import { withSignals } from '../signals.ts';
 import { DEFAULTS, VERIFY_MODES, type RawOptions } from '../../options.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
 import { createReporter, useColor, type ProgressMode } from '../renderer.ts';
@@ -42,19 +44,24 @@ export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
   if (typeof options === 'number') return options;
   await authenticateBoth(options);
   const reporter = createReporter(process.stderr, argv.progress, useColor(process.stderr, argv.color));
-  const summary = await runCutover(
-    options,
-    {
-      graceSeconds: argv.graceSeconds,
-      catchupTimeoutSeconds: argv.catchupTimeout,
-      ...(argv.fenceRoles ? { fenceRoles: argv.fenceRoles } : {}),
-      dryRun: argv.dryRun,
-    },
-    {
-      onEvent: (e) => {
-        reporter.onEvent(e);
+  const children = new ChildRegistry();
+  const summary = await withSignals(children, (signal) =>
+    runCutover(
+      options,
+      {
+        graceSeconds: argv.graceSeconds,
+        catchupTimeoutSeconds: argv.catchupTimeout,
+        ...(argv.fenceRoles ? { fenceRoles: argv.fenceRoles } : {}),
+        dryRun: argv.dryRun,
       },
-    },
+      {
+        signal,
+        children,
+        onEvent: (e) => {
+          reporter.onEvent(e);
+        },
+      },
+    ),
   );
   await reporter.close();
   for (const line of summary.lines) process.stdout.write(`${line}\n`);
