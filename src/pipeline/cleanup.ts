@@ -47,7 +47,7 @@ async function removeStalePassfiles(done: string[]): Promise<void> {
 
 /**
  * Online mode's leftovers: a cutover interrupted half-way left the source fenced (made writable
- * again); the subscriptions, slots and publications this migration created (recorded in the state,
+ * again, unless it had begun dropping the replication: that is the next cutover's to finish); the subscriptions, slots and publications this migration created (recorded in the state,
  * and only those) are dropped — an abandoned slot keeps WAL on the source until its disk is full.
  */
 async function cleanReplication(o: CleanupOptions, store: StateStore, names: string[], report: CleanupReport): Promise<void> {
@@ -65,6 +65,14 @@ async function cleanReplication(o: CleanupOptions, store: StateStore, names: str
     return;
   }
   const { source, target } = o;
+  if (fenced && fenced.completedAt === undefined && fenced.droppingAt !== undefined) {
+    // Everything was compared and some subscription may be gone: opening the source would take writes
+    // that reach no target. Only the cutover may finish this.
+    report.problems.push(
+      'a cutover was interrupted while it dropped the replication (after the comparison): the source stays read-only; run pg-migrate cutover again to finish it',
+    );
+    return;
+  }
   if (fenced && fenced.completedAt === undefined) {
     await unfence(source, fenced);
     await store.removeDoc(store.fencePath);

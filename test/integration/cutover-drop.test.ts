@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { cliEnv, migrateArgs, runCli, startCli } from './delayed-helpers.ts';
+import { cliEnv, migrateArgs, runCli, serverFlags, startCli } from './delayed-helpers.ts';
 import { killLeftovers, waitDuring } from './safety-helpers.ts';
 import { assertSameDatabase, cutoverArgs, onlineFixtures, onlineJson, publications, readOnly, slots, subscriptions } from './online-helpers.ts';
 
@@ -45,6 +45,13 @@ test('kill -9 of the cutover while it drops the replication: the source stays re
   await killLeftovers(ws, [src, dst]);
   assert.deepEqual(await subscriptions(dst), [], 'the killed cutover had dropped the subscription');
   assert.equal((await onlineJson(ws, 'shop'))?.cutoverAt, undefined);
+
+  // cleanup does not open the source then (the comparison was done, a subscription is gone): it names the cutover.
+  const cleaned = await runCli(['cleanup', ...serverFlags(src, dst), '--state-dir', ws.stateDir], cliEnv(src, dst));
+  assert.equal(cleaned.code, 1, cleaned.output);
+  assert.match(cleaned.output, /interrupted while it dropped the replication .*run pg-migrate cutover again to finish it/, cleaned.output);
+  assert.equal(await readOnly(src, 'shop'), true, 'cleanup left the source read-only');
+  assert.ok((await onlineJson(ws, 'shop')) !== undefined, 'cleanup left the record of the replication for the cutover');
 
   // While the next cutover runs, an application keeps trying to write: nothing may commit, since no
   // subscription would carry it.
