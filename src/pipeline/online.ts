@@ -119,9 +119,14 @@ export function slotSnapshot(ctx: Context, job: DatabaseJob, record: OnlineRecor
       await job.state.setDoc('online.json', { ...record, fingerprint, consistentPoint: slot.consistent_point } satisfies OnlineRecord);
       return await fn(slot.snapshot_name);
     } catch (err) {
-      throw err instanceof MigrateError
-        ? err
-        : new MigrateError(`creating the replication slot ${record.slot} of ${db} on the source: ${describePgError(err)}`);
+      if (err instanceof MigrateError) throw err;
+      if ((err as { code?: string }).code === '42710') {
+        // Not recorded in this state, so not provably this migration's: the operator decides.
+        throw new MigrateError(
+          `${db}: the source already has a replication slot ${record.slot}, which this state does not record (an earlier online migration of this pair whose state was removed, with --fresh for instance); if nothing uses it (pg_replication_slots.active is false), drop it on the source with SELECT pg_drop_replication_slot('${record.slot}'), or run pg-migrate cleanup with that migration's --state-dir, then run again`,
+        );
+      }
+      throw new MigrateError(`creating the replication slot ${record.slot} of ${db} on the source: ${describePgError(err)}`);
     } finally {
       await repl.end().catch(() => undefined);
     }
