@@ -362,6 +362,19 @@ export async function replicationClasses(client: Client): Promise<ReplicationCla
   }));
 }
 
+/** Every foreign key between two tables of user schemas: the referencing table and the referenced one. */
+export async function foreignKeyPairs(client: Client): Promise<{ from: { schema: string; name: string }; to: { schema: string; name: string } }[]> {
+  const r = await client.query<{ fs: string; fn: string; ts: string; tn: string }>(
+    `select distinct fn.nspname as fs, fc.relname as fn, tn.nspname as ts, tc.relname as tn
+       from pg_constraint k
+       join pg_class fc on fc.oid = k.conrelid join pg_namespace fn on fn.oid = fc.relnamespace
+       join pg_class tc on tc.oid = k.confrelid join pg_namespace tn on tn.oid = tc.relnamespace
+      where k.contype = 'f' and k.conrelid <> k.confrelid
+      order by 1, 2, 3, 4`,
+  );
+  return r.rows.map((x) => ({ from: { schema: x.fs, name: x.fn }, to: { schema: x.ts, name: x.tn } }));
+}
+
 /** The sequences of user schemas, qualified. */
 export async function sequences(client: Client): Promise<{ schema: string; name: string }[]> {
   const r = await client.query<{ schema: string; name: string }>(

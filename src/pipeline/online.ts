@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { clientConfig, describePgError, oneRow, pinnedSpec, withClient, type Server } from '../pg/connect.ts';
 import { formatConninfo, parseConninfo, type ConninfoParams } from '../pg/conninfo-parse.ts';
-import { replicationClasses, schemaFingerprint, type ReplicationClass } from '../pg/catalog.ts';
+import { foreignKeyPairs, replicationClasses, schemaFingerprint, type ReplicationClass } from '../pg/catalog.ts';
 import { inSnapshot, type WithSnapshot } from '../pg/snapshot.ts';
 import { qualify, quoteIdent, quoteLiteral } from '../pg/sql.ts';
 import { MigrateError, errorMessage } from '../errors.ts';
@@ -88,12 +88,33 @@ export async function prepareReplication(
       }
     }
     const record: OnlineRecord = { ...names, notReplicated: classes.filter((t) => !t.publishable), identityFull };
+    job.result.warnings.push(...truncateHazards(classes, await foreignKeyPairs(c)));
     await job.state.setDoc('online.json', record);
     const published = classes.filter((t) => t.publishable).map((t) => qualify(t.schema, t.name));
     await c.query(`drop publication if exists ${quoteIdent(names.publication)}`);
     await c.query(`create publication ${quoteIdent(names.publication)}${published.length > 0 ? ` for table ${published.join(', ')}` : ''}`);
     return record;
   });
+}
+
+/**
+ * A table left out of the publication that references a published one: a TRUNCATE of the published
+ * table on the source (with CASCADE) reaches the target without the referencing table, which the
+ * target's apply worker then cannot truncate past: the replication of the database stops until the
+ * referencing table is dealt with. Said before it happens.
+ */
+export function truncateHazards(classes: ReplicationClass[], fks: Awaited<ReturnType<typeof foreignKeyPairs>>): string[] {
+  const key = (t: { schema: string; name: string }): string => `${t.schema}.${t.name}`;
+  const published = new Set(classes.filter((t) => t.publishable).map(key));
+  const left = new Map(classes.filter((t) => !t.publishable).map((t) => [key(t), t]));
+  return fks
+    .filter((f) => left.has(key(f.from)) && published.has(key(f.to)))
+    .map((f) => {
+      const why = left.get(key(f.from))?.why;
+      const remedy =
+        why === 'unlogged' ? `make ${key(f.from)} logged (ALTER TABLE ... SET LOGGED)` : `give ${key(f.from)} a primary key (or use --replica-identity-full)`;
+      return `${key(f.from)} is not replicated (${why ?? 'left out'}; copied at cutover) but references ${key(f.to)}, which is: a TRUNCATE of ${key(f.to)} on the source would stop the replication (the target cannot truncate it while ${key(f.from)} references it); do not TRUNCATE it before the cutover, or ${remedy}`;
+    });
 }
 
 /**

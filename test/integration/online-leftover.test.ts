@@ -1,6 +1,7 @@
 /**
  * A replication slot of this pair that the state does not record (its state was removed): never
- * dropped by the tool, and named with what to do (real servers, the CLI as a subprocess).
+ * dropped by the tool, and named with what to do; a foreign key that a TRUNCATE would turn against the
+ * replication, named before it happens (real servers, the CLI as a subprocess).
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs/promises';
@@ -33,4 +34,21 @@ test('a slot left by an online migration whose state was removed: the new run na
   assert.match(again.output, new RegExp(`the source already has a replication slot ${slot}, which this state does not record`), again.output);
   assert.match(again.output, new RegExp(`SELECT pg_drop_replication_slot\\('${slot}'\\)`), again.output);
   assert.deepEqual(await slots(src), [slot], 'the slot is left to the operator');
+});
+
+test('a table left out of the publication that references a published one: the run warns that a TRUNCATE of the published table would stop the replication', async () => {
+  const { src, dst, ws } = await setUp('onl-fkwarn');
+  await src.query('create database shop');
+  await src.query(
+    'create table parent (id int primary key); create table child (p int references parent); insert into parent values (1); insert into child values (1)',
+    [],
+    'shop',
+  );
+  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
+  assert.equal(m.code, 0, m.output);
+  assert.match(
+    m.stdout,
+    /warning shop: public\.child is not replicated \(no primary key or replica identity; copied at cutover\) but references public\.parent/,
+    m.output,
+  );
 });
