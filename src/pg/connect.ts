@@ -208,6 +208,13 @@ export async function withClient<T>(server: Server, database: string, fn: (c: pg
 export function createPool(server: Server, database: string, max: number): pg.Pool {
   const pool = new pg.Pool({ ...clientConfig(server, database), max, idleTimeoutMillis: 250 });
   pool.on('error', () => undefined); // idle client lost: the pool replaces it
+  // pg-pool takes its own error listener off a client while it is checked out, and a client whose
+  // session ends then (pg_terminate_backend, a server restart, the run's own interruption ending its
+  // sessions) emits 'error' with nobody listening: the process would die before the tuning is put back.
+  // The broken connection surfaces in the query instead.
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   return pool;
 }
 

@@ -115,6 +115,19 @@ export class RunGuard {
   }
 
   /**
+   * When the session holding the target's advisory lock ends under the run (a restart, pg_terminate_backend),
+   * takes the lock again at once (waiting for a target that restarts), so that no other run can start on
+   * the target meanwhile; `lost` is told why, `failed` gets the error when the lock cannot be had again
+   * (another run took it: exit 4).
+   */
+  keepTargetLock(lost: (why: string) => void, failed: (err: unknown) => void): void {
+    this.targetLock.onLost((why) => {
+      lost(why);
+      this.targetLock.retake(REVERT_RETRY_SECONDS).catch(failed);
+    });
+  }
+
+  /**
    * Tunes the target for the load (unless told not to or not allowed): the earlier values are saved on
    * the target itself before the first change, so the revert is owed from here on.
    */

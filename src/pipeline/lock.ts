@@ -8,8 +8,9 @@
 import { open, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import type pg from 'pg';
-import { MigrateError, ExitCode } from '../errors.ts';
+import { MigrateError, ExitCode, errorMessage } from '../errors.ts';
 import { connect, terminateSessions, type Server } from '../pg/connect.ts';
+import { serverAway } from '../pg/connect-errors.ts';
 import type { StateStore } from '../state/store.ts';
 import { readJson } from '../state/files.ts';
 
@@ -145,19 +146,48 @@ const TARGET_LOCK = [0x70676d67, 1] as const;
 
 /** The target's advisory lock, held on a session of its own for the whole run. */
 export class TargetLock {
-  private readonly client: pg.Client;
+  private client: pg.Client;
+  private readonly target: Server;
+  private released = false;
+  private lostHandler: ((why: string) => void) | undefined;
 
-  private constructor(client: pg.Client) {
+  private constructor(client: pg.Client, target: Server) {
     this.client = client;
+    this.target = target;
+    this.watch(client);
+  }
+
+  /**
+   * The advisory lock lives as long as its session: one ended under the run (a restart of the target,
+   * pg_terminate_backend) leaves the lock free for another run, which the run must be told of.
+   */
+  private watch(client: pg.Client): void {
+    let first: unknown;
+    client.on('error', (err: unknown) => {
+      first ??= err;
+    });
+    client.on('end', () => {
+      if (this.released || client !== this.client) return;
+      this.lostHandler?.(first === undefined ? 'its session ended' : errorMessage(first));
+    });
+  }
+
+  /** Calls `fn` each time the session holding the lock ends without release(). */
+  onLost(fn: (why: string) => void): void {
+    this.lostHandler = fn;
   }
 
   /** Takes the lock, or refuses (exit 4) naming the run that holds it. */
   static async take(target: Server): Promise<TargetLock> {
+    return new TargetLock(await TargetLock.acquire(target), target);
+  }
+
+  private static async acquire(target: Server): Promise<pg.Client> {
     // A name of its own: ending the run's sessions (application_name = the run's) leaves the lock held.
     const client = await connect({ ...target, appName: `${target.appName}/lock` }, target.endpoint.database);
     try {
       const got = (await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1, $2) as ok', [...TARGET_LOCK])).rows[0]?.ok === true;
-      if (got) return new TargetLock(client);
+      if (got) return client;
       const holder = (
         await client.query<{ pid: number; app: string | null; addr: string | null; since: string | null }>(
           `select a.pid, a.application_name as app, a.client_addr::text as addr, a.backend_start::text as since
@@ -179,12 +209,44 @@ export class TargetLock {
     }
   }
 
+  /**
+   * Takes the lock again after its session ended, waiting up to `seconds` for a target that is away
+   * (restarting); refuses (exit 4) when another run took it meanwhile. Nothing once released.
+   */
+  async retake(seconds: number): Promise<void> {
+    const deadline = Date.now() + seconds * 1000;
+    for (;;) {
+      if (this.isReleased()) return;
+      let client: pg.Client;
+      try {
+        client = await TargetLock.acquire(this.target);
+      } catch (err) {
+        if (this.isReleased() || !serverAway(err) || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      // release() may have come while the session was being opened.
+      if (this.isReleased()) {
+        await client.end().catch(() => undefined);
+        return;
+      }
+      this.client = client;
+      this.watch(client);
+      return;
+    }
+  }
+
+  private isReleased(): boolean {
+    return this.released;
+  }
+
   /** The session that holds the lock (queries on the target's --to-db may use it). */
   get session(): pg.Client {
     return this.client;
   }
 
   async release(): Promise<void> {
+    this.released = true;
     await this.client.end().catch(() => undefined);
   }
 }

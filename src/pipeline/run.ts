@@ -13,7 +13,7 @@ import type { MigrateOptions } from '../options.ts';
 import { ControlConnections, terminateSessions, withClient, type Server } from '../pg/connect.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { StateStore, type PairIdentity, type ServerIdentity } from '../state/store.ts';
-import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage, isAborted } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage, isAborted, type ExitCodeValue } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import { createDataPath, type DataPath } from '../transfer/data-path.ts';
 import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
@@ -88,10 +88,25 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
   };
   let guard: RunGuard | undefined;
   let sampler: Sampler | undefined;
+  /** Why the run stopped when the target lock's session ended under it. */
+  let lockLost: string | undefined;
+  let lockLostCode: ExitCodeValue = ExitCode.internal;
   try {
     emit({ type: 'stage', stage: 'preflight', status: 'start' });
     // First the locks, the leftovers of a killed run and its tuning: before anything else can fail.
     guard = await RunGuard.open(options, store, servers, children, env, emit);
+    guard.keepTargetLock(
+      (why) => {
+        emit({ type: 'warning', message: `the session holding the run's lock on the target ended (${why}); taking the lock again` });
+      },
+      (err) => {
+        if (lockLost !== undefined || isAborted(signal)) return;
+        lockLost = `the session holding the run's lock on the target ended and the lock could not be taken again (${errorMessage(err)}); the run stops, since two runs must never tune or write one target at once`;
+        lockLostCode = err instanceof MigrateError ? err.exitCode : ExitCode.internal;
+        emit({ type: 'warning', message: lockLost });
+        controller.abort();
+      },
+    );
     // A fresh start keeps nothing of the earlier run (its tuning was reverted above).
     if (!options.fresh) {
       await store.init();
@@ -187,6 +202,11 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
   }
   summary.elapsedSeconds = secondsSince(started);
   summary.endedAt = new Date().toISOString();
+  if (lockLost !== undefined && (summary.exitCode === ExitCode.ok || summary.exitCode === ExitCode.interrupted)) {
+    // Not the operator's interruption: another run has the target (exit 4), or it stayed away (exit 5).
+    summary.exitCode = lockLostCode;
+    summary.error = summary.error === undefined ? lockLost : `${lockLost}\n${summary.error}`;
+  }
   if (summary.exitCode === ExitCode.ok) {
     if (isAborted(signal)) summary.exitCode = ExitCode.interrupted;
     else if (summary.globals.status === 'failed' || summary.databases.some((d) => d.status !== 'verified')) summary.exitCode = ExitCode.failed;

@@ -14,7 +14,8 @@ export interface DatabaseStatus {
   name: string;
   /** The last step that completed (a marker), or none. */
   step: string;
-  result: 'verified' | 'in progress' | 'failed' | 'not started';
+  /** `in progress` while a run is going; `interrupted`: begun, and no run is going (the last one was stopped or killed). */
+  result: 'verified' | 'in progress' | 'interrupted' | 'failed' | 'not started';
   /** When its last marker was written. */
   at?: string;
   dumpSeconds?: number;
@@ -92,7 +93,7 @@ export async function readStatus(stateDir: string): Promise<MigrationStatus> {
     status.databases.push({
       name,
       step: last === undefined ? 'none' : last === Marker.verified && deferred === 0 ? 'verified' : STEP_WORDS[last],
-      result: verified ? 'verified' : error ? 'failed' : last === undefined ? 'not started' : 'in progress',
+      result: verified ? 'verified' : error ? 'failed' : last === undefined ? 'not started' : status.run?.alive === true ? 'in progress' : 'interrupted',
       ...(last === undefined ? {} : { at: markers.get(last)?.at }),
       ...(num(Marker.dumped, 'seconds') === undefined ? {} : { dumpSeconds: num(Marker.dumped, 'seconds') }),
       ...(num(Marker.restored, 'seconds') === undefined ? {} : { restoreSeconds: num(Marker.restored, 'seconds') }),

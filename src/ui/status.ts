@@ -29,7 +29,7 @@ export function renderStatus(s: MigrationStatus): string {
   }
   lines.push(`globals: ${s.globals ? `migrated at ${s.globals.at}` : 'not migrated yet'}`);
   const table = new Table({ head: ['Database', 'Result', 'Step', 'Dump', 'Restore', 'Verify', 'Rows', 'At'], style: { head: [], border: [], compact: true } });
-  const order = { failed: 0, 'in progress': 1, 'not started': 2, verified: 3 } as const;
+  const order = { failed: 0, interrupted: 1, 'in progress': 2, 'not started': 3, verified: 4 } as const;
   const dbs = [...s.databases].sort((a, b) => order[a.result] - order[b.result] || (a.name < b.name ? -1 : 1));
   for (const d of dbs) {
     table.push([
@@ -56,7 +56,7 @@ export function renderStatus(s: MigrationStatus): string {
   }
   const by = (r: string): number => s.databases.filter((d) => d.result === r).length;
   lines.push(
-    `${String(by('verified'))} verified, ${String(by('in progress'))} in progress, ${String(by('failed'))} failed, ${String(by('not started'))} not started`,
+    `${String(by('verified'))} verified, ${String(by('in progress'))} in progress, ${String(by('failed'))} failed, ${String(by('not started'))} not started${by('interrupted') > 0 ? `, ${String(by('interrupted'))} interrupted (no run is going: run the same command again to resume)` : ''}`,
   );
   return lines.join('\n');
 }

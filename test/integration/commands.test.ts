@@ -114,8 +114,15 @@ test('status during a run and after kill -9; cleanup then reverts the tuning and
   const after = await status(ws);
   assert.equal(after.run?.alive, false, JSON.stringify(after));
   assert.ok(after.tuning, 'the pending tuning is shown');
+  // No run is going any more: big is not "in progress" but interrupted.
+  assert.ok(
+    after.databases.some((d) => d.name === 'big' && d.result === 'interrupted'),
+    JSON.stringify(after.databases),
+  );
   const afterText = await runCli(['status', '--state-dir', ws.stateDir]);
   assert.match(afterText.stdout, /was killed; the next run or pg-migrate cleanup cleans up after it/, afterText.output);
+  assert.match(afterText.stdout, /│ big +│ interrupted +│/, afterText.output);
+  assert.match(afterText.stdout, /0 in progress, .*1 interrupted \(no run is going: run the same command again to resume\)/, afterText.output);
   assert.match(afterText.stdout, /the target is tuned since .*: the next run or pg-migrate cleanup puts back/, afterText.output);
 
   // cleanup: the earlier settings back, the passfile gone, nothing else touched.

@@ -198,6 +198,33 @@ test('two runs against one target with different state dirs: the second exits 4 
   console.log(`# done in ${since(t0)}`);
 });
 
+test("the session holding the run's target lock terminated mid-restore: the run takes the lock again, so a second run with another state dir exits 4 and leaves the tuning alone; the first completes", async () => {
+  const t0 = Date.now();
+  const { dst, ws, confBefore } = await target('t2l');
+  const ws2 = await fx.workspace('t2l-second');
+  const first = fx.track(startCli(migrateArgs(src, dst, ws), cliEnv(src, dst), 180_000));
+  await restoreLoading(first, ws, dst, 'big', 't', ['small']);
+  assert.ok(tuned(await autoConf(dst)), first.output());
+  const ended = await dst.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name like 'pg-migrate/%/lock'`);
+  assert.equal(ended.length, 1, first.output());
+  await sleep(1000);
+
+  const second = await runCli(migrateArgs(src, dst, ws2), cliEnv(src, dst), 60_000);
+  assert.equal(second.code, 4, `${second.output}\n--- first run so far ---\n${first.output()}`);
+  assert.match(second.stderr, /another pg-migrate run \(pg-migrate\/[0-9a-f]+\/lock.*\) is working on the target/, second.output);
+  assert.doesNotMatch(second.stderr, /reverted the target tuning/, second.output);
+
+  const r = await first.done;
+  assert.match(
+    r.stderr,
+    /warning: the session holding the run's lock on the target ended \(terminating connection due to administrator command\); taking the lock again/,
+    r.output,
+  );
+  await assertMigrated(dst, r);
+  await assertConfAsBefore(dst, confBefore, 'after the first run', r);
+  console.log(`# done in ${since(t0)}`);
+});
+
 test('a rerun started 1 s after kill -9 of the CLI (not yet reaped by its parent: a zombie) is not refused by the run lock and completes', async () => {
   const t0 = Date.now();
   const { dst, ws, confBefore } = await target('t3a');
