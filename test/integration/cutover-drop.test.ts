@@ -117,6 +117,8 @@ test('SIGTERM of the cutover during its grace period: exit 130, the source takes
   const r = await cut.done;
   assert.equal(r.code, 130, r.output);
   assert.match(r.stdout, /the source takes writes again; the subscriptions go on: cut over again when ready/, r.output);
+  assert.match(r.stderr, /SIGTERM: stopping cleanly \(before dropping the replication; a fenced source is made writable again\)/, r.output);
+  assert.doesNotMatch(r.stderr, /tuning/, 'the cutover tunes nothing');
   assert.equal(await readOnly(src, 'shop'), false, 'the source takes writes again');
   assert.deepEqual(await subscriptions(dst), subs, 'nothing was dropped');
   await src.query("update items set v = 'after the signal' where id = 1", [], 'shop');

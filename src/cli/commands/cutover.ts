@@ -45,23 +45,29 @@ export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
   await authenticateBoth(options);
   const reporter = createReporter(process.stderr, argv.progress, useColor(process.stderr, argv.color));
   const children = new ChildRegistry();
-  const summary = await withSignals(children, (signal) =>
-    runCutover(
-      options,
-      {
-        graceSeconds: argv.graceSeconds,
-        catchupTimeoutSeconds: argv.catchupTimeout,
-        ...(argv.fenceRoles ? { fenceRoles: argv.fenceRoles } : {}),
-        dryRun: argv.dryRun,
-      },
-      {
-        signal,
-        children,
-        onEvent: (e) => {
-          reporter.onEvent(e);
+  const summary = await withSignals(
+    children,
+    (signal) =>
+      runCutover(
+        options,
+        {
+          graceSeconds: argv.graceSeconds,
+          catchupTimeoutSeconds: argv.catchupTimeout,
+          ...(argv.fenceRoles ? { fenceRoles: argv.fenceRoles } : {}),
+          dryRun: argv.dryRun,
         },
-      },
-    ),
+        {
+          signal,
+          children,
+          onEvent: (e) => {
+            reporter.onEvent(e);
+          },
+        },
+      ),
+    {
+      cleanly: 'before dropping the replication; a fenced source is made writable again',
+      now: 'a fenced source stays read-only until pg-migrate cutover or cleanup runs again',
+    },
   );
   await reporter.close();
   for (const line of summary.lines) process.stdout.write(`${line}\n`);

@@ -39,7 +39,10 @@ export async function runVerifyCommand(argv: VerifyArgs): Promise<number> {
   ]);
   const o = options;
   try {
-    const r = await withSignals(new ChildRegistry(), (signal) => compareServers(o, { checksum: argv.checksum, signal }));
+    const r = await withSignals(new ChildRegistry(), (signal) => compareServers(o, { checksum: argv.checksum, signal }), {
+      cleanly: 'cancelling the comparison; verify changes nothing',
+      now: 'verify changed nothing',
+    });
     process.stdout.write(argv.json ? `${JSON.stringify(r, null, 2)}\n` : `${renderComparison(r)}\n`);
     return r.exitCode;
   } catch (err) {
