@@ -20,7 +20,7 @@ export function renderStatus(s: MigrationStatus): string {
   } else lines.push('no run is going');
   if (s.tuning) {
     lines.push(
-      `the target is tuned${s.tuning.at ? ` since ${s.tuning.at}` : ''}${s.run?.alive === true ? ' by the run that is going' : ': the next run or pg-migrate cleanup puts back'} ${Object.entries(
+      `the target is tuned${s.tuning.at ? ` since ${s.tuning.at}` : ''}${s.run?.alive === true ? ' by the run that is going' : ' (as far as the state knows: a run killed while reverting may have put it back already): the next run or pg-migrate cleanup puts back'} ${Object.entries(
         s.tuning.previous,
       )
         .map(([k, v]) => `${k}=${v ?? '(unset)'}`)
