@@ -3,7 +3,7 @@
  * The only place that reads the arguments; the commands set the exit code.
  */
 import yargs, { type Argv } from 'yargs';
-import { ExitCode, UsageError } from '../errors.ts';
+import { ExitCode, MigrateError, UsageError } from '../errors.ts';
 import { explainUnknown } from './args.ts';
 import { installPasswordPrompt } from './prompt.ts';
 import * as migrateCommand from './commands/migrate.ts';
@@ -109,7 +109,9 @@ export async function main(args: string[]): Promise<number> {
       .parseAsync();
   } catch (err) {
     process.stderr.write(`pg-migrate: ${(err as Error).message}\n`);
-    return err instanceof UsageError ? ExitCode.usage : ExitCode.internal;
+    // An error meant for the operator that a command did not catch (a run lock held, a server out of
+    // reach) keeps its own exit code; anything else is unexpected.
+    return err instanceof MigrateError ? err.exitCode : ExitCode.internal;
   }
   return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
 }

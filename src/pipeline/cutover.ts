@@ -19,7 +19,7 @@ import { ChildRegistry } from '../proc/run.ts';
 import { discoverTools } from '../proc/tools.ts';
 import { StateStore } from '../state/store.ts';
 import { encodeName } from '../state/names.ts';
-import { ExitCode, MigrateError, errorMessage } from '../errors.ts';
+import { ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import type { EventSink } from '../events.ts';
 import { compareCounts, countTables } from './counts.ts';
 import { checksumOptions, compareChecksums } from './checksum.ts';
@@ -82,8 +82,12 @@ export async function runCutover(
   let auth: ChildAuth | undefined;
   let fenced: FenceRecord | undefined;
   try {
-    targetLock = await TargetLock.take(target);
-    await authenticate(source);
+    // A server out of reach or a login refused: nothing was changed (exit 3), as in migrate's guard.
+    const unreachable = (err: unknown): never => {
+      throw err instanceof MigrateError && err.exitCode === ExitCode.stateMismatch ? err : new PreflightError([errorMessage(err)]);
+    };
+    targetLock = await TargetLock.take(target).catch(unreachable);
+    await authenticate(source).catch(unreachable);
     auth = await prepareChildAuth([options.from, options.to], env);
     await store.init();
     const names = await store.databaseNames();
@@ -94,10 +98,13 @@ export async function runCutover(
     }
     const unfinished = [...records].filter(([, r]) => r.subscribedAt === undefined).map(([n]) => n);
     if (unfinished.length > 0)
-      throw new MigrateError(`the copy of ${unfinished.join(', ')} has not finished: run pg-migrate migrate --online again first`, ExitCode.failed);
+      throw new MigrateError(`the copy of ${unfinished.join(', ')} has not finished: run pg-migrate migrate --online again first`, ExitCode.preflight);
     const dbs = [...records].filter(([, r]) => r.subscribedAt !== undefined && r.cutoverAt === undefined);
     if (dbs.length === 0)
-      throw new MigrateError(`no database replicates from the source in ${store.root}: run pg-migrate migrate --online first`, ExitCode.failed);
+      throw new MigrateError(
+        `no database replicates from the source in ${store.root}: run pg-migrate migrate --online first, or pass the --state-dir of the online migration`,
+        ExitCode.preflight,
+      );
 
     // A cutover stopped half-way (a crash) left the source fenced: open it again first.
     const earlier = await store.readDoc<FenceRecord>(store.fencePath);

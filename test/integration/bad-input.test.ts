@@ -40,3 +40,37 @@ test("a PG_MIGRATE_* variable of another command's option (the container's PG_MI
   assert.match(flag.stderr, /unknown option --dump-root/, flag.output);
   assertNoTrace(r.output + typo.output + flag.output);
 });
+
+/** A local port where nothing listens: connections are refused at once. */
+async function closedPort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as import('node:net').AddressInfo).port;
+      server.close(() => {
+        resolve(port);
+      });
+    });
+  });
+}
+
+test('cutover: a server out of reach exits 3 and another run holding the state exits 4, as documented (not 5)', async () => {
+  const dir = await tempDir('cutover');
+  const port = String(await closedPort());
+  const conn = ['--from-host', '127.0.0.1', '--from-port', port, '--to-host', '127.0.0.1', '--to-port', port, '--state-dir', dir];
+  const refused = await runCli(['cutover', ...conn]);
+  assert.equal(refused.code, 3, refused.output);
+  assert.match(refused.stderr, /refused the connection/, refused.output);
+  assertNoTrace(refused.output);
+  // A run holding the state directory's lock (this test's own process stands for it).
+  const state = path.join(dir, 'pg_migrate_state');
+  await fs.mkdir(state, { recursive: true });
+  const lock = { pid: process.pid, startTicks: null, host: os.hostname(), appName: 'pg-migrate/test', startedAt: new Date().toISOString() };
+  await fs.writeFile(path.join(state, 'run.lock'), JSON.stringify(lock));
+  const locked = await runCli(['cutover', ...conn]);
+  assert.equal(locked.code, 4, locked.output);
+  assert.match(locked.stderr, new RegExp(`another pg-migrate \\(pid ${String(process.pid)}`), locked.output);
+  assertNoTrace(locked.output);
+});
