@@ -176,7 +176,8 @@ export async function inspect(
     out.plan = plan;
 
     // The dump root: writable (it is created if missing), with room for the dumps of the file path.
-    await checkDumpRoot(options.dumpRoot, problems);
+    await checkWritable(options.dumpRoot, 'the dump root', '--dump-root', problems);
+    await checkWritable(options.stateDir, 'the state directory', '--state-dir', problems);
     const filesPath = plan.databases.filter((d) => d.dataPath === 'files').map((d) => d.name);
     out.disk = await diskNeed(source, options.dumpRoot, filesPath).catch((err: unknown) => {
       warnings.push(`the disk the dumps need could not be worked out: ${errorMessage(err)}`);
@@ -212,9 +213,9 @@ export async function inspect(
 
 const formatGiB = (bytes: number): string => `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
 
-/** The dump root, or the nearest directory above it that exists, must be writable: checked without creating anything. */
-async function checkDumpRoot(dumpRoot: string, problems: string[]): Promise<void> {
-  for (let p = path.resolve(dumpRoot); ; p = path.dirname(p)) {
+/** A directory the run writes (the dump root, the state directory), or the nearest one above it that exists, must be writable: checked without creating anything. */
+async function checkWritable(dir: string, what: string, flag: string, problems: string[]): Promise<void> {
+  for (let p = path.resolve(dir); ; p = path.dirname(p)) {
     try {
       await access(p, constants.F_OK);
     } catch {
@@ -223,7 +224,7 @@ async function checkDumpRoot(dumpRoot: string, problems: string[]): Promise<void
     try {
       await access(p, constants.W_OK);
     } catch (err) {
-      problems.push(`the dump root ${dumpRoot} cannot be written (${(err as Error).message}); pass a writable --dump-root`);
+      problems.push(`${what} ${dir} cannot be written (${(err as Error).message}); pass a writable ${flag}`);
     }
     return;
   }

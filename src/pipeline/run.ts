@@ -108,11 +108,14 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     summary.servers = { source: serverInfo(pre.sourceFacts), target: serverInfo(pre.targetFacts) };
     emit({ type: 'stage', stage: 'preflight', status: 'done' });
 
+    // Preflight checked it without creating anything (before --fresh discards the state; as root, a file system may still refuse).
+    await mkdir(options.dumpRoot, { recursive: true }).catch((err: unknown) => {
+      throw new PreflightError([`the dump root ${options.dumpRoot} cannot be created (${errorMessage(err)}); pass a writable --dump-root`]);
+    });
     if (options.fresh) {
       await store.wipe();
       await store.init();
     }
-    await mkdir(options.dumpRoot, { recursive: true });
     await store.claim(pair);
     const { plan } = pre;
     await applyRedo(store, plan.databases, options.redoDb, emit);

@@ -7,12 +7,32 @@ import * as fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, test } from 'node:test';
-import { runCli } from './delayed-helpers.ts';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { autoConf, userDatabases } from './cli.ts';
+import { cliEnv, migrateArgs, runCli } from './delayed-helpers.ts';
+import { fixtures } from './safety-helpers.ts';
+
+const { setUp } = fixtures();
 
 const dirs: string[] = [];
+const mounts: string[] = [];
 afterEach(async () => {
+  for (const m of mounts.splice(0)) await promisify(execFile)('umount', [m]).catch(() => undefined);
   await Promise.all(dirs.splice(0).map((d) => fs.rm(d, { recursive: true, force: true })));
 });
+
+/** A directory on a read-only file system (a tmpfs: needs root, as CI has), or undefined. */
+async function readOnlyDir(label: string): Promise<string | undefined> {
+  const dir = await tempDir(label);
+  try {
+    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', dir]);
+  } catch {
+    return undefined;
+  }
+  mounts.push(dir);
+  return dir;
+}
 async function tempDir(label: string): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), `pgm-bad-${label}-`));
   dirs.push(dir);
@@ -73,4 +93,44 @@ test('cutover: a server out of reach exits 3 and another run holding the state e
   assert.equal(locked.code, 4, locked.output);
   assert.match(locked.stderr, new RegExp(`another pg-migrate \\(pid ${String(process.pid)}`), locked.output);
   assertNoTrace(locked.output);
+});
+
+test('a state directory that cannot be created or read: exit 2 naming it and --state-dir, for migrate, cutover and status (was 5 with a bare EROFS/ENOTDIR)', async (t) => {
+  const ro = await readOnlyDir('rostate');
+  if (ro === undefined) {
+    t.skip('cannot mount a read-only tmpfs here');
+    return;
+  }
+  const port = String(await closedPort());
+  const conn = ['--from-host', '127.0.0.1', '--from-port', port, '--to-host', '127.0.0.1', '--to-port', port];
+  for (const command of ['migrate', 'cutover']) {
+    const r = await runCli([command, ...conn, '--state-dir', path.join(ro, 'state')]);
+    assert.equal(r.code, 2, `${command}: ${r.output}`);
+    assert.match(
+      r.stderr,
+      /the state directory .*pg_migrate_state cannot be created or written \((EROFS|ENOENT).*pass --state-dir with a directory this user can write/,
+      r.output,
+    );
+    assertNoTrace(r.output);
+  }
+  // status only reads: a state whose databases/ is a file cannot be read.
+  const broken = await tempDir('brokenstate');
+  await fs.mkdir(path.join(broken, 'pg_migrate_state'));
+  await fs.writeFile(path.join(broken, 'pg_migrate_state', 'databases'), 'x');
+  const r = await runCli(['status', '--state-dir', broken]);
+  assert.equal(r.code, 2, r.output);
+  assert.match(r.stderr, /the state in .*pg_migrate_state cannot be read \(ENOTDIR.*pass the --state-dir of the migration/, r.output);
+  assertNoTrace(r.output);
+});
+
+test('a dump root that preflight finds writable but cannot be created (/sys as root): exit 3, nothing changed on the target', async () => {
+  const { src, dst, ws } = await setUp('baddump');
+  await src.query('create database shop');
+  const before = await autoConf(dst);
+  const r = await runCli(migrateArgs(src, dst, ws, ['--dump-root', '/sys/kernel/pgm-test-dumps']), cliEnv(src, dst));
+  assert.equal(r.code, 3, r.output);
+  assert.match(r.stderr, /the dump root \/sys\/kernel\/pgm-test-dumps (cannot be created|cannot be written)/, r.output);
+  assertNoTrace(r.output);
+  assert.deepEqual(await userDatabases(dst), []);
+  assert.deepEqual(await autoConf(dst), before);
 });
