@@ -134,3 +134,30 @@ test('a dump root that preflight finds writable but cannot be created (/sys as r
   assert.deepEqual(await userDatabases(dst), []);
   assert.deepEqual(await autoConf(dst), before);
 });
+
+test('verify: one server given twice (another spelling of it), an --include-db that matches nothing, or a selection that leaves nothing: exit 2, never "equal"', async () => {
+  const { src, dst } = await setUp('badverify');
+  await src.query('create database shop');
+  const env = { PG_MIGRATE_FROM_PASS: src.password, PG_MIGRATE_TO_PASS: src.password };
+  const from = ['--from-host', src.host, '--from-port', String(src.port)];
+  const same = await runCli(['verify', ...from, '--to', `postgresql://postgres@localhost:${String(src.port)}/postgres`], env);
+  assert.equal(same.code, 2, same.output);
+  assert.match(same.stderr, /the source and the target are the same server/, same.output);
+  assert.doesNotMatch(same.stdout, /equal/, same.output);
+  const args = ['verify', ...from, '--to-host', dst.host, '--to-port', String(dst.port)];
+  const pair = cliEnv(src, dst);
+  const nosuch = await runCli([...args, '--include-db', 'nosuch'], pair);
+  assert.equal(nosuch.code, 2, nosuch.output);
+  assert.match(nosuch.stderr, /--include-db "nosuch" matches no database on either server; nothing was compared/, nosuch.output);
+  const none = await runCli([...args, '--exclude-db', '*'], pair);
+  assert.equal(none.code, 2, none.output);
+  assert.match(none.stderr, /leave no database to compare/, none.output);
+  for (const r of [same, nosuch, none]) {
+    assertNoTrace(r.output);
+    assert.doesNotMatch(r.output, new RegExp(src.password), r.output);
+  }
+  // A selection that names something still compares it.
+  const shop = await runCli([...args, '--include-db', 'shop'], pair);
+  assert.equal(shop.code, 1, shop.output);
+  assert.match(shop.stdout, /shop: database is missing on the target/, shop.output);
+});
