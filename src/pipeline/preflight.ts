@@ -114,6 +114,17 @@ export async function inspect(
     for (const glob of options.includeDb) {
       if (!all.some((d) => globMatch(d.name, glob))) problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
     }
+    // A mistyped --exclude-db would migrate what it meant to leave out; a selection that leaves nothing copies only the globals.
+    for (const glob of options.excludeDb) {
+      if (!all.some((d) => globMatch(d.name, glob)))
+        warnings.push(`--exclude-db ${JSON.stringify(glob)} matches no database on the source, so it leaves nothing out`);
+    }
+    const excluded = selection.skipped.filter((s) => s.reason !== 'holds no user objects');
+    if (selection.migrate.length === 0 && excluded.length > 0) {
+      warnings.push(
+        `--include-db/--exclude-db leave no database to migrate (left out: ${excluded.map((s) => s.name).join(', ')})${options.migrateGlobals ? ': only the roles and tablespaces are copied' : ''}`,
+      );
+    }
     const onTarget = new Set((await dst.query<{ datname: string }>('select datname from pg_database')).rows.map((r) => r.datname));
     for (const db of selection.migrate) {
       if (db.inPlace === true) {

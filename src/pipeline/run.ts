@@ -154,7 +154,13 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     sampler = startSampler(ctx, phases);
 
     if (options.disableDstOptimizations) emit({ type: 'stage', stage: 'tuning', status: 'skipped' });
-    else if (!(await loadLeft(store, plan.databases))) emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: 'every database already verified' });
+    else if (!(await loadLeft(store, plan.databases)))
+      emit({
+        type: 'stage',
+        stage: 'tuning',
+        status: 'skipped',
+        message: plan.databases.length === 0 ? 'no database to migrate' : 'every database already verified',
+      });
     else if (!pre.targetFacts.alterSystem.ok) {
       summary.tuning.notice = `tuning skipped: ${pre.targetFacts.alterSystem.why ?? ''}`;
       emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: pre.targetFacts.alterSystem.why });

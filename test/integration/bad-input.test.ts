@@ -161,3 +161,21 @@ test('verify: one server given twice (another spelling of it), an --include-db t
   assert.equal(shop.code, 1, shop.output);
   assert.match(shop.stdout, /shop: database is missing on the target/, shop.output);
 });
+
+test('plan/migrate: a mistyped --exclude-db and a selection that leaves every database out are named, not passed over', async () => {
+  const { src, dst, ws } = await setUp('badselect');
+  await src.query('create database shop');
+  await src.query('create table t (id int)', [], 'shop');
+  const typo = await runCli(migrateArgs(src, dst, ws, ['plan', '--exclude-db', 'shpo']), cliEnv(src, dst));
+  assert.equal(typo.code, 0, typo.output);
+  assert.match(typo.output, /--exclude-db "shpo" matches no database on the source, so it leaves nothing out/, typo.output);
+  const all = await runCli(migrateArgs(src, dst, ws, ['--exclude-db', '*']), cliEnv(src, dst));
+  assert.equal(all.code, 0, all.output);
+  assert.match(
+    all.output,
+    /--include-db\/--exclude-db leave no database to migrate \(left out: [^)]*shop[^)]*\): only the roles and tablespaces are copied/,
+    all.output,
+  );
+  assert.match(all.output, /tuning: skipped — no database to migrate/, all.output);
+  assert.deepEqual(await userDatabases(dst), []);
+});
