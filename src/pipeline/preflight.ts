@@ -114,6 +114,13 @@ export async function inspect(
     for (const glob of options.includeDb) {
       if (!all.some((d) => globMatch(d.name, glob))) problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
     }
+    // A mistyped --redo-db would redo nothing, in silence.
+    for (const glob of options.redoDb) {
+      if (!selection.migrate.some((d) => globMatch(d.name, glob)))
+        problems.push(
+          `--redo-db ${JSON.stringify(glob)} matches no database being migrated; check the name (or the --include-db/--exclude-db that leave it out)`,
+        );
+    }
     // A mistyped --exclude-db would migrate what it meant to leave out; a selection that leaves nothing copies only the globals.
     for (const glob of options.excludeDb) {
       if (!all.some((d) => globMatch(d.name, glob)))

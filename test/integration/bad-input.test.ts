@@ -162,13 +162,16 @@ test('verify: one server given twice (another spelling of it), an --include-db t
   assert.match(shop.stdout, /shop: database is missing on the target/, shop.output);
 });
 
-test('plan/migrate: a mistyped --exclude-db and a selection that leaves every database out are named, not passed over', async () => {
+test('plan/migrate: a mistyped --exclude-db or --redo-db and a selection that leaves every database out are named, not passed over', async () => {
   const { src, dst, ws } = await setUp('badselect');
   await src.query('create database shop');
   await src.query('create table t (id int)', [], 'shop');
   const typo = await runCli(migrateArgs(src, dst, ws, ['plan', '--exclude-db', 'shpo']), cliEnv(src, dst));
   assert.equal(typo.code, 0, typo.output);
   assert.match(typo.output, /--exclude-db "shpo" matches no database on the source, so it leaves nothing out/, typo.output);
+  const redo = await runCli(migrateArgs(src, dst, ws, ['plan', '--redo-db', 'shpo']), cliEnv(src, dst));
+  assert.equal(redo.code, 3, redo.output);
+  assert.match(redo.output, /--redo-db "shpo" matches no database being migrated/, redo.output);
   const all = await runCli(migrateArgs(src, dst, ws, ['--exclude-db', '*']), cliEnv(src, dst));
   assert.equal(all.code, 0, all.output);
   assert.match(
