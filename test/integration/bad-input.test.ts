@@ -162,7 +162,7 @@ test('verify: one server given twice (another spelling of it), an --include-db t
   assert.match(shop.stdout, /shop: database is missing on the target/, shop.output);
 });
 
-test('plan/migrate: a mistyped --exclude-db or --redo-db and a selection that leaves every database out are named, not passed over', async () => {
+test('plan/migrate: a mistyped --exclude-db or --redo-db, a selection that leaves every database out, and plan while a run holds the state are named, not passed over', async () => {
   const { src, dst, ws } = await setUp('badselect');
   await src.query('create database shop');
   await src.query('create table t (id int)', [], 'shop');
@@ -181,4 +181,10 @@ test('plan/migrate: a mistyped --exclude-db or --redo-db and a selection that le
   );
   assert.match(all.output, /tuning: skipped — no database to migrate/, all.output);
   assert.deepEqual(await userDatabases(dst), []);
+  // plan while another run holds the state directory (this test's process stands for it): could not start.
+  const lock = { pid: process.pid, startTicks: null, host: os.hostname(), appName: 'pg-migrate/test', startedAt: new Date().toISOString() };
+  await fs.writeFile(path.join(ws.markers, 'run.lock'), JSON.stringify(lock));
+  const locked = await runCli(migrateArgs(src, dst, ws, ['plan']), cliEnv(src, dst));
+  assert.equal(locked.code, 3, locked.output);
+  assert.match(locked.output, new RegExp(`another pg-migrate \\(pid ${String(process.pid)}`), locked.output);
 });
