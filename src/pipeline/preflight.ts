@@ -10,7 +10,7 @@ import type pg from 'pg';
 import type { MigrateOptions } from '../options.ts';
 import { planDatabase, planParallelism, type RunPlan } from '../plan.ts';
 import { connect, type Server } from '../pg/connect.ts';
-import { chooseCompression, discoverTools, versionProblems, type Tools } from '../proc/tools.ts';
+import { chooseCompression, compressionProblem, discoverTools, versionProblems, type Tools } from '../proc/tools.ts';
 import { MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import { Marker } from '../state/names.ts';
 import type { StateStore } from '../state/store.ts';
@@ -102,6 +102,8 @@ export async function inspect(
     const tools = toolsFound.tools;
     if (tools) {
       out.tools = tools;
+      const z = options.compression === undefined ? undefined : compressionProblem(options.compression, tools.pgDump.major);
+      if (z !== undefined) problems.push(z);
       const v = versionProblems(tools.pgDump.major, `${tools.pgDump.version} in ${path.dirname(tools.pgDump.path)}`, sourceFacts.major, targetFacts.major);
       problems.push(...v.problems);
       warnings.push(...v.warnings);

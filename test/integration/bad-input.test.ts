@@ -123,7 +123,7 @@ test('a state directory that cannot be created or read: exit 2 naming it and --s
   assertNoTrace(r.output);
 });
 
-test('a dump root that preflight finds writable but cannot be created (/sys as root): exit 3, nothing changed on the target', async () => {
+test('a dump root that preflight finds writable but cannot be created (/sys as root), or a --compression pg_dump refuses: exit 3, nothing changed on the target', async () => {
   const { src, dst, ws } = await setUp('baddump');
   await src.query('create database shop');
   const before = await autoConf(dst);
@@ -133,6 +133,14 @@ test('a dump root that preflight finds writable but cannot be created (/sys as r
   assertNoTrace(r.output);
   assert.deepEqual(await userDatabases(dst), []);
   assert.deepEqual(await autoConf(dst), before);
+  // A -Z value pg_dump refuses: named in preflight, before the tuning and the globals (every dump failed after them).
+  await src.query('create role app_owner');
+  const z = await runCli(migrateArgs(src, dst, ws, ['--compression', 'abc']), cliEnv(src, dst));
+  assert.equal(z.code, 3, z.output);
+  assert.match(z.stderr, /--compression "abc" is not a pg_dump -Z value for pg_dump 15/, z.output);
+  assertNoTrace(z.output);
+  assert.deepEqual(await userDatabases(dst), []);
+  assert.deepEqual(await dst.query(`select rolname from pg_roles where rolname = 'app_owner'`), []);
 });
 
 test('verify: one server given twice (another spelling of it), an --include-db that matches nothing, or a selection that leaves nothing: exit 2, never "equal"', async () => {
