@@ -270,7 +270,17 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   const home = env.HOME ?? os.homedir();
   checkDirectory(problems, 'state-dir', raw.stateDir ?? home, 'a directory for pg_migrate_state/ (it is created if missing)');
   checkDirectory(problems, 'dump-root', raw.dumpRoot ?? DEFAULTS.dumpRoot, 'a directory for the dumps (it is created if missing)');
-  if (raw.report !== undefined) checkDirectory(problems, 'report', path.dirname(path.resolve(raw.report)), 'a file path (its directory is created if missing)');
+  if (raw.report !== undefined) {
+    checkDirectory(problems, 'report', path.dirname(path.resolve(raw.report)), 'a file path (its directory is created if missing)');
+    // A directory there would only fail when the run has ended, and the report would be lost.
+    let isDir = false;
+    try {
+      isDir = statSync(path.resolve(raw.report)).isDirectory();
+    } catch {
+      isDir = false;
+    }
+    if (isDir) problems.push(`--report ${raw.report} is a directory; pass the path of the file to write, e.g. ${path.join(raw.report, 'report.json')}`);
+  }
   const targetRequired = opts.targetRequired ?? true;
   const from = resolveEndpoint(
     'source',
