@@ -273,13 +273,8 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   if (raw.report !== undefined) {
     checkDirectory(problems, 'report', path.dirname(path.resolve(raw.report)), 'a file path (its directory is created if missing)');
     // A directory there would only fail when the run has ended, and the report would be lost.
-    let isDir = false;
-    try {
-      isDir = statSync(path.resolve(raw.report)).isDirectory();
-    } catch {
-      isDir = false;
-    }
-    if (isDir) problems.push(`--report ${raw.report} is a directory; pass the path of the file to write, e.g. ${path.join(raw.report, 'report.json')}`);
+    if (statSync(path.resolve(raw.report), { throwIfNoEntry: false })?.isDirectory() === true)
+      problems.push(`--report ${raw.report} is a directory; pass the path of the file to write, e.g. ${path.join(raw.report, 'report.json')}`);
   }
   const targetRequired = opts.targetRequired ?? true;
   const from = resolveEndpoint(
