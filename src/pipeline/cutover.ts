@@ -40,7 +40,7 @@ import {
 import { loadUnits, undoInterruptedLoad, type LoadSpec } from './deferred-load.ts';
 import { StateLock, TargetLock } from './lock.ts';
 import { dropReplication, type OnlineRecord } from './online.ts';
-import { serverFacts } from './facts.ts';
+import { serverFacts, serverIdentity } from './facts.ts';
 
 export interface CutoverOptions {
   /** Seconds between making new sessions read-only and ending the sessions still open. */
@@ -90,6 +90,10 @@ export async function runCutover(
     await authenticate(source).catch(unreachable);
     auth = await prepareChildAuth([options.from, options.to], env);
     await store.init();
+    // The servers must be the pair this state records, before anything is asked of or done to them
+    // (a fence on a server that is not the migration's source would be a change to an unrelated server).
+    const identity = (s: Server) => withClient(s, s.endpoint.database, (c) => serverIdentity(c, s)).catch(unreachable);
+    await store.checkPair({ source: await identity(source), target: await identity(target) });
     const names = await store.databaseNames();
     const records = new Map<string, OnlineRecord>();
     for (const name of names) {

@@ -196,3 +196,25 @@ test('plan/migrate: a mistyped --exclude-db or --redo-db, a selection that leave
   assert.equal(locked.code, 3, locked.output);
   assert.match(locked.output, new RegExp(`another pg-migrate \\(pid ${String(process.pid)}`), locked.output);
 });
+
+test("cutover against servers that are not the state's pair: exit 4 before anything is asked of them (no fence on an unrelated server)", async () => {
+  const { src, dst, ws } = await setUp('badpair');
+  await src.query('create database shop');
+  await fs.mkdir(ws.markers, { recursive: true });
+  const other = (port: number) => ({ host: 'old-db.example', port, systemIdentifier: '7000000000000000001' });
+  await fs.writeFile(
+    path.join(ws.markers, 'pair.json'),
+    JSON.stringify({ source: other(5432), target: { ...other(5433), systemIdentifier: '7000000000000000002' } }),
+  );
+  const r = await runCli(
+    ['cutover', '--from-host', src.host, '--from-port', String(src.port), '--to-host', dst.host, '--to-port', String(dst.port), '--state-dir', ws.stateDir],
+    cliEnv(src, dst),
+  );
+  assert.equal(r.code, 4, r.output);
+  assert.match(r.stderr, /belongs to another migration: source old-db\.example:5432/, r.output);
+  assertNoTrace(r.output);
+  const fenced = await src.query<{ n: string }>(
+    `select count(*)::text as n from pg_db_role_setting where setconfig::text like '%default_transaction_read_only%'`,
+  );
+  assert.equal(fenced[0]?.n, '0');
+});
