@@ -5,6 +5,7 @@ import type { RunSummary } from './events.ts';
 import { randomBytes } from 'node:crypto';
 import { inspect, type Inspection } from './pipeline/preflight.ts';
 import { StateStore } from './state/store.ts';
+import { holderAlive, type RunLock } from './pipeline/lock.ts';
 
 export type { MigrateOptions, RawOptions, RunHooks, RunSummary, Inspection };
 export type { MigrateEvent, DbResult, Phase } from './events.ts';
@@ -23,7 +24,7 @@ export function migrate(options: MigrateOptions, hooks: RunHooks = {}): Promise<
 export async function inspectMigration(options: MigrateOptions, opts: { env?: NodeJS.ProcessEnv; cores: number }): Promise<Inspection> {
   const appName = `pg-migrate/plan-${randomBytes(4).toString('hex')}`;
   const store = new StateStore(options.stateDir);
-  return inspect(
+  const out = await inspect(
     options,
     { side: 'source', endpoint: options.from, appName },
     { side: 'target', endpoint: options.to, appName },
@@ -31,4 +32,12 @@ export async function inspectMigration(options: MigrateOptions, opts: { env?: No
     opts.env ?? process.env,
     opts.cores,
   );
+  // A run going on this state directory: migrate would stop at once (exit 4).
+  const holder = await store.readDoc<RunLock>(store.lockPath).catch(() => undefined);
+  if (holder && holder.pid !== process.pid && (await holderAlive(holder))) {
+    out.problems.push(
+      `another pg-migrate (pid ${String(holder.pid)} on ${holder.host}, started ${holder.startedAt}) is using the state in ${store.root}; wait for it or stop it first`,
+    );
+  }
+  return out;
 }

@@ -204,6 +204,15 @@ function checkDirectory(problems: string[], name: string, dir: string, what: str
   }
 }
 
+/** Whether a directory is at this path (false when nothing, or something else, is there or it cannot be read). */
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Validates raw values and applies defaults. Throws one UsageError that lists every problem. */
 export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process.env, opts: { targetRequired?: boolean } = {}): MigrateOptions {
   const problems: string[] = [];
@@ -270,7 +279,12 @@ export function resolveOptions(raw: RawOptions, env: NodeJS.ProcessEnv = process
   const home = env.HOME ?? os.homedir();
   checkDirectory(problems, 'state-dir', raw.stateDir ?? home, 'a directory for pg_migrate_state/ (it is created if missing)');
   checkDirectory(problems, 'dump-root', raw.dumpRoot ?? DEFAULTS.dumpRoot, 'a directory for the dumps (it is created if missing)');
-  if (raw.report !== undefined) checkDirectory(problems, 'report', path.dirname(path.resolve(raw.report)), 'a file path (its directory is created if missing)');
+  if (raw.report !== undefined) {
+    checkDirectory(problems, 'report', path.dirname(path.resolve(raw.report)), 'a file path (its directory is created if missing)');
+    // A directory there would only fail when the run has ended, and the report would be lost.
+    if (isDirectory(path.resolve(raw.report)))
+      problems.push(`--report ${raw.report} is a directory; pass the path of the file to write, e.g. ${path.join(raw.report, 'report.json')}`);
+  }
   const targetRequired = opts.targetRequired ?? true;
   const from = resolveEndpoint(
     'source',

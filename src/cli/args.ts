@@ -195,6 +195,12 @@ export function explainUnknown(msg: string, argv: string[], env: NodeJS.ProcessE
       const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
       const envName = `PG_MIGRATE_${flag.replaceAll('-', '_').toUpperCase()}`;
       const fromArgv = argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`) || a === `--${key}` || a.startsWith(`--${key}=`));
+      // A word without dashes (a mistyped command, a value without its option) is no option.
+      if (!fromArgv && argv.includes(key)) {
+        return argv.filter((a) => !a.startsWith('-')).indexOf(key) === 0
+          ? `unknown command ${JSON.stringify(key)} (the commands are migrate, plan, status, verify, cleanup and cutover)`
+          : `unexpected argument ${JSON.stringify(key)} (options begin with --; a value goes right after its option)`;
+      }
       return fromArgv || env[envName] === undefined ? `unknown option --${flag}` : `unknown option from the environment variable ${envName}`;
     })
     .join('; ');

@@ -10,8 +10,8 @@ import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
 import { authenticate, oneRow, terminateSessions, withClient, type Server } from '../pg/connect.ts';
 import { listDatabases, type DatabaseRow } from '../pg/catalog.ts';
-import { matchesAny } from '../patterns.ts';
-import { AbortError, ExitCode, errorMessage, isAborted } from '../errors.ts';
+import { globMatch, matchesAny } from '../patterns.ts';
+import { AbortError, ExitCode, UsageError, errorMessage, isAborted } from '../errors.ts';
 import { compareCounts, countTables, type CountResult } from './counts.ts';
 import { checksumOptions, compareChecksums, floatsComparable, type ChecksumOptions } from './checksum.ts';
 import { compareObjects, readObjects, type DatabaseObjects } from './objects.ts';
@@ -66,6 +66,28 @@ async function serverInfo(server: Server): Promise<ServerInfo> {
     );
     return { host: server.endpoint.host, port: server.endpoint.port, version: row.v.split(' ')[0] ?? row.v, major: Math.floor(Number(row.num) / 10000) };
   });
+}
+
+/**
+ * One running server, however it was reached (a name or an IP, TCP or a socket): the start of its
+ * postmaster to the microsecond and its port. A physical copy (a standby, a clone) started on its own.
+ */
+async function serverInstance(server: Server): Promise<string> {
+  return withClient(server, server.endpoint.database, async (c) => {
+    const row = oneRow(await c.query<{ id: string }>("select pg_postmaster_start_time()::text || ' ' || current_setting('port') as id"));
+    return row.id;
+  });
+}
+
+/** The options' --include-db/--exclude-db that make the comparison empty: a comparison of nothing is not "equal". */
+function selectionProblems(o: MigrateOptions, names: string[]): string[] {
+  const problems = o.includeDb
+    .filter((g) => !names.some((n) => globMatch(n, g)))
+    .map((g) => `--include-db ${JSON.stringify(g)} matches no database on either server`);
+  if (problems.length === 0 && (o.includeDb.length > 0 || o.excludeDb.length > 0) && !names.some((n) => selected(o, n))) {
+    problems.push(`--include-db/--exclude-db leave no database to compare (the servers have ${names.join(', ')})`);
+  }
+  return problems;
 }
 
 const selected = (o: MigrateOptions, name: string): boolean => (o.includeDb.length === 0 || matchesAny(name, o.includeDb)) && !matchesAny(name, o.excludeDb);
@@ -131,7 +153,14 @@ async function compareWith(
   await authenticate(target);
   const [si, ti] = [await serverInfo(source), await serverInfo(target)];
   const list = (s: Server): Promise<DatabaseRow[]> => withClient(s, s.endpoint.database, (c) => listDatabases(c));
+  if ((await serverInstance(source)) === (await serverInstance(target))) {
+    throw new UsageError([
+      `the source and the target are the same server (${source.endpoint.host}:${String(source.endpoint.port)} and ${target.endpoint.host}:${String(target.endpoint.port)} reach one PostgreSQL instance), which always compares equal; point --to/--to-host/--to-port at the other server`,
+    ]);
+  }
   const [srcDbs, dstDbs] = [await list(source), await list(target)];
+  const selection = selectionProblems(options, [...new Set([...srcDbs, ...dstDbs].map((d) => d.name))]);
+  if (selection.length > 0) throw new UsageError(selection.map((p) => `${p}; nothing was compared`));
   const result: ServerComparison = {
     source: si,
     target: ti,

@@ -20,7 +20,7 @@ import { ChildRegistry } from '../proc/run.ts';
 import { discoverTools } from '../proc/tools.ts';
 import { StateStore } from '../state/store.ts';
 import { encodeName } from '../state/names.ts';
-import { AbortError, ExitCode, MigrateError, errorMessage } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import type { EventSink } from '../events.ts';
 import { compareCounts, countTables } from './counts.ts';
 import { checksumOptions, compareChecksums } from './checksum.ts';
@@ -42,7 +42,7 @@ import {
 import { loadUnits, undoInterruptedLoad, type LoadSpec } from './deferred-load.ts';
 import { StateLock, TargetLock } from './lock.ts';
 import { dropReplication, type OnlineRecord } from './online.ts';
-import { serverFacts } from './facts.ts';
+import { serverFacts, serverIdentity } from './facts.ts';
 
 export interface CutoverOptions {
   /** Seconds between making new sessions read-only and ending the sessions still open. */
@@ -89,10 +89,18 @@ export async function runCutover(
   let auth: ChildAuth | undefined;
   let fenced: FenceRecord | undefined;
   try {
-    targetLock = await TargetLock.take(target);
-    await authenticate(source);
+    // A server out of reach or a login refused: nothing was changed (exit 3), as in migrate's guard.
+    const unreachable = (err: unknown): never => {
+      throw err instanceof MigrateError && err.exitCode === ExitCode.stateMismatch ? err : new PreflightError([errorMessage(err)]);
+    };
+    targetLock = await TargetLock.take(target).catch(unreachable);
+    await authenticate(source).catch(unreachable);
     auth = await prepareChildAuth([options.from, options.to], env);
     await store.init();
+    // The servers must be the pair this state records, before anything is asked of or done to them
+    // (a fence on a server that is not the migration's source would be a change to an unrelated server).
+    const identity = (s: Server) => withClient(s, s.endpoint.database, (c) => serverIdentity(c, s)).catch(unreachable);
+    await store.checkPair({ source: await identity(source), target: await identity(target) });
     const names = await store.databaseNames();
     const records = new Map<string, OnlineRecord>();
     for (const name of names) {
@@ -101,7 +109,7 @@ export async function runCutover(
     }
     const unfinished = [...records].filter(([, r]) => r.subscribedAt === undefined).map(([n]) => n);
     if (unfinished.length > 0)
-      throw new MigrateError(`the copy of ${unfinished.join(', ')} has not finished: run pg-migrate migrate --online again first`, ExitCode.failed);
+      throw new MigrateError(`the copy of ${unfinished.join(', ')} has not finished: run pg-migrate migrate --online again first`, ExitCode.preflight);
     const dbs = [...records].filter(([, r]) => r.subscribedAt !== undefined && r.cutoverAt === undefined);
 
     // A cutover stopped half-way (a crash) left the source fenced: open it again first, unless it had
@@ -123,7 +131,10 @@ export async function runCutover(
       return summary;
     }
     if (dbs.length === 0)
-      throw new MigrateError(`no database replicates from the source in ${store.root}: run pg-migrate migrate --online first`, ExitCode.failed);
+      throw new MigrateError(
+        `no database replicates from the source in ${store.root}: run pg-migrate migrate --online first, or pass the --state-dir of the online migration`,
+        ExitCode.preflight,
+      );
     if (earlier && earlier.completedAt === undefined) {
       await unfence(source, earlier);
       await store.removeDoc(store.fencePath);

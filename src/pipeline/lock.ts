@@ -84,7 +84,7 @@ export class StateLock {
         await handle.close();
         return { lock: new StateLock(file, info), previous };
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw store.unwritable(err);
       }
       const holder = await readJson<RunLock>(file).catch(() => undefined);
       if (holder && (await holderAlive(holder))) {

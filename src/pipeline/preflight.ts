@@ -10,7 +10,7 @@ import type pg from 'pg';
 import type { MigrateOptions } from '../options.ts';
 import { planDatabase, planParallelism, type RunPlan } from '../plan.ts';
 import { connect, type Server } from '../pg/connect.ts';
-import { chooseCompression, discoverTools, versionProblems, type Tools } from '../proc/tools.ts';
+import { chooseCompression, compressionProblem, discoverTools, versionProblems, type Tools } from '../proc/tools.ts';
 import { MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import { Marker } from '../state/names.ts';
 import type { StateStore } from '../state/store.ts';
@@ -102,6 +102,8 @@ export async function inspect(
     const tools = toolsFound.tools;
     if (tools) {
       out.tools = tools;
+      const z = options.compression === undefined ? undefined : compressionProblem(options.compression, tools.pgDump.major);
+      if (z !== undefined) problems.push(z);
       const v = versionProblems(tools.pgDump.major, `${tools.pgDump.version} in ${path.dirname(tools.pgDump.path)}`, sourceFacts.major, targetFacts.major);
       problems.push(...v.problems);
       warnings.push(...v.warnings);
@@ -113,6 +115,24 @@ export async function inspect(
     Object.assign(out, { notMigrated: selection.notMigrated, skipped: selection.skipped });
     for (const glob of options.includeDb) {
       if (!all.some((d) => globMatch(d.name, glob))) problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
+    }
+    // A mistyped --redo-db would redo nothing, in silence.
+    for (const glob of options.redoDb) {
+      if (!selection.migrate.some((d) => globMatch(d.name, glob)))
+        problems.push(
+          `--redo-db ${JSON.stringify(glob)} matches no database being migrated; check the name (or the --include-db/--exclude-db that leave it out)`,
+        );
+    }
+    // A mistyped --exclude-db would migrate what it meant to leave out; a selection that leaves nothing copies only the globals.
+    for (const glob of options.excludeDb) {
+      if (!all.some((d) => globMatch(d.name, glob)))
+        warnings.push(`--exclude-db ${JSON.stringify(glob)} matches no database on the source, so it leaves nothing out`);
+    }
+    const excluded = selection.skipped.filter((s) => s.reason !== 'holds no user objects');
+    if (selection.migrate.length === 0 && excluded.length > 0) {
+      warnings.push(
+        `--include-db/--exclude-db leave no database to migrate (left out: ${excluded.map((s) => s.name).join(', ')})${options.migrateGlobals ? ': only the roles and tablespaces are copied' : ''}`,
+      );
     }
     const onTarget = new Set((await dst.query<{ datname: string }>('select datname from pg_database')).rows.map((r) => r.datname));
     for (const db of selection.migrate) {
@@ -176,7 +196,8 @@ export async function inspect(
     out.plan = plan;
 
     // The dump root: writable (it is created if missing), with room for the dumps of the file path.
-    await checkDumpRoot(options.dumpRoot, problems);
+    await checkWritable(options.dumpRoot, 'the dump root', '--dump-root', problems);
+    await checkWritable(options.stateDir, 'the state directory', '--state-dir', problems);
     const filesPath = plan.databases.filter((d) => d.dataPath === 'files').map((d) => d.name);
     out.disk = await diskNeed(source, options.dumpRoot, filesPath).catch((err: unknown) => {
       warnings.push(`the disk the dumps need could not be worked out: ${errorMessage(err)}`);
@@ -212,9 +233,9 @@ export async function inspect(
 
 const formatGiB = (bytes: number): string => `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
 
-/** The dump root, or the nearest directory above it that exists, must be writable: checked without creating anything. */
-async function checkDumpRoot(dumpRoot: string, problems: string[]): Promise<void> {
-  for (let p = path.resolve(dumpRoot); ; p = path.dirname(p)) {
+/** A directory the run writes (the dump root, the state directory), or the nearest one above it that exists, must be writable: checked without creating anything. */
+async function checkWritable(dir: string, what: string, flag: string, problems: string[]): Promise<void> {
+  for (let p = path.resolve(dir); ; p = path.dirname(p)) {
     try {
       await access(p, constants.F_OK);
     } catch {
@@ -223,7 +244,7 @@ async function checkDumpRoot(dumpRoot: string, problems: string[]): Promise<void
     try {
       await access(p, constants.W_OK);
     } catch (err) {
-      problems.push(`the dump root ${dumpRoot} cannot be written (${(err as Error).message}); pass a writable --dump-root`);
+      problems.push(`${what} ${dir} cannot be written (${(err as Error).message}); pass a writable ${flag}`);
     }
     return;
   }

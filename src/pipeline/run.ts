@@ -123,11 +123,14 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     summary.servers = { source: serverInfo(pre.sourceFacts), target: serverInfo(pre.targetFacts) };
     emit({ type: 'stage', stage: 'preflight', status: 'done' });
 
+    // Preflight checked it without creating anything (before --fresh discards the state; as root, a file system may still refuse).
+    await mkdir(options.dumpRoot, { recursive: true }).catch((err: unknown) => {
+      throw new PreflightError([`the dump root ${options.dumpRoot} cannot be created (${errorMessage(err)}); pass a writable --dump-root`]);
+    });
     if (options.fresh) {
       await store.wipe();
       await store.init();
     }
-    await mkdir(options.dumpRoot, { recursive: true });
     await store.claim(pair);
     const { plan } = pre;
     await applyRedo(store, plan.databases, options.redoDb, emit);
@@ -166,7 +169,13 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     sampler = startSampler(ctx, phases);
 
     if (options.disableDstOptimizations) emit({ type: 'stage', stage: 'tuning', status: 'skipped' });
-    else if (!(await loadLeft(store, plan.databases))) emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: 'every database already verified' });
+    else if (!(await loadLeft(store, plan.databases)))
+      emit({
+        type: 'stage',
+        stage: 'tuning',
+        status: 'skipped',
+        message: plan.databases.length === 0 ? 'no database to migrate' : 'every database already verified',
+      });
     else if (!pre.targetFacts.alterSystem.ok) {
       summary.tuning.notice = `tuning skipped: ${pre.targetFacts.alterSystem.why ?? ''}`;
       emit({ type: 'stage', stage: 'tuning', status: 'skipped', message: pre.targetFacts.alterSystem.why });

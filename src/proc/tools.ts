@@ -107,6 +107,22 @@ export function chooseCompression(pgDumpMajor: number): string {
   return pgDumpMajor >= 16 ? 'zstd:5' : '1';
 }
 
+/**
+ * Whether pg_dump of this major takes `value` for -Z, as its own parser does in outline: before 16 a
+ * level 0-9; from 16 also `none`, `gzip`, `lz4` or `zstd`, optionally `:` and a level or
+ * `keyword=value` details (pg_dump itself still checks the level's range and what it was built with).
+ * A value it refuses would fail every dump after the target was tuned and the globals copied.
+ */
+export function compressionProblem(value: string, pgDumpMajor: number): string | undefined {
+  if (/^\d$/.test(value)) return undefined;
+  if (pgDumpMajor >= 16 && /^(?:none|gzip|lz4|zstd)(?::(?:\d+|[a-z]+(?:=\d+)?(?:,[a-z]+(?:=\d+)?)*))?$/.test(value)) return undefined;
+  return `--compression ${JSON.stringify(value)} is not a pg_dump -Z value for pg_dump ${String(pgDumpMajor)}: ${
+    pgDumpMajor >= 16
+      ? 'write a level 0-9 or METHOD[:LEVEL] with METHOD none, gzip, lz4 or zstd (e.g. zstd:5)'
+      : 'write a gzip level from 0 to 9 (methods other than gzip need pg_dump 16)'
+  }`;
+}
+
 /** The oldest target server pg-migrate supports (txid_status, pg_file_settings, ...). */
 export const OLDEST_TARGET_MAJOR = 10;
 

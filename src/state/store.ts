@@ -81,12 +81,30 @@ export class StateStore {
 
   /** Creates the state directory (nothing in it yet: the run lock goes there first). */
   async ensureRoot(): Promise<void> {
-    await mkdir(this.root, { recursive: true });
+    await mkdir(this.root, { recursive: true }).catch((err: unknown) => {
+      throw this.unwritable(err);
+    });
+  }
+
+  /**
+   * A file-system error on the state directory itself (not writable, read-only file system, a file in
+   * the way) as the operator's problem: exit 2 naming the directory and the fix, not an unexpected error.
+   */
+  unwritable(err: unknown): unknown {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === undefined || !['EACCES', 'EPERM', 'EROFS', 'ENOENT', 'ENOTDIR', 'EEXIST', 'ENOSPC', 'EDQUOT', 'ELOOP', 'ENAMETOOLONG'].includes(code))
+      return err;
+    return new MigrateError(
+      `the state directory ${this.root} cannot be created or written (${(err as Error).message}); pass --state-dir with a directory this user can write (pg_migrate_state/ is created in it)`,
+      ExitCode.usage,
+    );
   }
 
   /** Prepares the state for this version, converting the first layout (files named `<db>.<step>`) once; under the run lock. */
   async init(): Promise<void> {
-    await mkdir(path.join(this.root, DATABASES), { recursive: true });
+    await mkdir(path.join(this.root, DATABASES), { recursive: true }).catch((err: unknown) => {
+      throw this.unwritable(err);
+    });
     const layout = await readJson<{ version: number }>(this.file(RUN_FILES.layout));
     if (layout?.version === LAYOUT_VERSION) return;
     if (layout !== undefined) {

@@ -123,7 +123,11 @@ test('status during a run and after kill -9; cleanup then reverts the tuning and
   assert.match(afterText.stdout, /was killed; the next run or pg-migrate cleanup cleans up after it/, afterText.output);
   assert.match(afterText.stdout, /│ big +│ interrupted +│/, afterText.output);
   assert.match(afterText.stdout, /0 in progress, .*1 interrupted \(no run is going: run the same command again to resume\)/, afterText.output);
-  assert.match(afterText.stdout, /the target is tuned since .* \(as far as the state knows: .*\): the next run or pg-migrate cleanup puts back/, afterText.output);
+  assert.match(
+    afterText.stdout,
+    /the target is tuned since .* \(as far as the state knows: .*\): the next run or pg-migrate cleanup puts back/,
+    afterText.output,
+  );
 
   // cleanup: the earlier settings back, the passfile gone, nothing else touched.
   const restoreStarted = JSON.parse(await fs.readFile(dbStateFile(ws.stateDir, 'big', 'restore_started'), 'utf8')) as { oid?: string };

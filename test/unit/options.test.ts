@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ExitCode, UsageError } from '../../src/errors.ts';
@@ -21,6 +22,11 @@ function usageError(fn: () => unknown): UsageError {
 }
 
 describe('resolveOptions', () => {
+  it('refuses a --report that is a directory (the report would only fail to be written at the end)', () => {
+    const err = usageError(() => resolveOptions({ toHost: 't', report: os.tmpdir() }, ENV));
+    assert.match(err.message, /--report .* is a directory; pass the path of the file to write/);
+    assert.equal(err.exitCode, ExitCode.usage);
+  });
   it('applies the defaults', () => {
     const o = resolveOptions({ toHost: 'target.example' }, ENV);
     assert.deepEqual(parts(o.from), { host: 'localhost', port: 5432, user: 'postgres', password: undefined, database: 'postgres' });

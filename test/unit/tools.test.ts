@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { chooseCompression, parseToolVersion } from '../../src/proc/tools.ts';
+import { chooseCompression, compressionProblem, parseToolVersion } from '../../src/proc/tools.ts';
 
 describe('parseToolVersion', () => {
   it('reads distribution version strings', () => {
@@ -38,5 +38,18 @@ describe('chooseCompression', () => {
   it('gzip level 1 for pg_dump 9.x (major 9.x)', () => {
     assert.equal(chooseCompression(parseToolVersion('pg_dump (PostgreSQL) 9.6.24')!.major), '1');
     assert.equal(chooseCompression(9.4), '1');
+  });
+});
+
+describe('compressionProblem', () => {
+  it('accepts what pg_dump takes for -Z', () => {
+    for (const v of ['0', '1', '9']) assert.equal(compressionProblem(v, 15), undefined);
+    for (const v of ['5', 'zstd:5', 'gzip', 'gzip:9', 'lz4:1', 'none', 'zstd:level=3,long']) assert.equal(compressionProblem(v, 16), undefined, v);
+  });
+  it('names a value pg_dump would refuse, with what to write', () => {
+    assert.match(compressionProblem('abc', 16) ?? '', /--compression "abc" is not a pg_dump -Z value for pg_dump 16: write a level 0-9 or METHOD\[:LEVEL\]/);
+    assert.match(compressionProblem('zstd:5', 15) ?? '', /methods other than gzip need pg_dump 16/);
+    assert.notEqual(compressionProblem('10', 15), undefined);
+    assert.notEqual(compressionProblem('-1', 17), undefined);
   });
 });

@@ -7,6 +7,7 @@ import { DEFAULTS, VERIFY_MODES, type RawOptions } from '../../options.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
 import { createReporter, useColor, type ProgressMode } from '../renderer.ts';
 import { commandOptions, authenticateBoth } from './common.ts';
+import { ExitCode, UsageError } from '../../errors.ts';
 
 export const command = 'cutover';
 export const describe =
@@ -39,7 +40,27 @@ type CutoverArgs = ArgumentsCamelCase<
   RawOptions & { progress: ProgressMode; color: boolean; graceSeconds: number; catchupTimeout: number; fenceRoles?: string[]; dryRun: boolean }
 >;
 
+/** The cutover's own values, checked before anything connects (yargs gives NaN for text that is no number). */
+export function cutoverProblems(argv: { graceSeconds: number; catchupTimeout: number; fenceRoles?: string[] }): string[] {
+  const problems: string[] = [];
+  const whole = (name: string, v: number, min: number, max: number): void => {
+    if (!Number.isInteger(v) || v < min || v > max)
+      problems.push(
+        `--${name} must be a whole number of seconds from ${String(min)} to ${String(max)} (got ${Number.isNaN(v) ? 'something that is not a number' : String(v)})`,
+      );
+  };
+  whole('grace-seconds', argv.graceSeconds, 0, 3600);
+  whole('catchup-timeout', argv.catchupTimeout, 1, 86400);
+  if (argv.fenceRoles?.some((r) => r.trim() === '')) problems.push('--fence-roles must name a role (it was empty)');
+  return problems;
+}
+
 export async function runCutoverCommand(argv: CutoverArgs): Promise<number> {
+  const problems = cutoverProblems(argv);
+  if (problems.length > 0) {
+    process.stderr.write(`pg-migrate: ${new UsageError(problems).message}\n`);
+    return ExitCode.usage;
+  }
   const options = commandOptions(argv);
   if (typeof options === 'number') return options;
   await authenticateBoth(options);

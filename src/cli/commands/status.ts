@@ -3,10 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv } from 'yargs';
 import { addReplicationLag, readStatus } from '../../pipeline/status.ts';
-import { ExitCode } from '../../errors.ts';
+import { ExitCode, errorMessage } from '../../errors.ts';
 import { renderStatus } from '../../ui/status.ts';
 import { connectionOptions, outputOptions } from '../args.ts';
-import { resolveOptions, type RawOptions } from '../../options.ts';
+import { type RawOptions } from '../../options.ts';
+import { commandOptions } from './common.ts';
 
 export const command = 'status';
 export const describe =
@@ -19,9 +20,20 @@ export const builder = <T>(y: Argv<T>) =>
 type StatusArgs = ArgumentsCamelCase<RawOptions & { stateDir?: string; json: boolean }>;
 
 export async function runStatusCommand(argv: StatusArgs): Promise<number> {
-  const status = await readStatus(path.resolve(argv.stateDir ?? process.env.HOME ?? os.homedir()));
+  // Options first: a --state-dir that is a file is named as such (exit 2).
+  const o = commandOptions(argv, { targetRequired: false });
+  if (typeof o === 'number') return o;
+  const stateDir = path.resolve(argv.stateDir ?? process.env.HOME ?? os.homedir());
+  let status: Awaited<ReturnType<typeof readStatus>>;
+  try {
+    status = await readStatus(stateDir);
+  } catch (err) {
+    process.stderr.write(
+      `pg-migrate: the state in ${stateDir}/pg_migrate_state cannot be read (${errorMessage(err)}); pass the --state-dir of the migration\n`,
+    );
+    return ExitCode.usage;
+  }
   // With the target's connection options, an online migration's replication lag is asked of the servers.
-  const o = resolveOptions(argv, process.env, { targetRequired: false });
   if (o.targetGiven) {
     const appName = `pg-migrate/status-${String(process.pid)}`;
     await addReplicationLag(status, { side: 'source', endpoint: o.from, appName }, { side: 'target', endpoint: o.to, appName }).catch((err: unknown) => {
