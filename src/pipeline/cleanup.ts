@@ -15,7 +15,7 @@ import { endLeftovers, holderAlive, StateLock, TargetLock } from './lock.ts';
 import type { TuningBackup } from './tune.ts';
 import { revertLeftovers } from './guard.ts';
 import { dropReplication, type OnlineRecord } from './online.ts';
-import { unfence, type FenceRecord } from './cutover-steps.ts';
+import { unfence, type FenceRecord } from './cutover-fence.ts';
 
 export interface CleanupOptions {
   stateDir: string;

@@ -8,40 +8,25 @@
  */
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import path from 'node:path';
 import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
-import { ControlConnections, authenticate, oneRow, withClient, type Server } from '../pg/connect.ts';
-import { schemaFingerprint } from '../pg/catalog.ts';
+import { ControlConnections, authenticate, withClient, type Server } from '../pg/connect.ts';
 import { serverAway } from '../pg/connect-errors.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import { planParallelism } from '../plan.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { discoverTools } from '../proc/tools.ts';
 import { StateStore } from '../state/store.ts';
-import { encodeName } from '../state/names.ts';
 import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import type { EventSink } from '../events.ts';
-import { compareCounts, countTables } from './counts.ts';
-import { checksumOptions, compareChecksums } from './checksum.ts';
-import { type Context, type DatabaseJob } from './context.ts';
-import {
-  copyLargeObjects,
-  copySequences,
-  fence,
-  fenceRecord,
-  rolesMissingOnTarget,
-  rolesOutsideFence,
-  unfence,
-  waitForCatchUp,
-  walPoint,
-  nothingCommittedBetween,
-  writesPastFence,
-  type FenceRecord,
-} from './cutover-steps.ts';
-import { loadUnits, undoInterruptedLoad, type LoadSpec } from './deferred-load.ts';
+import { countTables } from './counts.ts';
+import { checksumOptions } from './checksum.ts';
+import { type Context } from './context.ts';
+import { fence, fenceRecord, rolesOutsideFence, unfence, writesPastFence, type FenceRecord } from './cutover-fence.ts';
+import { nothingCommittedBetween, rolesMissingOnTarget, waitForCatchUp, walPoint } from './cutover-steps.ts';
 import { StateLock, TargetLock } from './lock.ts';
-import { dropReplication, type OnlineRecord } from './online.ts';
+import { type OnlineRecord } from './online.ts';
+import { dropAll, finishDatabase, schemaChanges, type CutoverDatabase } from './cutover-database.ts';
 import { serverFacts, serverIdentity } from './facts.ts';
 
 export interface CutoverOptions {
@@ -55,7 +40,7 @@ export interface CutoverOptions {
 }
 
 export interface CutoverSummary {
-  databases: { name: string; sequences: number; tablesCopied: number; largeObjects: number; rows?: number; checksummed?: number }[];
+  databases: CutoverDatabase[];
   /** Seconds during which the source took no writes (from the end of the grace period, when the sessions still open were ended, to the end). */
   writeStopSeconds?: number;
   /** What a dry run would do, or what was done (one line each). */
@@ -123,7 +108,7 @@ export async function runCutover(
         `finishing the cutover interrupted while it dropped the replication (everything was compared before)${toFinish.length > 0 ? `: ${toFinish.map(([db]) => db).join(', ')}` : ''}`,
       );
       if (co.dryRun) return summary;
-      await dropAll(store, source, target, toFinish, summary);
+      await dropAll(store, source, target, toFinish, summary.lines);
       await store.writeDoc(store.fencePath, { ...earlier, completedAt: new Date().toISOString() } satisfies FenceRecord);
       summary.lines.push(
         `cut over. The source's databases stay read-only (default_transaction_read_only = on); point the applications at the target. To reopen a source database: ALTER DATABASE <name> RESET default_transaction_read_only`,
@@ -265,7 +250,7 @@ export async function runCutover(
     const dropping: FenceRecord = { ...fenced, droppingAt: new Date().toISOString() };
     await store.writeDoc(store.fencePath, dropping);
     fenced = undefined;
-    await dropAll(store, source, target, dbs, summary);
+    await dropAll(store, source, target, dbs, summary.lines);
     summary.writeStopSeconds = Math.round((performance.now() - stopped) / 100) / 10;
     await store.writeDoc(store.fencePath, { ...dropping, completedAt: new Date().toISOString() } satisfies FenceRecord);
     summary.lines.push(
@@ -301,113 +286,4 @@ export async function runCutover(
     await lock.release();
   }
   return summary;
-}
-
-/**
- * The last step of a cutover: each database's subscription, slot and publication dropped, and the
- * database recorded as cut over once all of it went. A drop that failed fails the cutover (the source
- * stays read-only) so that the next cutover finishes it.
- */
-async function dropAll(store: StateStore, source: Server, target: Server, dbs: [string, OnlineRecord][], summary: CutoverSummary): Promise<void> {
-  const dropped = await Promise.allSettled(dbs.map(([db, r]) => dropReplication({ source, target }, db, r)));
-  const failed: string[] = [];
-  for (const [i, d] of dropped.entries()) {
-    const entry = dbs[i];
-    if (!entry) continue;
-    const [db, r] = entry;
-    if (d.status === 'rejected') {
-      failed.push(`${db}: ${errorMessage(d.reason)}`);
-      continue;
-    }
-    summary.lines.push(...d.value);
-    const problems = d.value.filter((l) => l.startsWith('could not '));
-    if (problems.length > 0) failed.push(...problems);
-    else await store.database(db).setDoc('online.json', { ...r, cutoverAt: new Date().toISOString() });
-  }
-  if (failed.length > 0) {
-    throw new MigrateError(
-      `everything was compared, but the replication could not be dropped:\n  - ${failed.join('\n  - ')}\nthe source stays read-only (writes now would reach no subscription): fix that and run pg-migrate cutover again to finish`,
-      ExitCode.failed,
-    );
-  }
-}
-
-/**
- * One database inside the write stop: its sequences set, its unreplicated tables copied (refused when
- * the target's copy took rows since), its large objects made the source's, then every table's rows
- * compared with the source's (counted while the subscriptions caught up).
- */
-async function finishDatabase(
-  ctx: Context,
-  db: string,
-  r: OnlineRecord,
-  sourceCounts: ReturnType<typeof countTables>,
-): Promise<CutoverSummary['databases'][number]> {
-  const { source, target, store, options } = ctx;
-  const job: DatabaseJob = {
-    plan: { name: db, sizeBytes: null, dumpJobs: 1, restoreJobs: 1, dataPath: 'stream' },
-    state: store.database(db),
-    result: { name: db, sizeBytes: null, status: 'failed', warnings: [] },
-  };
-  const seqs = await copySequences(source, target, db);
-  const load = await unreplicatedLoad(source, db, r);
-  await undoInterruptedLoad(ctx, job, load);
-  for (const t of r.notReplicated) {
-    const rows = await withClient(target, db, async (c) => (await c.query(`select 1 from only ${quoteQualified(t.schema, t.name)} limit 1`)).rowCount ?? 0);
-    if (rows > 0)
-      throw new MigrateError(
-        `${db}: ${t.schema}.${t.name} on the target holds rows written since the copy; it cannot be copied over them: empty it there, then cut over again`,
-        ExitCode.failed,
-      );
-  }
-  if (load.tables.length > 0) await loadUnits(ctx, job, load, undefined, path.join(options.dumpRoot, `${encodeName(db)}.cutover.ranges`));
-  const los = await copyLargeObjects(source, target, db);
-  const checksum = options.verify === 'checksum' ? checksumOptions(ctx.sourceMajor, ctx.targetMajor) : undefined;
-  const [a, b] = await Promise.all([sourceCounts, countTables({ server: target, database: db, verifyQueue: ctx.verifyQueue, checksum })]);
-  const cmp = compareCounts(a.counts, b.counts, new Set(), a.aggregates);
-  const errors = [...cmp.errors, ...(checksum ? compareChecksums(a.checksums, b.checksums, b.counts) : [])];
-  if (errors.length > 0) throw new MigrateError(`${db}: after the cutover's catch-up the two sides differ: ${errors.slice(0, 10).join('; ')}`, ExitCode.failed);
-  return {
-    name: db,
-    sequences: seqs,
-    tablesCopied: load.tables.length,
-    largeObjects: los,
-    rows: cmp.rows,
-    ...(checksum ? { checksummed: Object.keys(b.checksums).length } : {}),
-  };
-}
-
-/**
- * The source's schema changes since the copy that the target has not followed. A change counts as
- * followed when the target's object now reads the same as the source's, or (servers of different
- * versions print definitions differently) when the target's object changed since it subscribed too.
- */
-async function schemaChanges(source: Server, target: Server, db: string, r: OnlineRecord): Promise<string[]> {
-  const [now, there] = await Promise.all([withClient(source, db, schemaFingerprint), withClient(target, db, schemaFingerprint)]);
-  const then = r.fingerprint ?? {};
-  const targetThen = r.targetFingerprint;
-  const out: string[] = [];
-  for (const k of new Set([...Object.keys(now), ...Object.keys(then)])) {
-    if (now[k] === then[k]) continue;
-    if (there[k] === now[k] || (targetThen !== undefined && there[k] !== targetThen[k])) continue;
-    out.push(
-      `${db}: ${k.slice(2)} ${then[k] === undefined ? 'was created' : now[k] === undefined ? 'was dropped' : 'was changed'} on the source since the copy, and not on the target`,
-    );
-  }
-  return out;
-}
-
-const quoteQualified = (schema: string, name: string): string => `"${schema.replaceAll('"', '""')}"."${name.replaceAll('"', '""')}"`;
-
-/** The unreplicated tables of a database as a load (their source oids read now). */
-async function unreplicatedLoad(source: Server, db: string, r: OnlineRecord): Promise<LoadSpec> {
-  const tables = await withClient(source, db, async (c) => {
-    const out: LoadSpec['tables'] = [];
-    for (const t of r.notReplicated) {
-      const oid = oneRow(await c.query<{ oid: string | null }>('select to_regclass($1)::oid::text as oid', [quoteQualified(t.schema, t.name)])).oid;
-      if (oid !== null) out.push({ oid, schema: t.schema, name: t.name, kind: 'r' });
-    }
-    return out;
-  });
-  return { doc: 'cutover_loads.json', dir: 'cutover-loads', tables };
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
 import { resolveEndpoint } from '../../src/pg/endpoint.ts';
-import { fence, fenceRecord, unfence } from '../../src/pipeline/cutover-steps.ts';
+import { fence, fenceRecord, unfence } from '../../src/pipeline/cutover-fence.ts';
 import { cliEnv, migrateArgs, runCli } from './delayed-helpers.ts';
 import { cutoverArgs, onlineFixtures, readOnly, subscriptions, until } from './online-helpers.ts';
 
