@@ -88,13 +88,46 @@ async function cleanReplication(o: CleanupOptions, store: StateStore, names: str
   }
 }
 
+/**
+ * The target's part of a killed run: its tuning (from the target's own record) and the memberships
+ * it granted, each reported. Under the target's lock: never while a run is going on it. Returns
+ * whether a tuning was reverted.
+ */
+async function cleanTarget(target: Server, store: StateStore, report: CleanupReport): Promise<boolean> {
+  try {
+    const targetLock = await TargetLock.take(target);
+    try {
+      const left = await revertLeftovers(targetLock.session, store, target);
+      if (left.tuning === 'reverted') report.done.push('reverted the tuning an interrupted run had left on the target to the values it had before');
+      else if (left.tuning === 'other-server')
+        report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
+      else if (left.tuning === 'none') report.done.push('the target carries no tuning of pg-migrate');
+      else report.problems.push(`the target's tuning could not be reverted: ${errorMessage(left.tuning.error)}`);
+      if (!Array.isArray(left.revoked)) report.problems.push(errorMessage(left.revoked.error));
+      else if (left.revoked.length > 0) report.done.push(`revoked the memberships an interrupted run had granted the target user: ${left.revoked.join(', ')}`);
+      return left.tuning === 'reverted';
+    } finally {
+      await targetLock.release();
+    }
+  } catch (err) {
+    report.problems.push(`the target could not be cleaned: ${errorMessage(err)}`);
+    return false;
+  }
+}
+
 export async function cleanup(o: CleanupOptions): Promise<CleanupReport> {
   const report: CleanupReport = { done: [], problems: [] };
   const store = new StateStore(o.stateDir);
   const appName = `pg-migrate/cleanup-${String(process.pid)}`;
   if (!existsSync(store.root)) {
     await removeStalePassfiles(report.done);
-    if (o.target) report.problems.push(`there is no state in ${store.root}; pass the --state-dir of the migration to clean up after`);
+    if (o.target) {
+      // The tuning's record is on the target itself: put back with any state directory, or none.
+      const reverted = await cleanTarget(o.target, store, report);
+      report[reverted ? 'done' : 'problems'].push(
+        `there is no state in ${store.root}${reverted ? ' (the record of the tuning on the target itself was enough)' : ''}; pass the --state-dir of the migration to clean up the rest after it`,
+      );
+    }
     return report;
   }
   const { lock, previous } = await StateLock.take(store, appName); // refuses while a run is going
@@ -110,24 +143,7 @@ export async function cleanup(o: CleanupOptions): Promise<CleanupReport> {
     await removeStalePassfiles(report.done);
     const saved = await store.readDoc<TuningBackup>(store.tuningPath);
     if (o.target) {
-      try {
-        const targetLock = await TargetLock.take(o.target);
-        try {
-          const left = await revertLeftovers(targetLock.session, store, o.target);
-          if (left.tuning === 'reverted') report.done.push('reverted the tuning an interrupted run had left on the target to the values it had before');
-          else if (left.tuning === 'other-server')
-            report.problems.push(`${store.tuningPath} holds the tuning backup of another target server; run cleanup against that server`);
-          else if (left.tuning === 'none') report.done.push('the target carries no tuning of pg-migrate');
-          else report.problems.push(`the target's tuning could not be reverted: ${errorMessage(left.tuning.error)}`);
-          if (!Array.isArray(left.revoked)) report.problems.push(errorMessage(left.revoked.error));
-          else if (left.revoked.length > 0)
-            report.done.push(`revoked the memberships an interrupted run had granted the target user: ${left.revoked.join(', ')}`);
-        } finally {
-          await targetLock.release();
-        }
-      } catch (err) {
-        report.problems.push(`the target could not be cleaned: ${errorMessage(err)}`);
-      }
+      await cleanTarget(o.target, store, report);
     } else {
       if (saved !== undefined) {
         report.problems.push(

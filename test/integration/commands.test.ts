@@ -129,12 +129,20 @@ test('status during a run and after kill -9; cleanup then reverts the tuning and
     afterText.output,
   );
 
-  // cleanup: the earlier settings back, the passfile gone, nothing else touched.
+  // cleanup with the state lost (another --state-dir): the tuning's record on the target is enough.
+  const elsewhere = path.join(ws.dir, 'no-state-here');
+  const lost = await runCli(['cleanup', '--to-host', dst.host, '--to-port', String(dst.port), '--state-dir', elsewhere], cliEnv(src, dst));
+  assert.equal(lost.code, 0, lost.output);
+  assert.match(lost.stdout, /reverted the tuning an interrupted run had left on the target/, lost.output);
+  assert.match(lost.stdout, /there is no state in .*no-state-here.* \(the record of the tuning on the target itself was enough\)/, lost.output);
+  assert.deepEqual(await autoConf(dst), confBefore, 'the target is as before the run');
+
+  // cleanup with the state: the passfile gone, the lock taken over, nothing else touched.
   const restoreStarted = JSON.parse(await fs.readFile(dbStateFile(ws.stateDir, 'big', 'restore_started'), 'utf8')) as { oid?: string };
   const c = await runCli(['cleanup', '--to-host', dst.host, '--to-port', String(dst.port), '--state-dir', ws.stateDir], cliEnv(src, dst));
   assert.equal(c.code, 0, c.output);
   assert.match(c.stdout, /took over the lock of a run that is gone/, c.output);
-  assert.match(c.stdout, /reverted the tuning an interrupted run had left on the target/, c.output);
+  assert.match(c.stdout, /the target carries no tuning of pg-migrate/, c.output);
   assert.deepEqual(await autoConf(dst), confBefore, 'the target is as before the run');
   const [fsync] = await dst.query<{ f: string }>("select current_setting('fsync') as f");
   assert.equal(fsync!.f, 'on');
