@@ -168,7 +168,7 @@ export class RunGuard {
       emit({ type: 'stage', stage: 'reverting', status: 'start' });
       try {
         // A target restarting (or recovering) meanwhile is waited for: the tuning must not outlive the run.
-        summary.tuning.reverted = await withClientRetrying(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store), {
+        summary.tuning.reverted = await withClientRetrying(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store, servers.target.appName), {
           seconds: REVERT_RETRY_SECONDS,
           onWait: (why) => {
             emit({

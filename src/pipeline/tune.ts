@@ -159,9 +159,17 @@ export async function applyTuning(client: pg.Client, store: StateStore, target: 
   await client.query('select pg_reload_conf()');
 }
 
-/** Reverts this run's tuning. Returns whether there was one. */
-export async function revertTuning(client: pg.Client, store: StateStore): Promise<boolean> {
+/**
+ * Reverts this run's tuning (`by`: the run that applied it). Returns whether there was one. A record of
+ * another run is left to it: that run took the target after this one lost its lock (and had reverted
+ * this run's tuning as a leftover first).
+ */
+export async function revertTuning(client: pg.Client, store: StateStore, by: string): Promise<boolean> {
   const record = await targetRecord(client);
+  if (record?.by !== undefined && record.by !== by) {
+    await store.removeDoc(store.tuningPath);
+    return false;
+  }
   if (record !== undefined) await restore(client, record);
   await store.removeDoc(store.tuningPath);
   return record !== undefined;
