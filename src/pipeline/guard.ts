@@ -168,15 +168,20 @@ export class RunGuard {
       emit({ type: 'stage', stage: 'reverting', status: 'start' });
       try {
         // A target restarting (or recovering) meanwhile is waited for: the tuning must not outlive the run.
-        summary.tuning.reverted = await withClientRetrying(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store, servers.target.appName), {
-          seconds: REVERT_RETRY_SECONDS,
-          onWait: (why) => {
-            emit({
-              type: 'info',
-              message: `the target cannot be reached to revert the tuning (${why}); trying again for up to ${String(REVERT_RETRY_SECONDS)} s`,
-            });
+        summary.tuning.reverted = await withClientRetrying(
+          servers.target,
+          servers.target.endpoint.database,
+          (c) => revertTuning(c, store, servers.target.appName),
+          {
+            seconds: REVERT_RETRY_SECONDS,
+            onWait: (why) => {
+              emit({
+                type: 'info',
+                message: `the target cannot be reached to revert the tuning (${why}); trying again for up to ${String(REVERT_RETRY_SECONDS)} s`,
+              });
+            },
           },
-        });
+        );
         summary.tuning.notice = FSYNC_NOTICE;
         emit({ type: 'stage', stage: 'reverting', status: 'done' });
       } catch (err) {
