@@ -20,7 +20,7 @@ const run = promisify(execFile);
 /** A database `big` whose restore takes a few seconds, and a small one. */
 async function seed(src: import('../harness/cluster.ts').Cluster): Promise<void> {
   await src.query('create database big');
-  await src.query('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1500000) g', [], 'big');
+  await src.query('create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 3000000) g', [], 'big');
   await src.query('create database small');
   await src.query('create table s (id int primary key); insert into s select generate_series(1, 100)', [], 'small');
 }
@@ -95,6 +95,9 @@ test('status during a run and after kill -9; cleanup then reverts the tuning and
   const args = migrateArgs(src, dst, ws, ['--data-path', 'stream']);
   const first = startCli(args, cliEnv(src, dst));
   await waitDuring(first, 'the restore of big to load rows', () => copyInto(dst, 'big', 't').catch(() => undefined), { inconclusive: true });
+  // First, while the run surely goes on: its passwords are in a private passfile.
+  const passfiles = async (): Promise<string[]> => (await fs.readdir(os.tmpdir())).filter((n) => n.startsWith(`pg-migrate-${String(first.child.pid)}-`));
+  assert.equal((await passfiles()).length, 1, 'the run keeps its passwords in a private passfile');
   const during = await status(ws);
   assert.equal(during.run?.alive, true, JSON.stringify(during));
   assert.equal(during.run.pid, first.child.pid);
@@ -107,8 +110,6 @@ test('status during a run and after kill -9; cleanup then reverts the tuning and
   assert.match(text.stdout, /a run is going: pid \d+/, text.output);
 
   // kill -9: the tool only; its client programs die with it.
-  const passfiles = async (): Promise<string[]> => (await fs.readdir(os.tmpdir())).filter((n) => n.startsWith(`pg-migrate-${String(first.child.pid)}-`));
-  assert.equal((await passfiles()).length, 1, 'the run keeps its passwords in a private passfile');
   await killRun(first, ws, [src, dst]);
   assert.ok((await autoConf(dst)).includes('fsync=off'), 'the killed run left the target tuned');
   const after = await status(ws);
