@@ -51,11 +51,19 @@ const ENDED_SESSIONS_TIMEOUT_MS = 30_000;
  * = on for the database); after the grace period the client sessions still in them are ended (the
  * run's own and the replication connections excepted), and it waits until they are gone:
  * pg_terminate_backend only sends the signal, and a session still exiting may yet commit after the
- * point the subscriptions are then asked to reach. Returns the sessions ended.
+ * point the subscriptions are then asked to reach. Returns the sessions ended, and the server's time
+ * when new sessions became read-only (sessions begun before can still write).
  */
-export async function fence(source: Server, record: FenceRecord, graceSeconds: number, roles: string[] | undefined, signal?: AbortSignal): Promise<number> {
+export async function fence(
+  source: Server,
+  record: FenceRecord,
+  graceSeconds: number,
+  roles: string[] | undefined,
+  signal?: AbortSignal,
+): Promise<{ ended: number; serverAt: string }> {
   return withClient(source, source.endpoint.database, async (c) => {
     for (const d of record.databases) await c.query(`alter database ${quoteIdent(d.name)} set default_transaction_read_only = on`);
+    const serverAt = (await c.query<{ t: string }>('select clock_timestamp()::text as t')).rows[0]?.t ?? '';
     // A signal in the grace period stops the cutover (the caller opens the source again).
     await sleep(graceSeconds * 1000, undefined, signal ? { signal } : undefined).catch(() => {
       throw new AbortError();
@@ -81,7 +89,7 @@ export async function fence(source: Server, record: FenceRecord, graceSeconds: n
       }
       await sleep(20);
     }
-    return pids.length;
+    return { ended: pids.length, serverAt };
   });
 }
 
@@ -114,19 +122,27 @@ export async function rolesOutsideFence(source: Server, dbs: string[]): Promise<
 
 /**
  * What can still write into the fenced databases once the subscriptions caught up, and would be lost
- * when they are dropped: client sessions that hold a transaction id (sessions the fence left open:
- * --fence-roles, a superuser's, a role that turned the fence off) and prepared transactions, which
- * can be committed later. Each named for the operator.
+ * when they are dropped: a client session that holds a transaction id; one that could write (begun
+ * before the fence, so not read-only by default, or of a role whose settings turn the fence off) and
+ * ran something after `since` (the server's time of the catch-up point), whose write may have missed
+ * the copies made after it; and prepared transactions, which can be committed later. Each named.
  */
-export async function writesPastFence(source: Server, record: FenceRecord): Promise<string[]> {
+export async function writesPastFence(
+  source: Server,
+  record: FenceRecord,
+  fence: { serverAt: string; since: string; outsideRoles: string[] },
+): Promise<string[]> {
   return withClient(source, source.endpoint.database, async (c) => {
     const dbs = record.databases.map((d) => d.name);
-    const sessions = await c.query<{ pid: number; db: string; usr: string | null; app: string | null; state: string | null }>(
-      `select pid, datname as db, usename as usr, application_name as app, state from pg_stat_activity
-        where datname = any($1::text[]) and pid <> pg_backend_pid() and backend_xid is not null and backend_type <> 'autovacuum worker'
+    const sessions = await c.query<{ pid: number; db: string; usr: string | null; app: string | null; state: string | null; xid: boolean }>(
+      `select pid, datname as db, usename as usr, application_name as app, state, backend_xid is not null as xid from pg_stat_activity
+        where datname = any($1::text[]) and pid <> pg_backend_pid() and backend_type <> 'autovacuum worker'
           and coalesce(application_name, '') not like 'pg-migrate/%'
+          and (backend_xid is not null
+               or (backend_type = 'client backend' and state_change > $3::timestamptz
+                   and (backend_start < $2::timestamptz or usename = any($4::text[]))))
         order by pid`,
-      [dbs],
+      [dbs, fence.serverAt, fence.since, fence.outsideRoles],
     );
     const prepared = await c.query<{ gid: string; db: string; owner: string }>(
       'select gid, database as db, owner from pg_prepared_xacts where database = any($1::text[]) order by prepared',
@@ -135,7 +151,11 @@ export async function writesPastFence(source: Server, record: FenceRecord): Prom
     return [
       ...sessions.rows.map(
         (s) =>
-          `${s.db}: session ${String(s.pid)} of ${s.usr ?? '?'}${s.app ? ` (application ${s.app})` : ''} has a transaction that writes (${s.state ?? 'unknown state'})`,
+          `${s.db}: session ${String(s.pid)} of ${s.usr ?? '?'}${s.app ? ` (application ${s.app})` : ''} ${
+            s.xid
+              ? `has a transaction that writes (${s.state ?? 'unknown state'})`
+              : 'can write (the fence left it open) and ran a statement after the catch-up'
+          }`,
       ),
       ...prepared.rows.map((p) => `${p.db}: prepared transaction ${p.gid} of ${p.owner} can still be committed`),
     ];

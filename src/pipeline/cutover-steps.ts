@@ -14,6 +14,8 @@ import { AbortError, ExitCode, MigrateError } from '../errors.ts';
 export interface WalPoint {
   lsn: string;
   snapshot: string;
+  /** The server's clock then. */
+  time: string;
 }
 
 /**
@@ -29,7 +31,9 @@ export async function walPoint(source: Server, flush: boolean): Promise<WalPoint
       await c.query('begin; set local synchronous_commit = local; select txid_current()');
       await c.query('commit');
     }
-    return oneRow(await c.query<WalPoint>('select pg_current_wal_lsn()::text as lsn, txid_current_snapshot()::text as snapshot'));
+    return oneRow(
+      await c.query<WalPoint>('select pg_current_wal_lsn()::text as lsn, txid_current_snapshot()::text as snapshot, clock_timestamp()::text as time'),
+    );
   });
 }
 

@@ -23,7 +23,7 @@ import { countTables } from './counts.ts';
 import { checksumOptions } from './checksum.ts';
 import { type Context } from './context.ts';
 import { fence, fenceRecord, rolesOutsideFence, unfence, writesPastFence, type FenceRecord } from './cutover-fence.ts';
-import { nothingCommittedBetween, rolesMissingOnTarget, waitForCatchUp, walPoint } from './cutover-steps.ts';
+import { copySequences, nothingCommittedBetween, rolesMissingOnTarget, waitForCatchUp, walPoint } from './cutover-steps.ts';
 import { StateLock, TargetLock } from './lock.ts';
 import { type OnlineRecord } from './online.ts';
 import { dropAll, finishDatabase, schemaChanges, type CutoverDatabase } from './cutover-database.ts';
@@ -202,7 +202,7 @@ export async function runCutover(
       dbs.map(([db]) => db),
     );
     await store.writeDoc(store.fencePath, fenced);
-    const ended = await fence(source, fenced, co.graceSeconds, co.fenceRoles, signal);
+    const { ended, serverAt } = await fence(source, fenced, co.graceSeconds, co.fenceRoles, signal);
     const stopped = performance.now();
     summary.lines.push(`stopped writes on the source (${String(ended)} sessions ended after ${String(co.graceSeconds)} s)`);
 
@@ -221,26 +221,29 @@ export async function runCutover(
       dbs.map(([db, r]) => queue.add(async () => finishDatabase(ctx, db, r, sourceCounts.get(db) ?? Promise.reject(new Error(`no count of ${db}`))))),
     );
     const failures = finished.filter((f): f is PromiseRejectedResult => f.status === 'rejected').map((f) => f.reason as unknown);
+
+    // 5. Nothing may still write into a fenced database (a session the fence left open that writes or
+    // ran anything since the catch-up point, a prepared transaction): it would be lost with the
+    // subscriptions; named first, since such writes also make the comparison differ. Then what was
+    // committed since the first catch-up is applied too, and the sequences set again (skipped when no
+    // transaction ran or began on the source since: on servers before 13 a quiet source's slot confirms
+    // the WAL end only at the subscriber's next status report).
+    const writing = await writesPastFence(source, fenced, { serverAt, since: fencedAt.time, outsideRoles: unfenced });
+    if (writing.length > 0) {
+      throw new MigrateError(
+        `writes into the fenced databases are still possible, and would not reach the target:\n  - ${writing.join('\n  - ')}\nend those sessions (or let their transactions finish; or name their roles in --fence-roles) and COMMIT PREPARED or ROLLBACK PREPARED those transactions, then cut over again${failures.length > 0 ? `\n(the comparison found differences too: ${failures.map(errorMessage).join('; ')})` : ''}`,
+        ExitCode.failed,
+      );
+    }
     if (failures.length > 0) {
       const first = failures[0];
       if (failures.length === 1) throw first;
       throw new MigrateError(failures.map(errorMessage).join('\n'), first instanceof MigrateError ? first.exitCode : ExitCode.failed);
     }
     for (const f of finished) if (f.status === 'fulfilled') summary.databases.push(f.value);
-
-    // 5. Nothing may still write into a fenced database (a session the fence left open, a prepared
-    // transaction): it would be lost with the subscriptions. Then what was committed since the first
-    // catch-up is applied too (skipped when no transaction ran or began on the source since: on servers
-    // before 13 a quiet source's slot confirms the WAL end only at the subscriber's next status report).
-    const writing = await writesPastFence(source, fenced);
-    if (writing.length > 0) {
-      throw new MigrateError(
-        `writes into the fenced databases are still possible, and would not reach the target:\n  - ${writing.join('\n  - ')}\nend those sessions (or let their transactions finish) and COMMIT PREPARED or ROLLBACK PREPARED those transactions, then cut over again`,
-        ExitCode.failed,
-      );
-    }
     if (!nothingCommittedBetween(fencedAt, await walPoint(source, false))) {
       await waitForCatchUp(source, target, subs, co.catchupTimeoutSeconds, await walPoint(source, true), signal);
+      for (const [db] of dbs) await copySequences(source, target, db);
     }
 
     // 6. Done: the subscriptions (and with them the slots) and the publications go; the source stays

@@ -168,20 +168,23 @@ export class RunGuard {
       emit({ type: 'stage', stage: 'reverting', status: 'start' });
       try {
         // A target restarting (or recovering) meanwhile is waited for: the tuning must not outlive the run.
-        summary.tuning.reverted = await withClientRetrying(
-          servers.target,
-          servers.target.endpoint.database,
-          (c) => revertTuning(c, store, servers.target.appName),
-          {
-            seconds: REVERT_RETRY_SECONDS,
-            onWait: (why) => {
-              emit({
-                type: 'info',
-                message: `the target cannot be reached to revert the tuning (${why}); trying again for up to ${String(REVERT_RETRY_SECONDS)} s`,
-              });
-            },
+        const reverted = await withClientRetrying(servers.target, servers.target.endpoint.database, (c) => revertTuning(c, store, servers.target.appName), {
+          seconds: REVERT_RETRY_SECONDS,
+          onWait: (why) => {
+            emit({
+              type: 'info',
+              message: `the target cannot be reached to revert the tuning (${why}); trying again for up to ${String(REVERT_RETRY_SECONDS)} s`,
+            });
           },
-        );
+        });
+        summary.tuning.reverted = reverted === 'reverted';
+        if (reverted === 'another run') {
+          emit({
+            type: 'warning',
+            message:
+              "the target carries the tuning of another pg-migrate run (it took the target after this run lost its lock), left to that run: it puts it back when it ends, or the next run or pg-migrate cleanup does (pg_migrate.tuning in the target's postgresql.auto.conf)",
+          });
+        }
         summary.tuning.notice = FSYNC_NOTICE;
         emit({ type: 'stage', stage: 'reverting', status: 'done' });
       } catch (err) {

@@ -150,6 +150,8 @@ export class TargetLock {
   private readonly target: Server;
   private released = false;
   private lostHandler: ((why: string) => void) | undefined;
+  /** A loss before anyone listened (the session ended while the run was still starting). */
+  private lostEarly: string | undefined;
 
   private constructor(client: pg.Client, target: Server) {
     this.client = client;
@@ -168,13 +170,18 @@ export class TargetLock {
     });
     client.on('end', () => {
       if (this.released || client !== this.client) return;
-      this.lostHandler?.(first === undefined ? 'its session ended' : errorMessage(first));
+      const why = first === undefined ? 'its session ended' : errorMessage(first);
+      if (this.lostHandler) this.lostHandler(why);
+      else this.lostEarly = why;
     });
   }
 
-  /** Calls `fn` each time the session holding the lock ends without release(). */
+  /** Calls `fn` each time the session holding the lock ends without release() (at once for a loss before). */
   onLost(fn: (why: string) => void): void {
     this.lostHandler = fn;
+    const early = this.lostEarly;
+    this.lostEarly = undefined;
+    if (early !== undefined) fn(early);
   }
 
   /** Takes the lock, or refuses (exit 4) naming the run that holds it. */
@@ -221,7 +228,8 @@ export class TargetLock {
       try {
         client = await TargetLock.acquire(this.target);
       } catch (err) {
-        if (this.isReleased() || !serverAway(err) || Date.now() >= deadline) throw err;
+        if (this.isReleased()) return; // the run ended meanwhile: nothing to hold any more
+        if (!serverAway(err) || Date.now() >= deadline) throw err;
         await new Promise((r) => setTimeout(r, 1000));
         continue;
       }

@@ -160,17 +160,15 @@ export async function applyTuning(client: pg.Client, store: StateStore, target: 
 }
 
 /**
- * Reverts this run's tuning (`by`: the run that applied it). Returns whether there was one. A record of
- * another run is left to it: that run took the target after this one lost its lock (and had reverted
- * this run's tuning as a leftover first).
+ * Reverts this run's tuning (`by`: the run that applied it): 'reverted', or 'none' when there was
+ * none. A record of another run is left to it ('another run'): that run took the target after this one
+ * lost its lock (and had reverted this run's tuning as a leftover first).
  */
-export async function revertTuning(client: pg.Client, store: StateStore, by: string): Promise<boolean> {
+export async function revertTuning(client: pg.Client, store: StateStore, by: string): Promise<'reverted' | 'none' | 'another run'> {
   const record = await targetRecord(client);
-  if (record?.by !== undefined && record.by !== by) {
-    await store.removeDoc(store.tuningPath);
-    return false;
-  }
-  if (record !== undefined) await restore(client, record);
   await store.removeDoc(store.tuningPath);
-  return record !== undefined;
+  if (record === undefined) return 'none';
+  if (record.by !== undefined && record.by !== by) return 'another run';
+  await restore(client, record);
+  return 'reverted';
 }

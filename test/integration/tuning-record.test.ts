@@ -28,9 +28,10 @@ test("revertTuning leaves another run's record (and its settings) alone, and rev
   const identity = { host: dst.host, port: dst.port, systemIdentifier: dst.systemIdentifier };
   await dst.withClient(async (c) => {
     await applyTuning(c, store, identity, { log_min_duration_statement: '12345' }, 'pg-migrate/other-run');
-    assert.equal(await revertTuning(c, store, 'pg-migrate/this-run'), false, "not this run's tuning");
+    assert.equal(await revertTuning(c, store, 'pg-migrate/this-run'), 'another run', "not this run's tuning");
     assert.equal((await targetRecord(c))?.by, 'pg-migrate/other-run', "the other run's record stays");
-    assert.equal(await revertTuning(c, store, 'pg-migrate/other-run'), true);
+    assert.equal(await revertTuning(c, store, 'pg-migrate/other-run'), 'reverted');
+    assert.equal(await revertTuning(c, store, 'pg-migrate/other-run'), 'none');
     assert.equal(await targetRecord(c), undefined);
   });
   const [s] = await dst.query<{ v: string }>("select current_setting('log_min_duration_statement') as v");
