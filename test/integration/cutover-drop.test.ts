@@ -7,18 +7,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { cliEnv, migrateArgs, runCli, serverFlags, startCli } from './delayed-helpers.ts';
+import { cliEnv, runCli, serverFlags, startCli } from './delayed-helpers.ts';
 import { killLeftovers, waitDuring } from './safety-helpers.ts';
-import { assertSameDatabase, cutoverArgs, onlineFixtures, onlineJson, publications, readOnly, slots, subscriptions } from './online-helpers.ts';
+import { assertSameDatabase, cutoverArgs, onlineFixtures, onlineJson, publications, readOnly, replicateShop, slots, subscriptions } from './online-helpers.ts';
 
 const { setUp, track } = onlineFixtures();
 
 test('kill -9 of the cutover while it drops the replication: the source stays read-only, the next cutover finishes the drop; equal', async () => {
   const { src, dst, ws } = await setUp('onl-drop-kill');
-  await src.query('create database shop');
-  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws);
   const [pub] = await publications(src, 'shop');
   assert.ok(pub);
 
@@ -88,10 +85,7 @@ test('kill -9 of the cutover while it drops the replication: the source stays re
 
 test('a slot gone from the source (its subscription dropped): the cutover refuses, naming it, and the source takes writes again', async () => {
   const { src, dst, ws } = await setUp('onl-drop-gone');
-  await src.query('create database shop');
-  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws);
   const [sub] = await subscriptions(dst);
   assert.ok(sub);
   // Dropping the subscription drops its slot on the source; the update after it reaches nobody.
@@ -106,10 +100,7 @@ test('a slot gone from the source (its subscription dropped): the cutover refuse
 
 test('SIGTERM of the cutover during its grace period: exit 130, the source takes writes again, the subscription goes on; the next cutover goes through', async () => {
   const { src, dst, ws } = await setUp('onl-drop-term');
-  await src.query('create database shop');
-  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws);
   const subs = await subscriptions(dst);
   const cut = startCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '30']), cliEnv(src, dst));
   await waitDuring(cut, 'the cutover to fence the source', () => readOnly(src, 'shop'));
@@ -130,10 +121,7 @@ test('SIGTERM of the cutover during its grace period: exit 130, the source takes
 
 test("the cutover's session on the source ended during the grace period: a named failure (exit 1, not an internal error), the source takes writes again", async () => {
   const { src, dst, ws } = await setUp('onl-drop-away');
-  await src.query('create database shop');
-  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws);
   const cut = startCli(cutoverArgs(src, dst, ws, ['--grace-seconds', '3']), cliEnv(src, dst));
   await waitDuring(cut, 'the cutover to fence the source', () => readOnly(src, 'shop'));
   await src.query("select pg_terminate_backend(pid) from pg_stat_activity where application_name like 'pg-migrate/%' and pid <> pg_backend_pid()");
@@ -148,10 +136,7 @@ test("the cutover's session on the source ended during the grace period: a named
 
 test('roles are not replicated: a large object of a role created since the copy refuses the cutover before the write stop, naming it; another new role is named in a warning', async () => {
   const { src, dst, ws } = await setUp('onl-drop-roles');
-  await src.query('create database shop');
-  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws);
   await src.query('create role lo_owner; create role late_app login');
   const [lo] = await src.query<{ oid: string }>("select lo_from_bytea(0, 'late')::text as oid", [], 'shop');
   await src.query(`alter large object ${lo!.oid} owner to lo_owner`, [], 'shop');

@@ -10,8 +10,8 @@ import { test } from 'node:test';
 import pg from 'pg';
 import { resolveEndpoint } from '../../src/pg/endpoint.ts';
 import { fence, fenceRecord, unfence } from '../../src/pipeline/cutover-fence.ts';
-import { cliEnv, migrateArgs, runCli } from './delayed-helpers.ts';
-import { cutoverArgs, onlineFixtures, readOnly, subscriptions, until } from './online-helpers.ts';
+import { cliEnv, runCli } from './delayed-helpers.ts';
+import { cutoverArgs, onlineFixtures, readOnly, replicateShop, subscriptions, until } from './online-helpers.ts';
 
 const { setUp, track } = onlineFixtures();
 
@@ -19,12 +19,9 @@ test('a write the fence leaves open (a session of another role, a prepared trans
   const { src, dst, ws } = await setUp('onl-fence');
   await src.query('alter system set max_prepared_transactions = 4');
   await src.restart();
-  await src.query('create database shop');
-  await src.query('create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g', [], 'shop');
   await src.query('create role app login; create role reporter');
   await src.query('alter role reporter set default_transaction_read_only = off');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws);
   const [sub] = await subscriptions(dst);
 
   // A session of postgres (not among --fence-roles, so the fence leaves it open) with an uncommitted write.
@@ -69,11 +66,8 @@ test('a write the fence leaves open (a session of another role, a prepared trans
 
 test('a session the fence leaves open that keeps writing (short transactions, idle in between) refuses the cutover, named; stopped, the cutover carries every row', async () => {
   const { src, dst, ws } = await setUp('onl-fence-open');
-  await src.query('create database shop');
-  await src.query('create table items (id serial primary key, v text); create sequence tick', [], 'shop');
   await src.query('create role app login');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws, 'create table items (id serial primary key, v text); create sequence tick');
 
   // postgres is not among --fence-roles: its session, begun before the fence, stays writable.
   const open = track(new pg.Client({ ...src.connectionConfig('shop'), application_name: 'outside-writer' }));

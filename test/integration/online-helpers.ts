@@ -10,7 +10,7 @@ import { afterEach } from 'node:test';
 import pg from 'pg';
 import { startCluster, type Cluster, type ServerVersion } from '../harness/cluster.ts';
 import { assertSameData } from './cli.ts';
-import { killAll, makeWorkspace, migrateArgs, processesMentioning, sleep, type CliResult, type Workspace } from './delayed-helpers.ts';
+import { cliEnv, killAll, makeWorkspace, migrateArgs, processesMentioning, runCli, sleep, type CliResult, type Workspace } from './delayed-helpers.ts';
 
 export interface OnlineFixture {
   src: Cluster;
@@ -314,6 +314,18 @@ export function reportedWriteStop(r: CliResult): number {
 export async function readOnly(c: Cluster, db: string): Promise<boolean> {
   const [r] = await c.query<{ v: string }>("select current_setting('default_transaction_read_only') as v", [], db);
   return r!.v === 'on';
+}
+
+/** The table most cutover tests start from: `items`, 100 rows with a key. */
+export const ITEMS_SQL = 'create table items (id int primary key, v text); insert into items select g, md5(g::text) from generate_series(1, 100) g';
+
+/** Creates the database `shop` on the source from `sql`, then migrates online (exit 0 asserted). */
+export async function replicateShop(src: Cluster, dst: Cluster, ws: Workspace, sql = ITEMS_SQL, flags: string[] = []): Promise<CliResult> {
+  await src.query('create database shop');
+  await src.query(sql, [], 'shop');
+  const m = await runCli(migrateArgs(src, dst, ws, ['--online', ...flags]), cliEnv(src, dst));
+  assert.equal(m.code, 0, m.output);
+  return m;
 }
 
 /** The cutover's arguments: connection, state, dumps, client programs (migrate's, after the command). */

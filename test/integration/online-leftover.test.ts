@@ -8,16 +8,13 @@ import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
 import { cliEnv, migrateArgs, runCli } from './delayed-helpers.ts';
-import { onlineFixtures, slots, subscriptions } from './online-helpers.ts';
+import { onlineFixtures, replicateShop, slots, subscriptions } from './online-helpers.ts';
 
 const { setUp } = onlineFixtures();
 
 test('a slot left by an online migration whose state was removed: the new run names it and how to drop it, and leaves it', async () => {
   const { src, dst, ws } = await setUp('onl-leftover');
-  await src.query('create database shop');
-  await src.query('create table items (id int primary key); insert into items select generate_series(1, 10)', [], 'shop');
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
+  await replicateShop(src, dst, ws, 'create table items (id int primary key); insert into items select generate_series(1, 10)');
   const [slot] = await slots(src);
   assert.ok(slot);
   // The operator gives up by hand on the target (the subscription detached from its slot, the database
@@ -38,14 +35,12 @@ test('a slot left by an online migration whose state was removed: the new run na
 
 test('a table left out of the publication that references a published one: the run warns that a TRUNCATE of the published table would stop the replication', async () => {
   const { src, dst, ws } = await setUp('onl-fkwarn');
-  await src.query('create database shop');
-  await src.query(
+  const m = await replicateShop(
+    src,
+    dst,
+    ws,
     'create table parent (id int primary key); create table child (p int references parent); insert into parent values (1); insert into child values (1)',
-    [],
-    'shop',
   );
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
   assert.match(
     m.stdout,
     /warning shop: public\.child is not replicated \(no primary key or replica identity; copied at cutover\) but references public\.parent/,

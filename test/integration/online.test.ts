@@ -17,6 +17,7 @@ import {
   onlineJson,
   publications,
   readOnly,
+  replicateShop,
   replicationMonitor,
   reportedWriteStop,
   slots,
@@ -116,17 +117,15 @@ test('writers in two databases throughout an online migration: after cutover the
 
 test('a table without a primary key: UPDATE and DELETE on the source keep working during the online phase; after cutover it is equal', async () => {
   const { src, dst, ws } = await setUp('onl-nopk');
-  await src.query('create database shop');
-  await src.query(
+  await replicateShop(
+    src,
+    dst,
+    ws,
     `create table items (id int primary key, v text);
      insert into items select g, md5(g::text) from generate_series(1, 1000) g;
      create table log (at int, what text);
      insert into log select g, 'row ' || g from generate_series(1, 1000) g;`,
-    [],
-    'shop',
   );
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
   const rec = await onlineJson(ws, 'shop');
   assert.deepEqual(
     rec?.notReplicated.map((x) => `${x.schema}.${x.name}`),
@@ -155,17 +154,16 @@ test('a table without a primary key: UPDATE and DELETE on the source keep workin
 
 test('--replica-identity-full: the table without a key replicates, UPDATE on the source keeps working, and its replica identity is put back at cutover', async () => {
   const { src, dst, ws } = await setUp('onl-ridfull');
-  await src.query('create database shop');
-  await src.query(
+  await replicateShop(
+    src,
+    dst,
+    ws,
     `create table items (id int primary key, v text);
      insert into items select g, md5(g::text) from generate_series(1, 1000) g;
      create table log (at int, what text);
      insert into log select g, 'row ' || g from generate_series(1, 1000) g;`,
-    [],
-    'shop',
+    ['--replica-identity-full'],
   );
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online', '--replica-identity-full']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
   const rec = await onlineJson(ws, 'shop');
   assert.deepEqual(rec?.notReplicated, [], JSON.stringify(rec));
   const ident = async (): Promise<string> =>
@@ -264,18 +262,16 @@ test("kill -9 during the copy (another database replicating), rerun, kill -9 dur
 
 test('cutover refused when a column was added on the source meanwhile; the source takes writes again; with the column added on the target too the cutover goes through', async () => {
   const { src, dst, ws } = await setUp('onl-ddl');
-  await src.query('create database shop');
-  await src.query(
+  await replicateShop(
+    src,
+    dst,
+    ws,
     `create table items (id int primary key, v text);
      insert into items select g, md5(g::text) from generate_series(1, 1000) g;
      create table notes (id serial primary key, t text);
      create table nokey (n int);
      insert into nokey select generate_series(1, 10);`,
-    [],
-    'shop',
   );
-  const m = await runCli(migrateArgs(src, dst, ws, ['--online']), cliEnv(src, dst));
-  assert.equal(m.code, 0, m.output);
   const rec = (await onlineJson(ws, 'shop'))!;
 
   // A column added on the source: refused before anything changes.
