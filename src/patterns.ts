@@ -25,6 +25,11 @@ export function matchesAny(name: string, globs: readonly string[]): boolean {
   return globs.some((g) => globMatch(name, g));
 }
 
+/** The globs that match none of the names (an operator's typo, most often). */
+export function unmatchedGlobs(globs: readonly string[], names: readonly string[]): string[] {
+  return globs.filter((g) => !names.some((n) => globMatch(n, g)));
+}
+
 /** Escapes a name part so that only `*` and `?` (when kept) act as wildcards. */
 function escapeGlobLiteral(text: string, keepWildcards: boolean): string {
   if (!keepWildcards) return escape(text);

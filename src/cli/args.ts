@@ -185,6 +185,11 @@ export function migrateOptions<T>(y: Argv<T>) {
     .option('color', { type: 'boolean', default: true, describe: COLOR_DESCRIBE });
 }
 
+/** Whether the option `--name` was given on the command line (`--name value` or `--name=value`). */
+export function onCommandLine(argv: readonly string[], name: string): boolean {
+  return argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+}
+
 /** yargs names unknown keys in camel case; one that came from a PG_MIGRATE_* variable is named as such. */
 export function explainUnknown(msg: string, argv: string[], env: NodeJS.ProcessEnv = process.env): string {
   const m = /^Unknown arguments?: (.+)$/.exec(msg);
@@ -194,7 +199,7 @@ export function explainUnknown(msg: string, argv: string[], env: NodeJS.ProcessE
     .map((key) => {
       const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
       const envName = `PG_MIGRATE_${flag.replaceAll('-', '_').toUpperCase()}`;
-      const fromArgv = argv.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`) || a === `--${key}` || a.startsWith(`--${key}=`));
+      const fromArgv = onCommandLine(argv, flag) || onCommandLine(argv, key);
       // A word without dashes (a mistyped command, a value without its option) is no option.
       if (!fromArgv && argv.includes(key)) {
         return argv.filter((a) => !a.startsWith('-')).indexOf(key) === 0

@@ -4,7 +4,7 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { ExitCode, MigrateError, UsageError } from '../errors.ts';
-import { explainUnknown } from './args.ts';
+import { explainUnknown, onCommandLine } from './args.ts';
 import { installPasswordPrompt } from './prompt.ts';
 import * as migrateCommand from './commands/migrate.ts';
 import * as planCommand from './commands/plan.ts';
@@ -45,7 +45,7 @@ function dropOtherCommandsVariables(argv: Record<string, unknown>, y: unknown, a
     if (!name.startsWith('PG_MIGRATE_')) continue;
     const flag = name.slice('PG_MIGRATE_'.length).toLowerCase().replaceAll('_', '-');
     if (own.has(flag) || !optionsOfAnyCommand().has(flag)) continue;
-    if (args.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`))) continue;
+    if (onCommandLine(args, flag)) continue;
     Reflect.deleteProperty(argv, flag);
     Reflect.deleteProperty(
       argv,

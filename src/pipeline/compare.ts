@@ -10,7 +10,7 @@ import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
 import { authenticate, oneRow, terminateSessions, withClient, type Server } from '../pg/connect.ts';
 import { listDatabases, type DatabaseRow } from '../pg/catalog.ts';
-import { globMatch, matchesAny } from '../patterns.ts';
+import { matchesAny, unmatchedGlobs } from '../patterns.ts';
 import { AbortError, ExitCode, UsageError, errorMessage, isAborted } from '../errors.ts';
 import { compareCounts, countTables, type CountResult } from './counts.ts';
 import { checksumOptions, compareChecksums, floatsComparable, type ChecksumOptions } from './checksum.ts';
@@ -81,9 +81,7 @@ async function serverInstance(server: Server): Promise<string> {
 
 /** The options' --include-db/--exclude-db that make the comparison empty: a comparison of nothing is not "equal". */
 function selectionProblems(o: MigrateOptions, names: string[]): string[] {
-  const problems = o.includeDb
-    .filter((g) => !names.some((n) => globMatch(n, g)))
-    .map((g) => `--include-db ${JSON.stringify(g)} matches no database on either server`);
+  const problems = unmatchedGlobs(o.includeDb, names).map((g) => `--include-db ${JSON.stringify(g)} matches no database on either server`);
   if (problems.length === 0 && (o.includeDb.length > 0 || o.excludeDb.length > 0) && !names.some((n) => selected(o, n))) {
     problems.push(`--include-db/--exclude-db leave no database to compare (the servers have ${names.join(', ')})`);
   }

@@ -14,7 +14,7 @@ import { chooseCompression, compressionProblem, discoverTools, versionProblems, 
 import { MigrateError, PreflightError, errorMessage } from '../errors.ts';
 import { Marker } from '../state/names.ts';
 import type { StateStore } from '../state/store.ts';
-import { globMatch } from '../patterns.ts';
+import { unmatchedGlobs } from '../patterns.ts';
 import { listDatabases, selectDatabases } from './discover.ts';
 import { planDeferred } from './deferred-plan.ts';
 import { serverFacts, type ServerFacts } from './facts.ts';
@@ -113,21 +113,20 @@ export async function inspect(
     const all = await listDatabases(src);
     const selection = await selectDatabases(all, options.includeDb, options.excludeDb, source, sourceFacts.major);
     Object.assign(out, { notMigrated: selection.notMigrated, skipped: selection.skipped });
-    for (const glob of options.includeDb) {
-      if (!all.some((d) => globMatch(d.name, glob))) problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
-    }
+    const sourceNames = all.map((d) => d.name);
+    for (const glob of unmatchedGlobs(options.includeDb, sourceNames)) problems.push(`--include-db ${JSON.stringify(glob)} matches no database on the source`);
     // A mistyped --redo-db would redo nothing, in silence.
-    for (const glob of options.redoDb) {
-      if (!selection.migrate.some((d) => globMatch(d.name, glob)))
-        problems.push(
-          `--redo-db ${JSON.stringify(glob)} matches no database being migrated; check the name (or the --include-db/--exclude-db that leave it out)`,
-        );
+    for (const glob of unmatchedGlobs(
+      options.redoDb,
+      selection.migrate.map((d) => d.name),
+    )) {
+      problems.push(
+        `--redo-db ${JSON.stringify(glob)} matches no database being migrated; check the name (or the --include-db/--exclude-db that leave it out)`,
+      );
     }
     // A mistyped --exclude-db would migrate what it meant to leave out; a selection that leaves nothing copies only the globals.
-    for (const glob of options.excludeDb) {
-      if (!all.some((d) => globMatch(d.name, glob)))
-        warnings.push(`--exclude-db ${JSON.stringify(glob)} matches no database on the source, so it leaves nothing out`);
-    }
+    for (const glob of unmatchedGlobs(options.excludeDb, sourceNames))
+      warnings.push(`--exclude-db ${JSON.stringify(glob)} matches no database on the source, so it leaves nothing out`);
     const excluded = selection.skipped.filter((s) => s.reason !== 'holds no user objects');
     if (selection.migrate.length === 0 && excluded.length > 0) {
       warnings.push(
