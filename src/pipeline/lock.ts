@@ -10,7 +10,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import { MigrateError, ExitCode, errorMessage } from '../errors.ts';
 import { connect, terminateSessions, type Server } from '../pg/connect.ts';
-import { serverAway } from '../pg/connect-errors.ts';
+import { retryWhileAway } from '../pg/retry.ts';
 import type { StateStore } from '../state/store.ts';
 import { readJson } from '../state/files.ts';
 
@@ -221,27 +221,21 @@ export class TargetLock {
    * (restarting); refuses (exit 4) when another run took it meanwhile. Nothing once released.
    */
   async retake(seconds: number): Promise<void> {
-    const deadline = Date.now() + seconds * 1000;
-    for (;;) {
-      if (this.isReleased()) return;
-      let client: pg.Client;
-      try {
-        client = await TargetLock.acquire(this.target);
-      } catch (err) {
-        if (this.isReleased()) return; // the run ended meanwhile: nothing to hold any more
-        if (!serverAway(err) || Date.now() >= deadline) throw err;
-        await new Promise((r) => setTimeout(r, 1000));
-        continue;
-      }
-      // release() may have come while the session was being opened.
-      if (this.isReleased()) {
-        await client.end().catch(() => undefined);
-        return;
-      }
-      this.client = client;
-      this.watch(client);
+    if (this.isReleased()) return;
+    let client: pg.Client;
+    try {
+      client = await retryWhileAway(() => TargetLock.acquire(this.target), { seconds, stop: () => this.isReleased() });
+    } catch (err) {
+      if (this.isReleased()) return; // the run ended meanwhile: nothing to hold any more
+      throw err;
+    }
+    // release() may have come while the session was being opened.
+    if (this.isReleased()) {
+      await client.end().catch(() => undefined);
       return;
     }
+    this.client = client;
+    this.watch(client);
   }
 
   private isReleased(): boolean {
