@@ -47,6 +47,14 @@ export class PreflightError extends MigrateError {
   }
 }
 
+/**
+ * A failure before anything was changed (a server out of reach, a login refused) as preflight's kind
+ * of problem (exit 3); a lock that another run holds (exit 4) stays as it is.
+ */
+export function beforeAnyChange(err: unknown): never {
+  throw err instanceof MigrateError && err.exitCode === ExitCode.stateMismatch ? err : new PreflightError([errorMessage(err)]);
+}
+
 export class AbortError extends MigrateError {
   constructor(message = 'interrupted') {
     super(message, ExitCode.interrupted);

@@ -17,7 +17,7 @@ import { planParallelism } from '../plan.ts';
 import { ChildRegistry } from '../proc/run.ts';
 import { discoverTools } from '../proc/tools.ts';
 import { StateStore } from '../state/store.ts';
-import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.ts';
+import { AbortError, ExitCode, MigrateError, errorMessage, beforeAnyChange } from '../errors.ts';
 import type { EventSink } from '../events.ts';
 import { countTables } from './counts.ts';
 import { checksumOptions } from './checksum.ts';
@@ -27,7 +27,7 @@ import { copySequences, nothingCommittedBetween, rolesMissingOnTarget, waitForCa
 import { StateLock, TargetLock } from './lock.ts';
 import { type OnlineRecord } from './online.ts';
 import { dropAll, finishDatabase, schemaChanges, type CutoverDatabase } from './cutover-database.ts';
-import { serverFacts, serverIdentity } from './facts.ts';
+import { checkStatePair, serverFacts } from './facts.ts';
 
 export interface CutoverOptions {
   /** Seconds between making new sessions read-only and ending the sessions still open. */
@@ -74,18 +74,13 @@ export async function runCutover(
   let auth: ChildAuth | undefined;
   let fenced: FenceRecord | undefined;
   try {
-    // A server out of reach or a login refused: nothing was changed (exit 3), as in migrate's guard.
-    const unreachable = (err: unknown): never => {
-      throw err instanceof MigrateError && err.exitCode === ExitCode.stateMismatch ? err : new PreflightError([errorMessage(err)]);
-    };
-    targetLock = await TargetLock.take(target).catch(unreachable);
-    await authenticate(source).catch(unreachable);
+    targetLock = await TargetLock.take(target).catch(beforeAnyChange);
+    await authenticate(source).catch(beforeAnyChange);
     auth = await prepareChildAuth([options.from, options.to], env);
     await store.init();
     // The servers must be the pair this state records, before anything is asked of or done to them
     // (a fence on a server that is not the migration's source would be a change to an unrelated server).
-    const identity = (s: Server) => withClient(s, s.endpoint.database, (c) => serverIdentity(c, s)).catch(unreachable);
-    await store.checkPair({ source: await identity(source), target: await identity(target) });
+    await checkStatePair(store, source, target);
     const names = await store.databaseNames();
     const records = new Map<string, OnlineRecord>();
     for (const name of names) {

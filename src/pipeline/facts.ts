@@ -1,8 +1,9 @@
 /** What a run needs to know of each server before it plans anything. */
 import type pg from 'pg';
-import { oneRow, type Server } from '../pg/connect.ts';
+import { oneRow, withClient, type Server } from '../pg/connect.ts';
 import { majorOfVersionNum } from '../proc/tools.ts';
-import type { ServerIdentity } from '../state/store.ts';
+import type { ServerIdentity, StateStore } from '../state/store.ts';
+import { beforeAnyChange } from '../errors.ts';
 import type { ServerInfo } from '../events.ts';
 import { alterSystemAllowed } from './tune.ts';
 
@@ -37,6 +38,12 @@ export async function serverIdentity(client: pg.Client, server: Server): Promise
     systemIdentifier = `data_directory:${dd?.rows[0]?.dd ?? 'unknown'}`;
   }
   return { host: server.endpoint.host, port: server.endpoint.port, systemIdentifier };
+}
+
+/** Refuses (exit 4) servers that are not the pair the state records, before anything is asked of them; one out of reach is exit 3. */
+export async function checkStatePair(store: StateStore, source: Server, target: Server): Promise<void> {
+  const identity = (s: Server): Promise<ServerIdentity> => withClient(s, s.endpoint.database, (c) => serverIdentity(c, s)).catch(beforeAnyChange);
+  await store.checkPair({ source: await identity(source), target: await identity(target) });
 }
 
 /** A server as the JSON report names it. */

@@ -12,7 +12,7 @@ import { withClientRetrying } from '../pg/retry.ts';
 import { prepareChildAuth, type ChildAuth } from '../pg/passfile.ts';
 import type { ChildRegistry } from '../proc/run.ts';
 import type { StateStore, ServerIdentity } from '../state/store.ts';
-import { ExitCode, MigrateError, PreflightError, errorMessage } from '../errors.ts';
+import { ExitCode, MigrateError, errorMessage, beforeAnyChange } from '../errors.ts';
 import type { EventSink, RunSummary } from '../events.ts';
 import { endLeftovers, startTicksOf, StateLock, TargetLock } from './lock.ts';
 import { revokeOwnerRoles } from './ownership.ts';
@@ -75,10 +75,7 @@ export class RunGuard {
     const { lock, previous } = await StateLock.take(store, target.appName);
     let targetLock: TargetLock | undefined;
     try {
-      targetLock = await TargetLock.take(target).catch((err: unknown) => {
-        // Not reachable or not let in: preflight's kind of problem (exit 3), nothing was changed.
-        throw err instanceof MigrateError && err.exitCode === ExitCode.stateMismatch ? err : new PreflightError([errorMessage(err)]);
-      });
+      targetLock = await TargetLock.take(target).catch(beforeAnyChange);
       if (previous) {
         const line = await endLeftovers(previous, [source, target]);
         if (line) emit({ type: 'info', message: line });
@@ -96,9 +93,7 @@ export class RunGuard {
       }
       if (!Array.isArray(left.revoked)) throw left.revoked.error;
       // The source's first session (a password prompt, if any, comes now), so the children's passfile has it.
-      await authenticate(source).catch((err: unknown) => {
-        throw new PreflightError([errorMessage(err)]);
-      });
+      await authenticate(source).catch(beforeAnyChange);
       const auth = await prepareChildAuth([options.from, options.to], env);
       await lock.update({ passfileDir: auth.dir });
       children.onChange = (pids) => {

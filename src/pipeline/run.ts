@@ -12,14 +12,14 @@ import PQueue from 'p-queue';
 import type { MigrateOptions } from '../options.ts';
 import { ControlConnections, terminateSessions, withClient, type Server } from '../pg/connect.ts';
 import { ChildRegistry } from '../proc/run.ts';
-import { StateStore, type PairIdentity, type ServerIdentity } from '../state/store.ts';
+import { StateStore, type PairIdentity } from '../state/store.ts';
 import { AbortError, ExitCode, MigrateError, PreflightError, errorMessage, isAborted, type ExitCodeValue } from '../errors.ts';
 import type { DbResult, EventSink, RunSummary } from '../events.ts';
 import { createDataPath, type DataPath } from '../transfer/data-path.ts';
 import { dbName, secondsSince, type Context, type DatabaseJob } from './context.ts';
 import { RunGuard } from './guard.ts';
 import { preflight } from './preflight.ts';
-import { serverIdentity } from './facts.ts';
+import { checkStatePair } from './facts.ts';
 import { migrateGlobals } from './globals.ts';
 import { grantOwnerRoles } from './ownership.ts';
 import { checkDeferredSetUnchanged, chooseDataPath, dumpStep, restoreStep, streamStep } from './database.ts';
@@ -111,11 +111,7 @@ export async function runMigration(options: MigrateOptions, hooks: RunHooks = {}
     if (!options.fresh) {
       await store.init();
       // The state must be this pair's (by system identifiers) before preflight reads it.
-      const identity = (s: Server): Promise<ServerIdentity> =>
-        withClient(s, s.endpoint.database, (c) => serverIdentity(c, s)).catch((err: unknown) => {
-          throw new PreflightError([errorMessage(err)]);
-        });
-      await store.checkPair({ source: await identity(source), target: await identity(target) });
+      await checkStatePair(store, source, target);
     }
     const pre = await preflight(options, source, target, options.fresh ? undefined : store, guard.auth.env, os.availableParallelism());
     const pair: PairIdentity = { source: pre.sourceFacts.identity, target: pre.targetFacts.identity };
