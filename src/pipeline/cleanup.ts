@@ -47,8 +47,9 @@ async function removeStalePassfiles(done: string[]): Promise<void> {
 
 /**
  * Online mode's leftovers: a cutover interrupted half-way left the source fenced (made writable
- * again, unless it had begun dropping the replication: that is the next cutover's to finish); the subscriptions, slots and publications this migration created (recorded in the state,
- * and only those) are dropped — an abandoned slot keeps WAL on the source until its disk is full.
+ * again, unless it had begun dropping the replication: that is the next cutover's to finish); the
+ * subscriptions, slots and publications this migration created (recorded in the state, and only
+ * those) are dropped — an abandoned slot keeps WAL on the source until its disk is full.
  */
 async function cleanReplication(o: CleanupOptions, store: StateStore, names: string[], report: CleanupReport): Promise<void> {
   const fenced = await store.readDoc<FenceRecord>(store.fencePath);
